@@ -1,0 +1,1 @@
+"""Eco² function pack: the common library every function imports."""

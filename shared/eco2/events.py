@@ -1,0 +1,156 @@
+"""Event types, their validated data models, and the CloudEvent attribute conventions of the pack."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from cloudevents.http import CloudEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eco2.errors import PoisonEvent
+
+SPECVERSION = "1.0"
+DATACONTENTTYPE = "application/json"
+# uuid5 namespace for deterministic event ids: the same (job, type) always gets the same id.
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1c3f0e-5a0b-4c55-9d47-e5c0a1b2c3d4")
+
+
+class EventType(StrEnum):
+    SCAN_REQUESTED = "eco2.scan.requested"
+    SCAN_CLASSIFIED = "eco2.scan.classified"
+    SCAN_RULED = "eco2.scan.ruled"
+    SCAN_ANSWERED = "eco2.scan.answered"
+    REWARD_GRANTED = "eco2.reward.granted"
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+# What each function consumes and what it may emit as its reply. The manifest wiring test and the local
+# runner read this table; a function's main.py must not emit anything else.
+FUNCTION_EVENTS: dict[str, tuple[EventType, tuple[EventType, ...]]] = {
+    "vision": (EventType.SCAN_REQUESTED, (EventType.SCAN_CLASSIFIED,)),
+    "rules": (EventType.SCAN_CLASSIFIED, (EventType.SCAN_RULED,)),
+    "answer": (EventType.SCAN_RULED, (EventType.SCAN_ANSWERED,)),
+    "reward": (EventType.SCAN_ANSWERED, (EventType.REWARD_GRANTED,)),
+}
+
+# Event types a function outside the pack consumes (no Trigger of ours needs to route them yet): the persist
+# function of a later issue takes eco2.reward.granted.
+TERMINAL_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.REWARD_GRANTED})
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class Classification(_Data):
+    major_category: str = Field(min_length=1, max_length=64)
+    middle_category: str | None = Field(default=None, max_length=64)
+    minor_category: str | None = Field(default=None, max_length=128)
+    situation_tags: tuple[str, ...] = Field(default=(), max_length=16)
+
+
+class FinalAnswer(_Data):
+    disposal_steps: tuple[str, ...] = Field(max_length=32)
+    insufficiencies: tuple[str, ...] = Field(default=(), max_length=32)
+    user_answer: str = Field(max_length=8000)
+
+
+class ScanRequested(_Data):
+    """What the gateway sends; every later event carries these fields too, so stages stay stateless."""
+
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    user_id: str = Field(min_length=1, max_length=128)
+    image_url: str = Field(min_length=1, max_length=2048)
+    user_input: str | None = Field(default=None, max_length=1000)
+    model: str | None = Field(default=None, max_length=64)
+
+
+class ScanClassified(ScanRequested):
+    classification: Classification
+
+
+class ScanRuled(ScanClassified):
+    # None is the explicit "no rule" outcome: the answer stage still answers, the reward stage grants nothing.
+    rule_id: str | None
+
+
+class ScanAnswered(ScanRuled):
+    final_answer: FinalAnswer
+
+
+class GrantedCharacter(_Data):
+    character_id: str
+    name: str
+    middle_category: str
+
+
+class RewardGranted(_Data):
+    # reward_id is deterministic per (user, character), so persist can insert … on conflict do nothing.
+    reward_id: str
+    job_id: str
+    user_id: str
+    character: GrantedCharacter
+
+
+M = TypeVar("M", bound=_Data)
+
+DATA_MODELS: dict[EventType, type[_Data]] = {
+    EventType.SCAN_REQUESTED: ScanRequested,
+    EventType.SCAN_CLASSIFIED: ScanClassified,
+    EventType.SCAN_RULED: ScanRuled,
+    EventType.SCAN_ANSWERED: ScanAnswered,
+    EventType.REWARD_GRANTED: RewardGranted,
+}
+
+
+def event_id(job_id: str, event_type: str) -> str:
+    """Deterministic per (job, type): a redelivered stage emits the same id, so consumers can dedupe."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{job_id}/{event_type}"))
+
+
+def source_of(function_name: str) -> str:
+    return f"/eco2/{function_name}"
+
+
+def parse_data(event: CloudEvent, model: type[M]) -> M:
+    """Validate an event's data against its model; a mismatch is a poison event (422, never retried)."""
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise PoisonEvent("invalid_data", "event data must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) or "data" for err in exc.errors()[:5])
+        raise PoisonEvent("invalid_data", f"event data failed validation at: {fields}") from None
+
+
+def new_event(
+    event_type: EventType,
+    data: _Data,
+    *,
+    source: str,
+    job_id: str,
+    parent: CloudEvent | None = None,
+) -> CloudEvent:
+    """Build an event with the pack's conventions, carrying priority and trace context over from `parent`."""
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "type": str(event_type),
+        "source": source,
+        "subject": job_id,
+        "id": event_id(job_id, event_type),
+        "datacontenttype": DATACONTENTTYPE,
+    }
+    if parent is not None:
+        for extension in ("priority", "traceparent", "tracestate"):
+            value = parent.get(extension)
+            if value:
+                attributes[extension] = value
+    attributes.setdefault("priority", Priority.NORMAL.value)
+    return CloudEvent(attributes, data.model_dump(mode="json"))

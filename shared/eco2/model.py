@@ -1,0 +1,171 @@
+"""Model client: every model call goes through the openai SDK to an OpenAI-compatible endpoint.
+
+The request shapes here are the protocol the stand-in model server answers too: classification is a
+`json_schema` response format named `eco2_classification`, the answer one named `eco2_answer` whose user
+message is a JSON document (classification, the matched rule, the user's text).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import openai
+from pydantic import ValidationError
+
+from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited
+from eco2.events import Classification, FinalAnswer
+
+T = TypeVar("T", Classification, FinalAnswer)
+
+CLASSIFICATION_SCHEMA_NAME = "eco2_classification"
+ANSWER_SCHEMA_NAME = "eco2_answer"
+# Headers the model client sends on every call so a proxy (or the stand-in's call counter) can attribute it.
+JOB_HEADER = "X-Eco2-Job-Id"
+STAGE_HEADER = "X-Eco2-Stage"
+
+CLASSIFY_SYSTEM_PROMPT = (
+    "당신은 한국 생활폐기물 분리배출 분류기입니다. 사진 속 물건을 대분류(major_category), 중분류"
+    "(middle_category, 재활용폐기물일 때), 소분류(minor_category: 물건 이름)로 분류하고, 배출 상태를 나타내는 "
+    "상황 태그(situation_tags)를 붙이세요. 대분류는 다음 중 하나입니다: {majors}. 재활용 중분류는 다음 중 "
+    "하나입니다: {middles}. 상황 태그는 다음 중에서만 고릅니다: {tags}. JSON으로만 답하세요."
+)
+ANSWER_SYSTEM_PROMPT = (
+    "당신은 이코에코의 친절한 분리배출 도우미입니다. 사용자 메시지의 JSON(classification, disposal_rules, "
+    "user_input)을 읽고, 규칙에 따른 배출 단계(disposal_steps), 부족한 점(insufficiencies: 상황 태그로 보아 "
+    "사용자가 더 해야 할 일), 사용자에게 건넬 친근한 한국어 답변(user_answer)을 JSON으로만 답하세요."
+)
+
+CLASSIFICATION_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "major_category": {"type": "string"},
+        "middle_category": {"type": ["string", "null"]},
+        "minor_category": {"type": ["string", "null"]},
+        "situation_tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["major_category", "middle_category", "minor_category", "situation_tags"],
+    "additionalProperties": False,
+}
+ANSWER_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "disposal_steps": {"type": "array", "items": {"type": "string"}},
+        "insufficiencies": {"type": "array", "items": {"type": "string"}},
+        "user_answer": {"type": "string"},
+    },
+    "required": ["disposal_steps", "insufficiencies", "user_answer"],
+    "additionalProperties": False,
+}
+
+
+def _response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+
+
+class ModelClient:
+    """One per process: wraps AsyncOpenAI, maps its errors onto the pack's transient/poison split."""
+
+    def __init__(self, *, base_url: str, api_key: str, timeout_seconds: float) -> None:
+        # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def classify(
+        self,
+        *,
+        model: str,
+        image_url: str,
+        user_input: str | None,
+        system_prompt: str,
+        job_id: str,
+    ) -> Classification:
+        content: list[dict[str, Any]] = [
+            {"type": "text", "text": user_input or "이 물건은 어떻게 버려야 하나요?"},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]
+        raw = await self._complete(
+            model=model,
+            messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": content}],
+            response_format=_response_format(CLASSIFICATION_SCHEMA_NAME, CLASSIFICATION_JSON_SCHEMA),
+            job_id=job_id,
+            stage="vision",
+        )
+        return _parse_model_json(raw, Classification)
+
+    async def answer(
+        self,
+        *,
+        model: str,
+        classification: Classification,
+        disposal_rules: dict[str, Any] | None,
+        user_input: str | None,
+        job_id: str,
+    ) -> FinalAnswer:
+        document = {
+            "classification": classification.model_dump(mode="json"),
+            "disposal_rules": disposal_rules,
+            "user_input": user_input,
+        }
+        raw = await self._complete(
+            model=model,
+            messages=[
+                {"role": "system", "content": ANSWER_SYSTEM_PROMPT},
+                {"role": "user", "content": json.dumps(document, ensure_ascii=False)},
+            ],
+            response_format=_response_format(ANSWER_SCHEMA_NAME, ANSWER_JSON_SCHEMA),
+            job_id=job_id,
+            stage="answer",
+        )
+        return _parse_model_json(raw, FinalAnswer)
+
+    async def _complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        response_format: dict[str, Any],
+        job_id: str,
+        stage: str,
+    ) -> str:
+        try:
+            completion = await self._client.chat.completions.create(
+                model=model,
+                messages=messages,  # type: ignore[arg-type]
+                response_format=response_format,  # type: ignore[arg-type]
+                extra_headers={JOB_HEADER: job_id, STAGE_HEADER: stage},
+            )
+        except openai.RateLimitError as exc:
+            raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
+        except (openai.APITimeoutError, openai.APIConnectionError):
+            raise ModelUnavailable(message="the model did not answer in time") from None
+        except openai.InternalServerError:
+            raise ModelUnavailable(message="the model failed") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                raise ModelUnavailable(message="the model failed") from None
+            # The model rejected this request itself (bad image URL, unknown model): retrying cannot help.
+            raise PoisonEvent("model_rejected", f"the model rejected the request ({exc.status_code})") from None
+        choice = completion.choices[0] if completion.choices else None
+        if choice is None or not choice.message.content:
+            raise ModelUnavailable(message="the model returned no content")
+        return choice.message.content
+
+
+def _retry_after(response: Any) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "1")))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _parse_model_json(raw: str, model: type[T]) -> T:
+    # A malformed model answer is worth a retry (models are not deterministic), so it is transient.
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        raise ModelUnavailable(message="the model returned malformed output") from None
