@@ -30,6 +30,11 @@ class BadRequest(PoisonEvent):
     code = "invalid_cloudevent"
 
 
+class PayloadTooLarge(BadRequest):
+    status = 413
+    code = "body_too_large"
+
+
 class TransientError(Eco2Error):
     """A dependency failed in a way a later retry may fix (Redis, model 5xx, timeout): 503, retried."""
 

@@ -1,0 +1,209 @@
+"""The function adapter: serves `async handle(event) -> CloudEvent | None` with functions-framework's http signature.
+
+functions-framework throws a `cloud_event` function's return value away, so every function is an http
+function: decode the request (binary or structured), call the handler, answer the reply in binary mode
+(the broker publishes it), or 202 with no body. Poison events get 400/422 (never retried), transient
+failures 5xx/429 (retried by the broker); no error body ever carries exception text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from cloudevents.exceptions import GenericException as CloudEventError
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from eco2.errors import BadRequest, Eco2Error, PayloadTooLarge, PoisonEvent, RateLimited, TransientError
+from eco2.observability import FunctionMetrics, configure_logging, log_context
+from eco2.settings import Settings
+
+log = logging.getLogger("eco2.adapter")
+
+
+class Resources(Protocol):
+    """What a function builds once per process (clients, caches) and closes on shutdown."""
+
+    async def aclose(self) -> None: ...
+
+
+R = TypeVar("R", bound=Resources)
+Handler = Callable[[CloudEvent, R], Awaitable[CloudEvent | None]]
+
+
+def error_response(error: Eco2Error) -> JSONResponse:
+    headers = {"Retry-After": f"{max(1, round(error.retry_after))}"} if isinstance(error, RateLimited) else None
+    return JSONResponse({"error": error.code, "message": error.message}, status_code=error.status, headers=headers)
+
+
+class CloudEventFunction(Generic[R]):
+    """One function: its name, how to build its per-process resources, and its handler."""
+
+    def __init__(
+        self,
+        name: str,
+        setup: Callable[[Settings], Awaitable[R]],
+        handle: Handler[R],
+        *,
+        accepts: str | None = None,
+    ) -> None:
+        self.name = name
+        self.accepts = accepts
+        self._setup = setup
+        self._handle = handle
+        self._resources: R | None = None
+        self._settings: Settings | None = None
+        self._lock = asyncio.Lock()
+        self.metrics = FunctionMetrics(name)
+
+        # functions-framework wants a plain function as its target, not a bound method.
+        async def handle_http(request: Request) -> Response:
+            return await self.http(request)
+
+        self.handle_http = handle_http
+
+    async def start(self, env: dict[str, str] | None = None) -> R:
+        """Build settings and resources once; concurrent first requests share the one build."""
+        async with self._lock:
+            if self._resources is None:
+                settings = Settings.from_env(dict(os.environ) if env is None else env, self.name)
+                self._resources = await self._setup(settings)
+                self._settings = settings
+            return self._resources
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._resources is not None:
+                await self._resources.aclose()
+                self._resources = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise RuntimeError(f"function {self.name} has not started")
+        return self._settings
+
+    async def http(self, request: Request) -> Response:
+        """The functions-framework http target: events on POST /, health and metrics beside them."""
+        path, method = request.url.path.rstrip("/") or "/", request.method
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return JSONResponse({"status": "ok", "function": self.name, "started": self._resources is not None})
+        if path == "/metrics" and method == "GET":
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        if path != "/":
+            return JSONResponse({"error": "not_found", "message": f"no route {path}"}, status_code=404)
+        if method != "POST":
+            return JSONResponse(
+                {"error": "method_not_allowed", "message": "POST a CloudEvent to /"},
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+        return await self._deliver(request)
+
+    async def _deliver(self, request: Request) -> Response:
+        started = time.perf_counter()
+        resources = await self.start()
+        event_type = "unknown"
+        try:
+            event = decode(request.headers, await read_body(request, self.settings.max_event_bytes))
+            event_type = str(event["type"])
+            if self.accepts is not None and event_type != self.accepts:
+                raise PoisonEvent("unexpected_type", f"{self.name} accepts {self.accepts}, not {event_type}")
+            with log_context(event.get("subject"), event.get("traceparent")):
+                async with asyncio.timeout(self.settings.stage_timeout_seconds):
+                    reply = await self._handle(event, resources)
+                log.info("handled", extra={"fields": {"type": event_type, "replied": reply is not None}})
+        except Eco2Error as exc:
+            outcome = "poison" if isinstance(exc, PoisonEvent) else "transient"
+            self.metrics.observe(event_type, outcome, started)
+            log.warning("event failed", extra={"fields": {"type": event_type, "error": exc.code}})
+            return error_response(exc)
+        except TimeoutError:
+            self.metrics.observe(event_type, "transient", started)
+            log.warning("event timed out", extra={"fields": {"type": event_type}})
+            return error_response(TransientError("timeout", "the stage ran out of time"))
+        except Exception:
+            self.metrics.observe(event_type, "error", started)
+            log.exception("event crashed", extra={"fields": {"type": event_type}})
+            return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+        if reply is None:
+            self.metrics.observe(event_type, "no_reply", started)
+            return Response(status_code=202)
+        self.metrics.observe(event_type, "replied", started)
+        headers, body = to_binary(reply)
+        return Response(body, status_code=200, headers=dict(headers))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; a larger body is a poison event, not a reason to run out of memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(message=f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(message=f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("client_disconnected", "the request body was cut short") from None
+    return b"".join(chunks)
+
+
+def decode(headers: Any, body: bytes) -> CloudEvent:
+    """Binary or structured CloudEvent from an HTTP request; anything else is a 400 naming what is wrong."""
+    try:
+        event = from_http(headers, body)
+    except CloudEventError as exc:
+        raise BadRequest("invalid_cloudevent", _describe(exc)) from None
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest("invalid_cloudevent", "the body is not a CloudEvent") from None
+    for attribute in ("id", "source", "type"):
+        if not event.get(attribute):
+            raise BadRequest("invalid_cloudevent", f"missing required attribute: {attribute}")
+    return event
+
+
+def _describe(exc: CloudEventError) -> str:
+    # The SDK's messages name the missing attribute or the encoding problem and carry no internals.
+    text = str(exc).strip() or type(exc).__name__
+    return f"not a valid CloudEvent: {text[:300]}"
+
+
+class Lifespan:
+    """ASGI wrapper that builds the function's resources at process start and closes them on shutdown.
+
+    functions-framework's ASGI app has no lifespan hooks; under plain `functions-framework --asgi` the
+    resources are built lazily on the first request instead.
+    """
+
+    def __init__(self, app: ASGIApp, function: CloudEventFunction[Any]) -> None:
+        self._app = app
+        self._function = function
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
+            return
+        await receive()
+        try:
+            await self._function.start()
+            configure_logging(self._function.name, self._function.settings.log_level)
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await self._function.stop()
+        await send({"type": "lifespan.shutdown.complete"})

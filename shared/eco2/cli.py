@@ -1,0 +1,42 @@
+"""The `eco2` command: serve one function, run the stand-in model, and (later) the whole pack locally."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from eco2 import serving
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Eco² function pack")
+
+
+@app.command()
+def serve(
+    name: str = typer.Argument(..., help="function folder under functions/, e.g. vision"),
+    host: str = typer.Option(os.environ.get("HOST", "127.0.0.1"), help="address to listen on ($HOST)"),
+    port: int = typer.Option(int(os.environ.get("PORT", "8080")), help="port to listen on ($PORT)"),
+) -> None:
+    """Serve one function on its own port, as Knative would (curl it with a CloudEvent)."""
+    try:
+        serving.function_source(name)
+    except serving.UnknownFunction as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"serving function {name} on http://{host}:{port}/ (POST a CloudEvent; GET /healthz, /metrics)")
+    serving.serve(name, host=host, port=port)
+
+
+@app.command("model-standin")
+def model_standin(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8090, help="port to listen on"),
+) -> None:
+    """Run the STAND-IN model server (OpenAI-compatible, deterministic; not a real model)."""
+    from eco2.standin import StandinConfig, run
+
+    run(host, port, StandinConfig.from_env(os.environ))
+
+
+if __name__ == "__main__":
+    app()

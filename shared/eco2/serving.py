@@ -1,0 +1,61 @@
+"""Serve one function from `functions/<name>/main.py` with functions-framework's ASGI variant under uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from functions_framework import _function_registry
+from functions_framework.aio import create_asgi_app_from_module
+from starlette.types import ASGIApp
+
+from eco2.adapter import CloudEventFunction, Lifespan
+
+FUNCTION_TARGET = "handle_http"
+
+
+class UnknownFunction(LookupError):
+    """No `functions/<name>/main.py` exists."""
+
+
+def project_root() -> Path:
+    """Where `functions/` lives: $ECO2_ROOT, else the source checkout this package was installed from."""
+    configured = os.environ.get("ECO2_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "functions").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+def function_names(root: Path | None = None) -> list[str]:
+    base = (root or project_root()) / "functions"
+    return sorted(p.parent.name for p in base.glob("*/main.py"))
+
+
+def function_source(name: str, root: Path | None = None) -> Path:
+    source = (root or project_root()) / "functions" / name / "main.py"
+    if not source.is_file():
+        known = ", ".join(function_names(root)) or "none"
+        raise UnknownFunction(f"no function {name!r} (known: {known})")
+    return source
+
+
+def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, CloudEventFunction[Any]]:
+    """The function's ASGI app (wrapped so its resources are built at start) and its function object."""
+    source = str(function_source(name, root))
+    module, spec = _function_registry.load_function_module(source)
+    spec.loader.exec_module(module)
+    function = getattr(module, "function", None)
+    if not isinstance(function, CloudEventFunction):
+        raise UnknownFunction(f"{source} defines no `function = CloudEventFunction(...)`")
+    app = create_asgi_app_from_module(FUNCTION_TARGET, source, "http", module, spec)
+    return Lifespan(app, function), function
+
+
+def serve(name: str, *, host: str, port: int) -> None:
+    app, _ = load_function(name)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")

@@ -1,0 +1,65 @@
+"""Settings: a frozen dataclass built once at start from a mapping (the environment), never at import."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
+STANDIN_API_KEY = "eco2-standin-no-key"
+
+
+class SettingsError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    return int(_float(env, name, float(default), minimum=float(minimum)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    function_name: str
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    openai_base_url: str = "http://127.0.0.1:8090/v1"
+    openai_api_key: str = STANDIN_API_KEY
+    vision_model: str = "gpt-4.1-mini"
+    answer_model: str = "gpt-4.1-mini"
+    # Models a client may ask for by name (the mobile API's optional `model`).
+    allowed_models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini")
+    job_ttl_seconds: int = 24 * 3600
+    stage_timeout_seconds: float = 60.0
+    max_event_bytes: int = 256 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:
+        allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
+        vision_model = env.get("ECO2_VISION_MODEL") or cls.vision_model
+        answer_model = env.get("ECO2_ANSWER_MODEL") or cls.answer_model
+        return cls(
+            function_name=function_name,
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            openai_base_url=env.get("OPENAI_BASE_URL") or cls.openai_base_url,
+            openai_api_key=env.get("OPENAI_API_KEY") or STANDIN_API_KEY,
+            vision_model=vision_model,
+            answer_model=answer_model,
+            allowed_models=allowed or tuple(dict.fromkeys((vision_model, *cls.allowed_models))),
+            job_ttl_seconds=_int(env, "ECO2_JOB_TTL_SECONDS", cls.job_ttl_seconds, minimum=60),
+            stage_timeout_seconds=_float(env, "ECO2_STAGE_TIMEOUT_SECONDS", cls.stage_timeout_seconds, minimum=1),
+            max_event_bytes=_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
+            log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+        )

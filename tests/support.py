@@ -1,0 +1,86 @@
+"""Test support: free ports, child processes that are ready when returned, waiting on a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_TEST_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_child(
+    args: list[str], *, port: int, env: Mapping[str, str], log_dir: Path, timeout: float = 20.0
+) -> Child:
+    """Start `python -m eco2.cli <args>` and return once GET /healthz answers 200 (or fail with its log)."""
+    log_path = log_dir / f"{args[0]}-{args[1] if len(args) > 1 else ''}-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eco2.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    child = Child(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{args} exited with {process.returncode}:\n{child.log()}")
+        try:
+            if httpx.get(f"{child.url}/healthz", timeout=1).status_code == 200:
+                return child
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    child.stop()
+    raise RuntimeError(f"{args} did not become healthy in {timeout}s:\n{child.log()}")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `probe` until it returns something other than None/False, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        await asyncio.sleep(interval)

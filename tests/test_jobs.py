@@ -1,0 +1,140 @@
+"""JobStore against the real Redis: atomic, idempotent transitions, checkpoints, run-once, TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from eco2 import keys
+from eco2.errors import StoreUnavailable, TransientError
+from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
+
+
+class Out(BaseModel):
+    value: int
+
+
+async def test_create_writes_job_and_queued_event(store: JobStore) -> None:
+    created = await store.create("job1", "user1", priority="high")
+    assert created.outcome is TransitionOutcome.APPLIED
+    job = await store.get("job1")
+    assert job is not None
+    assert (job["status"], job["stage"], job["progress"], job["user_id"], job["priority"]) == (
+        "queued",
+        "queued",
+        "0",
+        "user1",
+        "high",
+    )
+    [event] = await store.events("job1")
+    assert (event.seq, event.stage, event.status, event.progress) == (1, "queued", "queued", 0)
+
+
+async def test_repeated_transition_is_a_duplicate_and_adds_no_event(store: JobStore) -> None:
+    await store.create("job1", "u")
+    first = await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING, data={"a": 1})
+    again = await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING, data={"a": 2})
+    assert first.outcome is TransitionOutcome.APPLIED
+    assert (again.outcome, again.seq) == (TransitionOutcome.DUPLICATE, first.seq)
+    events = await store.events("job1")
+    assert [(e.stage, e.progress, e.data) for e in events] == [("queued", 0, None), ("vision", 25, {"a": 1})]
+
+
+async def test_concurrent_identical_transitions_record_one_event(store: JobStore) -> None:
+    await store.create("job1", "u")
+    results = await asyncio.gather(
+        *(store.transition("job1", "u", Stage.RULE, JobStatus.RUNNING) for _ in range(20))
+    )
+    assert sum(r.outcome is TransitionOutcome.APPLIED for r in results) == 1
+    assert len(await store.events("job1")) == 2
+
+
+async def test_ended_job_refuses_new_transitions(store: JobStore) -> None:
+    await store.create("job1", "u")
+    await store.transition("job1", "u", Stage.VISION, JobStatus.CANCELLED, message="cancelled")
+    refused = await store.transition("job1", "u", Stage.ANSWER, JobStatus.RUNNING)
+    assert refused.outcome is TransitionOutcome.REFUSED
+    assert await store.status("job1") is JobStatus.CANCELLED
+    assert [e.status for e in await store.events("job1")] == ["queued", "cancelled"]
+
+
+async def test_progress_never_goes_backwards(store: JobStore) -> None:
+    await store.create("job1", "u")
+    await store.transition("job1", "u", Stage.ANSWER, JobStatus.RUNNING)
+    await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING)
+    job = await store.get("job1")
+    assert job is not None and job["progress"] == "75"
+
+
+async def test_events_after_seq_resume_without_duplicates(store: JobStore) -> None:
+    await store.create("job1", "u")
+    for stage in (Stage.VISION, Stage.RULE, Stage.ANSWER):
+        await store.transition("job1", "u", stage, JobStatus.RUNNING)
+    assert [e.seq for e in await store.events("job1", after_seq=2)] == [3, 4]
+
+
+async def test_every_key_has_a_ttl(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.create("job1", "u")
+    await store.put_checkpoint("job1", Stage.VISION, Out(value=1))
+    for key in (keys.job("job1"), keys.job_events("job1"), keys.job_checkpoints("job1")):
+        ttl = await redis_client.ttl(key)
+        assert 0 < ttl <= 3600, key
+
+
+async def test_first_checkpoint_wins(store: JobStore) -> None:
+    assert await store.put_checkpoint("job1", Stage.VISION, Out(value=1)) == Out(value=1)
+    assert await store.put_checkpoint("job1", Stage.VISION, Out(value=2)) == Out(value=1)
+    assert await store.get_checkpoint("job1", Stage.VISION, Out) == Out(value=1)
+
+
+async def test_once_computes_once_across_concurrent_calls(store: JobStore) -> None:
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return Out(value=calls)
+
+    results = await asyncio.gather(
+        *(store.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) for _ in range(10))
+    )
+    assert calls == 1
+    assert results == [Out(value=1)] * 10
+    assert await store.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) == Out(value=1)
+    assert calls == 1
+
+
+async def test_once_failure_releases_the_lease_for_the_retry(store: JobStore) -> None:
+    async def fail() -> Out:
+        raise TransientError("boom", "model down")
+
+    async def succeed() -> Out:
+        return Out(value=7)
+
+    with pytest.raises(TransientError):
+        await store.once("job1", Stage.VISION, Out, fail, timeout_seconds=5)
+    assert await store.once("job1", Stage.VISION, Out, succeed, timeout_seconds=0.5) == Out(value=7)
+
+
+async def test_once_waiter_gives_up_as_transient_when_the_holder_is_stuck(
+    store: JobStore, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.set(keys.stage_lease("job1", "vision"), "someone-else", px=60_000)
+
+    async def compute() -> Out:
+        raise AssertionError("must not run while another delivery holds the lease")
+
+    with pytest.raises(TransientError) as caught:
+        await store.once("job1", Stage.VISION, Out, compute, timeout_seconds=0.3)
+    assert caught.value.code == "stage_busy"
+
+
+async def test_unreachable_redis_is_a_transient_store_error() -> None:
+    dead = JobStore(aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5), ttl_seconds=60)
+    with pytest.raises(StoreUnavailable):
+        await dead.create("job1", "u")
+    await dead.aclose()
