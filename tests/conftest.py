@@ -64,7 +64,11 @@ def standin_url(standin: Child) -> str:
 
 @pytest.fixture(scope="session")
 def stage_env(standin: Child) -> dict[str, str]:
-    return {"REDIS_URL": REDIS_TEST_URL, "OPENAI_BASE_URL": f"{standin.url}/v1", "ECO2_STAGE_TIMEOUT_SECONDS": "20"}
+    return {
+        "REDIS_URL": REDIS_TEST_URL,
+        "OPENAI_BASE_URL": f"{standin.url}/v1",
+        "ECO2_STAGE_TIMEOUT_SECONDS": "20",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -44,9 +44,7 @@ class Child:
         return self.log_path.read_text(errors="replace")
 
 
-def start_child(
-    args: list[str], *, port: int, env: Mapping[str, str], log_dir: Path, timeout: float = 20.0
-) -> Child:
+def start_child(args: list[str], *, port: int, env: Mapping[str, str], log_dir: Path, timeout: float = 20.0) -> Child:
     """Start `python -m eco2.cli <args>` and return once GET /healthz answers 200 (or fail with its log)."""
     log_path = log_dir / f"{args[0]}-{args[1] if len(args) > 1 else ''}-{port}.log"
     with log_path.open("wb") as log_file:

@@ -27,9 +27,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def echo_event(mode: str, **extra: Any) -> CloudEvent:
-    return CloudEvent(
-        {"type": "test.echo", "source": "/test", "subject": "job-1", "id": "e1", **extra}, {"mode": mode}
-    )
+    return CloudEvent({"type": "test.echo", "source": "/test", "subject": "job-1", "id": "e1", **extra}, {"mode": mode})
 
 
 @pytest.mark.parametrize("encode", [to_binary, to_structured], ids=["binary", "structured"])
@@ -55,7 +53,12 @@ async def test_no_reply_is_202_without_body(client: httpx.AsyncClient) -> None:
         ({"content-type": "text/plain"}, b"garbage", "not a valid CloudEvent"),
         ({"content-type": "application/cloudevents+json"}, b"{not json", "not a valid CloudEvent"),
         (
-            {"ce-specversion": "1.0", "ce-type": "test.echo", "ce-source": "/t", "content-type": "application/json"},
+            {
+                "ce-specversion": "1.0",
+                "ce-type": "test.echo",
+                "ce-source": "/t",
+                "content-type": "application/json",
+            },
             b"{}",
             "id",
         ),
@@ -123,5 +126,5 @@ async def test_health_metrics_and_unknown_routes(client: httpx.AsyncClient) -> N
 
 
 def test_structured_reply_round_trips_json() -> None:
-    headers, body = to_structured(echo_event("reply"))
+    _headers, body = to_structured(echo_event("reply"))
     assert json.loads(body)["data"] == {"mode": "reply"}

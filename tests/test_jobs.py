@@ -45,9 +45,7 @@ async def test_repeated_transition_is_a_duplicate_and_adds_no_event(store: JobSt
 
 async def test_concurrent_identical_transitions_record_one_event(store: JobStore) -> None:
     await store.create("job1", "u")
-    results = await asyncio.gather(
-        *(store.transition("job1", "u", Stage.RULE, JobStatus.RUNNING) for _ in range(20))
-    )
+    results = await asyncio.gather(*(store.transition("job1", "u", Stage.RULE, JobStatus.RUNNING) for _ in range(20)))
     assert sum(r.outcome is TransitionOutcome.APPLIED for r in results) == 1
     assert len(await store.events("job1")) == 2
 
@@ -66,7 +64,8 @@ async def test_progress_never_goes_backwards(store: JobStore) -> None:
     await store.transition("job1", "u", Stage.ANSWER, JobStatus.RUNNING)
     await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING)
     job = await store.get("job1")
-    assert job is not None and job["progress"] == "75"
+    assert job is not None
+    assert job["progress"] == "75"
 
 
 async def test_events_after_seq_resume_without_duplicates(store: JobStore) -> None:

@@ -38,5 +38,32 @@ def model_standin(
     run(host, port, StandinConfig.from_env(os.environ))
 
 
+@app.command()
+def up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="run in the background; return once ready"),
+) -> None:
+    """Start the whole pack on this machine from knative/ and eventing/, over the local Redis and RabbitMQ."""
+    from eco2.local import control
+
+    options = control.default_options()
+    raise typer.Exit(control.up_detached(options) if detach else control.up_foreground(options))
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="print the running endpoints as JSON")) -> None:
+    """Which functions run where, replicas, queue depths and dead letters."""
+    from eco2.local import control
+
+    raise typer.Exit(control.status(control.default_options(), as_json))
+
+
+@app.command()
+def down() -> None:
+    """Stop the pack started with `eco2 up --detach`."""
+    from eco2.local import control
+
+    raise typer.Exit(control.down(control.default_options()))
+
+
 if __name__ == "__main__":
     app()

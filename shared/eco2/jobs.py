@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -192,16 +192,16 @@ class JobStore:
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""))
 
     async def get(self, job_id: str) -> dict[str, str] | None:
-        fields: dict[str, str] = await self._call(self._redis.hgetall(keys.job(job_id)))
-        return fields or None
+        fields = await self._call(self._redis.hgetall(keys.job(job_id)))
+        return cast(dict[str, str], fields) or None
 
     async def status(self, job_id: str) -> JobStatus | None:
         raw = await self._call(self._redis.hget(keys.job(job_id), "status"))
-        return JobStatus(raw) if raw else None
+        return JobStatus(str(raw)) if raw else None
 
     async def events(self, job_id: str, *, after_seq: int = 0, count: int = 100) -> list[StreamEvent]:
         entries = await self._call(self._redis.xrange(keys.job_events(job_id), min=f"({after_seq}-0", count=count))
-        return [_stream_event(fields) for _, fields in entries]
+        return [_stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
 
     async def get_checkpoint(self, job_id: str, stage: Stage, model: type[M]) -> M | None:
         raw = await self._call(self._redis.hget(keys.job_checkpoints(job_id), stage.value))
@@ -211,7 +211,8 @@ class JobStore:
         """Store a stage's output unless one is already stored; return whichever is stored (the first)."""
         stored = await self._call(
             self._checkpoint(
-                keys=[keys.job_checkpoints(job_id)], args=[stage.value, value.model_dump_json(), str(self._ttl)]
+                keys=[keys.job_checkpoints(job_id)],
+                args=[stage.value, value.model_dump_json(), str(self._ttl)],
             )
         )
         return type(value).model_validate_json(stored)

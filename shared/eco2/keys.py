@@ -23,3 +23,13 @@ def job_checkpoints(job_id: str) -> str:
 def stage_lease(job_id: str, stage: str) -> str:
     """String with a short TTL: the one delivery allowed to compute a stage while concurrent ones wait."""
     return f"{PREFIX}:job:{job_id}:lease:{stage}"
+
+
+def dead_letters() -> str:
+    """Stream: every dead-lettered event with its error extensions, for inspection and replay."""
+    return f"{PREFIX}:deadletters"
+
+
+def dead_letter_seen(event_id: str, trigger_dest: str) -> str:
+    """String with a TTL: a dead letter recorded once, however often the sink receives it."""
+    return f"{PREFIX}:deadletter:{trigger_dest}:{event_id}"

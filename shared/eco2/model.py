@@ -68,9 +68,7 @@ class ModelClient:
 
     def __init__(self, *, base_url: str, api_key: str, timeout_seconds: float) -> None:
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0
-        )
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -133,10 +131,12 @@ class ModelClient:
         stage: str,
     ) -> str:
         try:
-            completion = await self._client.chat.completions.create(
+            # The SDK's overloads want TypedDicts; these dicts follow the same wire format.
+            create: Any = self._client.chat.completions.create
+            completion = await create(
                 model=model,
-                messages=messages,  # type: ignore[arg-type]
-                response_format=response_format,  # type: ignore[arg-type]
+                messages=messages,
+                response_format=response_format,
                 extra_headers={JOB_HEADER: job_id, STAGE_HEADER: stage},
             )
         except openai.RateLimitError as exc:
@@ -153,7 +153,7 @@ class ModelClient:
         choice = completion.choices[0] if completion.choices else None
         if choice is None or not choice.message.content:
             raise ModelUnavailable(message="the model returned no content")
-        return choice.message.content
+        return str(choice.message.content)
 
 
 def _retry_after(response: Any) -> float:

@@ -47,12 +47,12 @@ def function_source(name: str, root: Path | None = None) -> Path:
 def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, CloudEventFunction[Any]]:
     """The function's ASGI app (wrapped so its resources are built at start) and its function object."""
     source = str(function_source(name, root))
-    module, spec = _function_registry.load_function_module(source)
+    module, spec = _function_registry.load_function_module(source)  # type: ignore[no-untyped-call]
     spec.loader.exec_module(module)
     function = getattr(module, "function", None)
     if not isinstance(function, CloudEventFunction):
         raise UnknownFunction(f"{source} defines no `function = CloudEventFunction(...)`")
-    app = create_asgi_app_from_module(FUNCTION_TARGET, source, "http", module, spec)
+    app = create_asgi_app_from_module(FUNCTION_TARGET, source, "http", module, spec)  # type: ignore[no-untyped-call]
     return Lifespan(app, function), function
 
 

@@ -131,7 +131,11 @@ async def vision(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return normalize_classification(raw, ctx.rules)
 
     classification = await ctx.store.once(
-        scan.job_id, Stage.VISION, Classification, classify, timeout_seconds=ctx.settings.stage_timeout_seconds
+        scan.job_id,
+        Stage.VISION,
+        Classification,
+        classify,
+        timeout_seconds=ctx.settings.stage_timeout_seconds,
     )
     label = classification.middle_category or classification.major_category
     recorded = await ctx.store.transition(
@@ -190,6 +194,7 @@ async def answer(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return None
     rule = rule_of(scan.rule_id, ctx.rules)
     model = model_for(scan.model, ctx.settings.answer_model, ctx.settings)
+
     async def write() -> FinalAnswer:
         return await ctx.model.answer(
             model=model,
@@ -235,9 +240,7 @@ def decide_reward(scan: ScanAnswered, rule: Rule | None, catalog: CharacterCatal
     character = catalog.for_middle_category(middle)
     if character is None:
         return RewardDecision(None, "no_character", "이 품목에는 아직 캐릭터가 없어요")
-    granted = GrantedCharacter(
-        character_id=character.character_id, name=character.name, middle_category=middle
-    )
+    granted = GrantedCharacter(character_id=character.character_id, name=character.name, middle_category=middle)
     return RewardDecision(granted, "granted", f"잘 분리배출했어요! {character.name} 캐릭터를 얻었어요")
 
 

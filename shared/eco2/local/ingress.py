@@ -1,0 +1,54 @@
+"""The broker ingress: accepts CloudEvents over HTTP and publishes them persistently, 202 only after the confirm."""
+
+from __future__ import annotations
+
+import logging
+
+from aio_pika.abc import AbstractExchange
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from eco2.adapter import decode, error_response, read_body
+from eco2.errors import BadRequest
+from eco2.local.messages import to_message
+from eco2.local.metrics import RunnerMetrics
+
+log = logging.getLogger("eco2.local.ingress")
+MAX_EVENT_BYTES = 512 * 1024
+
+
+def create_ingress(exchange: AbstractExchange, metrics: RunnerMetrics) -> Starlette:
+    async def accept(request: Request) -> Response:
+        try:
+            event = decode(request.headers, await read_body(request, MAX_EVENT_BYTES))
+        except BadRequest as exc:
+            metrics.ingress.labels("rejected").inc()
+            return error_response(exc)
+        try:
+            # With publisher confirms on, publish() returns once RabbitMQ has taken the message.
+            await exchange.publish(to_message(event), routing_key="")
+        except Exception:
+            log.exception("publish failed")
+            metrics.ingress.labels("unavailable").inc()
+            return JSONResponse({"error": "broker_unavailable", "message": "the broker did not confirm"}, 503)
+        metrics.ingress.labels("accepted").inc()
+        return Response(status_code=202)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "component": "ingress"})
+
+    async def prometheus(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/", accept, methods=["POST"]),
+            # Knative's broker ingress path is /<namespace>/<broker>; accept it too so K_SINK URLs carry over.
+            Route("/{namespace}/{broker}", accept, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
+        ]
+    )

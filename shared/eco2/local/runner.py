@@ -1,0 +1,330 @@
+"""The whole pack on one machine: topology, ingress, dispatchers and function processes, from the manifests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import redis.asyncio as aioredis
+import uvicorn
+from aio_pika.abc import AbstractRobustConnection
+
+from eco2.local.dispatcher import DeadLetterConsumer, Endpoint, TriggerConsumer
+from eco2.local.ingress import create_ingress
+from eco2.local.metrics import RunnerMetrics
+from eco2.local.replicas import FunctionPool
+from eco2.local.topology import Topology
+from eco2.manifests import Manifests
+
+log = logging.getLogger("eco2.local.runner")
+
+
+class DependencyMissing(RuntimeError):
+    """Redis or RabbitMQ is not reachable; the message says how to start it."""
+
+
+@dataclass
+class RunnerOptions:
+    root: Path
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    ingress_port: int = 8081
+    gateway_port: int = 8080
+    standin_port: int = 8090
+    # None: start the stand-in model when no OPENAI_API_KEY is set (the design's default).
+    standin: bool | None = None
+    prefix: str = "eco2"
+    state_dir: Path | None = None
+    reap_interval: float = 1.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, root: Path, env: dict[str, str]) -> RunnerOptions:
+        return cls(
+            root=root,
+            amqp_url=env.get("AMQP_URL") or cls.amqp_url,
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+        )
+
+    @property
+    def state_path(self) -> Path:
+        return (self.state_dir or self.root / ".eco2") / "runner.json"
+
+
+class LocalPack:
+    def __init__(self, options: RunnerOptions) -> None:
+        self.options = options
+        self.manifests = Manifests.load(options.root)
+        self.topology = Topology.plan(self.manifests, options.prefix)
+        self.metrics = RunnerMetrics()
+        self.pools: dict[str, FunctionPool] = {}
+        self._consumers: list[TriggerConsumer] = []
+        self._dead_letter_consumers: list[DeadLetterConsumer] = []
+        self._connection: AbstractRobustConnection | None = None
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self._ingress: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._standin: asyncio.subprocess.Process | None = None
+        self.model_url: str | None = None
+        self.started_at = time.time()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.options.state_path.parent
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.ingress_port}"
+
+    async def start(self) -> None:
+        await check_dependencies(self.options)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        await self._start_model()
+        self._connection = await aio_pika.connect_robust(self.options.amqp_url)
+        setup_channel = await self._connection.channel()
+        exchange = await self.topology.declare(setup_channel, self.state_dir / f"bindings-{self.options.prefix}.json")
+        publisher = await self._connection.channel(publisher_confirms=True)
+        broker_exchange = await publisher.get_exchange(exchange.name)
+        self._build_pools()
+        await self._start_ingress(broker_exchange)
+        await self._start_consumers(publisher, broker_exchange)
+        await asyncio.gather(*(pool.ensure_min_scale() for pool in self.pools.values()))
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        await self.write_state(ready=True)
+
+    def _function_env(self) -> dict[str, str]:
+        env = {
+            "REDIS_URL": self.options.redis_url,
+            "K_SINK": self.ingress_url,
+            "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
+            **self.options.extra_env,
+        }
+        if self.model_url:
+            env["OPENAI_BASE_URL"] = f"{self.model_url}/v1"
+            # The stand-in serves the sample images the development scans point at.
+            env.setdefault("ECO2_IMAGE_URL_ALLOWLIST", self.model_url)
+        return env
+
+    def _build_pools(self) -> None:
+        env = self._function_env()
+        for name, service in sorted(self.manifests.services.items()):
+            self.pools[name] = FunctionPool(
+                service,
+                env=env,
+                cwd=self.options.root,
+                http=self._http,
+                metrics=self.metrics,
+                log_dir=self.state_dir / "logs",
+                fixed_port=self.options.gateway_port if name == "gateway" else None,
+            )
+
+    async def endpoint(self, service: str) -> Endpoint:
+        pool = self.pools.get(service)
+        if pool is None:
+            raise LookupError(f"no Service {service!r} in knative/")
+        replica = await pool.acquire()
+        return Endpoint(replica.url, lambda: pool.release(replica))
+
+    async def _start_model(self) -> None:
+        wants_standin = self.options.standin
+        if wants_standin is None:
+            wants_standin = not os.environ.get("OPENAI_API_KEY")
+        if not wants_standin:
+            self.model_url = None
+            return
+        url = f"http://{self.options.host}:{self.options.standin_port}"
+        log_file = (self.state_dir / "logs" / "model-standin.log").open("ab")
+        self._standin = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "eco2.cli",
+            "model-standin",
+            "--port",
+            str(self.options.standin_port),
+            cwd=self.options.root,
+            stdout=log_file,
+            stderr=log_file,
+        )
+        log_file.close()
+        await wait_healthy(self._http, url, self._standin)
+        self.model_url = url
+
+    async def _start_ingress(self, exchange: Any) -> None:
+        config = uvicorn.Config(
+            create_ingress(exchange, self.metrics),
+            host=self.options.host,
+            port=self.options.ingress_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self._ingress = _EmbeddedServer(config)
+        task = asyncio.create_task(self._ingress.serve())
+        self._tasks.append(task)
+        while not self._ingress.started:
+            if task.done():
+                raise RuntimeError(f"the ingress could not listen on {self.ingress_url}")
+            await asyncio.sleep(0.01)
+
+    async def _start_consumers(self, publisher: Any, broker_exchange: Any) -> None:
+        assert self._connection is not None
+        for plan in self.topology.triggers.values():
+            consumer = TriggerConsumer(
+                plan,
+                channel=await self._connection.channel(),
+                publisher=publisher,
+                broker_exchange=broker_exchange,
+                endpoints=self.endpoint,
+                http=self._http,
+                metrics=self.metrics,
+            )
+            await consumer.start()
+            self._consumers.append(consumer)
+            if plan.delivery is not None and plan.dead_letter_queue is not None:
+                letters = DeadLetterConsumer(
+                    plan,
+                    plan.delivery,
+                    channel=await self._connection.channel(),
+                    endpoints=self.endpoint,
+                    http=self._http,
+                    metrics=self.metrics,
+                )
+                await letters.start()
+                self._dead_letter_consumers.append(letters)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reap_interval)
+            for pool in self.pools.values():
+                with contextlib.suppress(Exception):
+                    await pool.reap_idle()
+            with contextlib.suppress(Exception):
+                await self.write_state(ready=True)
+
+    async def queue_depths(self) -> dict[str, int]:
+        if self._connection is None:
+            return {}
+        channel = await self._connection.channel()
+        try:
+            return await self.topology.depths(channel)
+        finally:
+            await channel.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        gateway = self.pools.get("gateway")
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "root": str(self.options.root),
+            "redis": self.options.redis_url,
+            "amqp": _without_password(self.options.amqp_url),
+            "ingress": self.ingress_url,
+            "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
+            "model": self.model_url,
+            "model_is_standin": self._standin is not None,
+            "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
+        }
+
+    async def write_state(self, *, ready: bool) -> None:
+        state = {
+            **self.snapshot(),
+            "ready": ready,
+            "queues": await self.queue_depths(),
+            "updated_at": time.time(),
+        }
+        tmp = self.options.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.options.state_path)
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        for letters in self._dead_letter_consumers:
+            await letters.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self._ingress is not None:
+            self._ingress.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
+        if self._standin is not None and self._standin.returncode is None:
+            self._standin.terminate()
+            await self._standin.wait()
+        if self._connection is not None:
+            await self._connection.close()
+        await self._http.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            self.options.state_path.unlink()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the runner: the runner owns SIGINT/SIGTERM, so the server must not capture them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def wait_healthy(
+    http: httpx.AsyncClient, url: str, process: asyncio.subprocess.Process, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
+        with contextlib.suppress(httpx.TransportError):
+            if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{url} did not become healthy in {timeout}s")
+
+
+async def check_dependencies(options: RunnerOptions) -> None:
+    client = aioredis.from_url(options.redis_url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception:
+        raise DependencyMissing(
+            f"Redis is not reachable at {options.redis_url}. Start it with: "
+            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
+        ) from None
+    finally:
+        await client.aclose()
+    try:
+        connection = await aio_pika.connect(options.amqp_url, timeout=5)
+        await connection.close()
+    except Exception:
+        raise DependencyMissing(
+            f"RabbitMQ is not reachable at {_without_password(options.amqp_url)}. Start it with: "
+            "rabbitmq-server -detached   (Debian: apt-get install rabbitmq-server)"
+        ) from None
+
+
+def _without_password(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+async def run_until_stopped(pack: LocalPack, stop: asyncio.Event) -> None:
+    await pack.start()
+    try:
+        await stop.wait()
+    finally:
+        await pack.stop()
