@@ -1,0 +1,73 @@
+"""What the stand-in counts: calls by kind and by job for tests, Prometheus metrics for benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+KINDS = ("vision", "answer", "other")
+# A long benchmark sends many job ids; past this many the per-job table stops growing (calls still count).
+MAX_TRACKED_JOBS = 100_000
+
+
+class CallStats:
+    """Every chat completion request received, failed ones included."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.by_job: dict[str, dict[str, int]] = {}
+        self.faults_injected = 0
+
+    def record_call(self, kind: str, job_id: str | None) -> None:
+        self.calls[kind] += 1
+        if job_id is None or kind not in ("vision", "answer"):
+            return
+        job = self.by_job.get(job_id)
+        if job is None:
+            if len(self.by_job) >= MAX_TRACKED_JOBS:
+                return
+            job = self.by_job[job_id] = {}
+        # Sparse: a job shows only the kinds it called, so a test can compare with {"vision": 3}.
+        job[kind] = job.get(kind, 0) + 1
+
+    def record_fault(self) -> None:
+        self.faults_injected += 1
+
+    def clear(self) -> None:
+        self.calls = dict.fromkeys(KINDS, 0)
+        self.by_job = {}
+        self.faults_injected = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": dict(self.calls),
+            "by_job": {job: dict(counts) for job, counts in self.by_job.items()},
+            "faults_injected": self.faults_injected,
+        }
+
+
+class StandinMetrics:
+    """One registry per app, so several stand-ins (or tests) in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "eco2_standin_requests_total",
+            "Chat completion requests the stand-in answered, by kind and HTTP status",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self.faults = Counter(
+            "eco2_standin_faults_total",
+            "Faults the stand-in injected, by kind and fault",
+            ["kind", "fault"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "eco2_standin_request_seconds",
+            "Time the stand-in took to answer one chat completion request (streams: until headers)",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+        )
