@@ -65,5 +65,24 @@ def down() -> None:
     raise typer.Exit(control.down(control.default_options()))
 
 
+@app.command()
+def demo(
+    sample: str = typer.Option("clear_pet_bottle", help="a stand-in sample image name"),
+    text: str = typer.Option("다 마신 생수병이에요", help="the user's text"),
+    timeout: float = typer.Option(60.0, help="seconds to wait for the result"),
+) -> None:
+    """Send one sample scan into the running pack and print its progress and answer."""
+    import asyncio
+
+    from eco2.local import control
+    from eco2.local.demo import run_demo
+
+    state = control.read_state(control.default_options())
+    if state is None:
+        typer.echo("the pack is not running: start it with `eco2 up --detach`", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(asyncio.run(run_demo(state, sample, text, timeout)))
+
+
 if __name__ == "__main__":
     app()

@@ -36,7 +36,8 @@ class DependencyMissing(RuntimeError):
 
 @dataclass
 class RunnerOptions:
-    root: Path
+    root: Path  # the checkout: functions/ and the working directory of function processes
+    manifests_dir: Path | None = None  # where knative/ and eventing/ are read from (default: root)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "127.0.0.1"
@@ -52,10 +53,18 @@ class RunnerOptions:
 
     @classmethod
     def from_env(cls, root: Path, env: dict[str, str]) -> RunnerOptions:
+        manifests = env.get("ECO2_MANIFESTS")
+        state = env.get("ECO2_STATE_DIR")
         return cls(
             root=root,
+            manifests_dir=Path(manifests).resolve() if manifests else None,
             amqp_url=env.get("AMQP_URL") or cls.amqp_url,
             redis_url=env.get("REDIS_URL") or cls.redis_url,
+            ingress_port=int(env.get("ECO2_INGRESS_PORT") or cls.ingress_port),
+            gateway_port=int(env.get("ECO2_GATEWAY_PORT") or cls.gateway_port),
+            standin_port=int(env.get("ECO2_STANDIN_PORT") or cls.standin_port),
+            prefix=env.get("ECO2_TOPOLOGY_PREFIX") or cls.prefix,
+            state_dir=Path(state).resolve() if state else None,
         )
 
     @property
@@ -66,7 +75,7 @@ class RunnerOptions:
 class LocalPack:
     def __init__(self, options: RunnerOptions) -> None:
         self.options = options
-        self.manifests = Manifests.load(options.root)
+        self.manifests = Manifests.load(options.manifests_dir or options.root)
         self.topology = Topology.plan(self.manifests, options.prefix)
         self.metrics = RunnerMetrics()
         self.pools: dict[str, FunctionPool] = {}
@@ -75,6 +84,7 @@ class LocalPack:
         self._connection: AbstractRobustConnection | None = None
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
         self._ingress: uvicorn.Server | None = None
+        self._ingress_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._standin: asyncio.subprocess.Process | None = None
         self.model_url: str | None = None
@@ -157,6 +167,7 @@ class LocalPack:
             cwd=self.options.root,
             stdout=log_file,
             stderr=log_file,
+            env={**os.environ, **self.options.extra_env},
         )
         log_file.close()
         await wait_healthy(self._http, url, self._standin)
@@ -173,7 +184,7 @@ class LocalPack:
         )
         self._ingress = _EmbeddedServer(config)
         task = asyncio.create_task(self._ingress.serve())
-        self._tasks.append(task)
+        self._ingress_task = task
         while not self._ingress.started:
             if task.done():
                 raise RuntimeError(f"the ingress could not listen on {self.ingress_url}")
@@ -254,10 +265,13 @@ class LocalPack:
             await consumer.stop()
         for letters in self._dead_letter_consumers:
             await letters.stop()
+        if self._ingress is not None:
+            # Let uvicorn close its socket itself; cancelling its task would leak the listener.
+            self._ingress.should_exit = True
+        if self._ingress_task is not None:
+            await asyncio.gather(self._ingress_task, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
-        if self._ingress is not None:
-            self._ingress.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
         if self._standin is not None and self._standin.returncode is None:

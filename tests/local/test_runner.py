@@ -1,0 +1,334 @@
+"""The local runtime over real RabbitMQ and Redis: routing from the manifests, retries, dead letters,
+parallelism, a SIGKILL during backoff, scale to zero and back, and one scan end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import yaml
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+from eco2 import keys
+from eco2.events import EventType, ScanRequested, new_event
+from eco2.jobs import JobStore
+from eco2.local.runner import LocalPack, RunnerOptions
+from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
+
+AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+FIXTURES = ROOT / "tests" / "fixtures"
+FLAKY = "test:flaky"
+
+
+def flaky_manifests(
+    target: Path,
+    *,
+    retry: int | None = 2,
+    backoff: str = "PT0.1S",
+    policy: str = "linear",
+    parallelism: int = 1,
+    filter_type: str = "test.flaky",
+    window: str = "60s",
+) -> Path:
+    """A manifest root with the `flaky` test subscriber behind one Trigger, and the real dead-letter sink."""
+    (target / "knative").mkdir(parents=True)
+    (target / "eventing").mkdir()
+    shutil.copy(ROOT / "knative" / "dead-letter.yaml", target / "knative")
+    service = yaml.safe_load((ROOT / "knative" / "rules.yaml").read_text())
+    service["metadata"]["name"] = "flaky"
+    service["metadata"]["labels"]["eco2.dev/function"] = "flaky"
+    template = service["spec"]["template"]
+    template["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/window": window, "autoscaling.knative.dev/target": "100"}
+    )
+    template["metadata"]["annotations"].pop("autoscaling.knative.dev/scale-to-zero-pod-retention-period", None)
+    container = template["spec"]["containers"][0]
+    container["command"] = ["eco2", "serve", "flaky"]
+    container["env"] = [{"name": "ECO2_ROOT", "value": str(FIXTURES)}]
+    (target / "knative" / "flaky.yaml").write_text(yaml.safe_dump(service))
+    for name in ("broker.yaml", "broker-config.yaml"):
+        shutil.copy(ROOT / "eventing" / name, target / "eventing")
+    delivery: dict[str, Any] = {
+        "backoffPolicy": policy,
+        "backoffDelay": backoff,
+        "deadLetterSink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "dead-letter"}},
+    }
+    if retry is not None:
+        delivery["retry"] = retry
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {
+            "name": "flaky",
+            "namespace": "eco2",
+            "annotations": {"rabbitmq.eventing.knative.dev/parallelism": str(parallelism)},
+        },
+        "spec": {
+            "broker": "eco2",
+            "filter": {"attributes": {"type": filter_type}},
+            "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "flaky"}},
+            "delivery": delivery,
+        },
+    }
+    (target / "eventing" / "triggers.yaml").write_text(yaml.safe_dump(trigger))
+    return target
+
+
+def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: Any) -> RunnerOptions:
+    settings: dict[str, Any] = {"standin": False, **overrides}
+    return RunnerOptions(
+        root=ROOT,
+        manifests_dir=manifests,
+        amqp_url=AMQP_URL,
+        redis_url=REDIS_TEST_URL,
+        ingress_port=free_port(),
+        gateway_port=free_port(),
+        standin_port=free_port(),
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        reap_interval=0.2,
+        **settings,
+    )
+
+
+async def delete_topology(pack_prefix: str, pack: LocalPack) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    for plan in pack.topology.triggers.values():
+        names = [plan.queue, plan.dead_letter_queue]
+        if plan.delivery is not None:
+            names += [plan.retry_queue(n) for n in range(1, plan.delivery.retry + 1)]
+        for name in filter(None, names):
+            await channel.queue_delete(name)
+        if plan.dead_letter_exchange:
+            await channel.exchange_delete(plan.dead_letter_exchange)
+    await channel.exchange_delete(pack.topology.exchange)
+    await connection.close()
+
+
+@pytest.fixture
+async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
+    packs: list[LocalPack] = []
+
+    async def start(manifests: Path | None, **overrides: Any) -> LocalPack:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        pack = LocalPack(options(tmp_path / prefix, manifests, prefix, **overrides))
+        packs.append(pack)
+        await pack.start()
+        return pack
+
+    yield start
+    for pack in packs:
+        await pack.stop()
+        await delete_topology(pack.options.prefix, pack)
+
+
+async def send(pack: LocalPack, event_type: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    event_id = event_id or uuid.uuid4().hex
+    event = CloudEvent({"type": event_type, "source": "/test", "id": event_id, "subject": "job-x"}, data)
+    headers, body = to_binary(event)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(pack.ingress_url, headers=headers, content=body)
+    assert response.status_code == 202, response.text
+    return event_id
+
+
+async def attempts(redis_client: aioredis.Redis, event_id: str) -> int:
+    return int(await redis_client.get(f"{FLAKY}:attempts:{event_id}") or 0)
+
+
+async def dead_letter(redis_client: aioredis.Redis, event_id: str) -> dict[str, str] | None:
+    for _, fields in await redis_client.xrange(keys.dead_letters()):
+        attributes: dict[str, str] = json.loads(fields["attributes"])
+        if attributes["id"] == event_id:
+            return attributes
+    return None
+
+
+async def test_ingress_refuses_what_is_not_a_cloudevent(start_pack: Callable[..., Any], tmp_path: Path) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m"))
+    async with httpx.AsyncClient() as http:
+        response = await http.post(pack.ingress_url, content=b"{}", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cloudevent"
+
+
+@pytest.mark.parametrize("retry", [0, 2])
+async def test_5xx_is_retried_per_the_delivery_spec_then_dead_lettered(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis, retry: int
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", retry=retry))
+    event_id = await send(pack, "test.flaky", {"mode": "fail"})
+    letter = await wait_for(lambda: dead_letter(redis_client, event_id), timeout=30, what="the dead letter")
+    assert await attempts(redis_client, event_id) == retry + 1
+    assert letter["knativeerrorcode"] == "503"
+    assert letter["knativeerrordest"].startswith("http://127.0.0.1:")
+    assert "unavailable" in letter["knativeerrordata"]
+
+
+async def test_422_goes_straight_to_the_dead_letter_sink(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", retry=3))
+    event_id = await send(pack, "test.flaky", {"mode": "poison"})
+    letter = await wait_for(lambda: dead_letter(redis_client, event_id), timeout=30, what="the dead letter")
+    assert letter["knativeerrorcode"] == "422"
+    assert await attempts(redis_client, event_id) == 1
+
+
+async def test_a_retry_that_succeeds_is_not_dead_lettered(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", retry=2))
+    event_id = await send(pack, "test.flaky", {"mode": "fail-once"})
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event_id}"), timeout=30, what="the retried delivery")
+    assert await attempts(redis_client, event_id) == 2
+    assert await dead_letter(redis_client, event_id) is None
+
+
+@pytest.mark.parametrize("parallelism", [1, 4])
+async def test_parallelism_n_gives_n_concurrent_deliveries_and_no_more(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis, parallelism: int
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", parallelism=parallelism))
+    ids = [await send(pack, "test.flaky", {"mode": "slow", "seconds": 0.3}) for _ in range(3 * parallelism)]
+
+    async def all_done() -> bool:
+        return all([await redis_client.exists(f"{FLAKY}:done:{i}") for i in ids])
+
+    await wait_for(all_done, timeout=60, what="every slow delivery")
+    assert int(await redis_client.get(f"{FLAKY}:max-concurrent") or 0) == parallelism
+
+
+async def test_changing_a_trigger_filter_in_the_manifests_changes_routing(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", filter_type="test.other"))
+    # Parallelism 1 keeps the queue FIFO: had the first event been routed, it would be handled first.
+    ignored = await send(pack, "test.flaky", {"mode": "ok"})
+    routed = await send(pack, "test.other", {"mode": "ok"})
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{routed}"), timeout=30, what="the routed event")
+    assert await attempts(redis_client, ignored) == 0
+
+
+async def test_a_function_at_zero_is_started_by_an_event_and_stopped_when_idle(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", window="6s"))
+    pool = pack.pools["flaky"]
+    assert pool.replicas == []
+    event_id = await send(pack, "test.flaky", {"mode": "ok"})
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event_id}"), timeout=30, what="the first event")
+    assert pool.cold_starts == 1
+
+    async def scaled_to_zero() -> bool:
+        return not pool.replicas
+
+    await wait_for(scaled_to_zero, timeout=20, what="scale to zero")
+    again = await send(pack, "test.flaky", {"mode": "ok"})
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{again}"), timeout=30, what="the second event")
+    assert pool.cold_starts == 2
+
+
+@pytest.fixture
+def runner_process(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(manifests: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"runner-{len(started)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "eco2.cli", "up"],
+                cwd=ROOT,
+                env={**os.environ, **env, "ECO2_MANIFESTS": str(manifests)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def test_sigkill_during_backoff_loses_nothing(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+) -> None:
+    manifests = flaky_manifests(tmp_path / "m", retry=2, backoff="PT2S")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    ingress_port = free_port()
+    env = {
+        "REDIS_URL": REDIS_TEST_URL,
+        "AMQP_URL": AMQP_URL,
+        "ECO2_TOPOLOGY_PREFIX": prefix,
+        "ECO2_INGRESS_PORT": str(ingress_port),
+        "ECO2_GATEWAY_PORT": str(free_port()),
+        "ECO2_STATE_DIR": str(tmp_path / "state"),
+        "OPENAI_API_KEY": "not-used",  # no stand-in needed
+    }
+    first = runner_process(manifests, env)
+    state_file = tmp_path / "state" / "runner.json"
+
+    async def ready() -> bool:
+        return state_file.exists()
+
+    await wait_for(ready, timeout=30, what="the runner")
+    event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, {"mode": "fail-once"})
+    headers, body = to_binary(event)
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)).status_code == 202
+    await wait_for(lambda: attempts(redis_client, event["id"]), timeout=30, what="the failed first attempt")
+    first.kill()  # SIGKILL: the message is now only in the durable delay queue
+    first.wait(timeout=10)
+    state_file.unlink(missing_ok=True)
+    second = runner_process(manifests, env)
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event['id']}"), timeout=40, what="the redelivery")
+    assert await attempts(redis_client, event["id"]) == 2
+    second.send_signal(signal.SIGINT)
+    assert second.wait(timeout=30) == 0, "Ctrl-C shuts the runner down cleanly"
+    pack = LocalPack(options(tmp_path / "cleanup", manifests, prefix))
+    await delete_topology(prefix, pack)
+
+
+async def test_one_scan_flows_through_the_pack_end_to_end(
+    start_pack: Callable[..., Any], redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(None, standin=True, extra_env={"STANDIN_LATENCY_SCALE": "0.01"})
+    store = JobStore(redis_client, ttl_seconds=3600)
+    job_id = uuid.uuid4().hex
+    await store.create(job_id, "user-1")
+    scan = ScanRequested(job_id=job_id, user_id="user-1", image_url=f"{pack.model_url}/samples/aluminum_can.png")
+    headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, scan, source="/test", job_id=job_id))
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(pack.ingress_url, headers=headers, content=body)).status_code == 202
+
+    async def finished() -> bool:
+        return await store.status(job_id) == "done"
+
+    await wait_for(finished, timeout=60, what="the scan to finish")
+    job = await store.get(job_id)
+    assert job is not None
+    result = json.loads(job["result"])
+    assert result["pipeline_result"]["classification"]["middle_category"] == "금속류"
+    assert result["reward"]["name"] == "메탈리"
+    assert [e.stage for e in await store.events(job_id)] == ["queued", "vision", "rule", "answer", "reward", "done"]
