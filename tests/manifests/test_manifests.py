@@ -393,10 +393,20 @@ def test_every_dead_letter_sink_is_a_service(manifests: Manifests) -> None:
 def test_every_function_has_a_service_and_a_trigger_on_what_it_consumes(manifests: Manifests) -> None:
     for function, (consumed, _emitted) in FUNCTION_EVENTS.items():
         assert function in manifests.services, f"no Service for {function}"
-        trigger = manifests.triggers.get(function)
-        assert trigger is not None, f"no Trigger named {function}"
-        assert trigger.subscriber_service == function
-        assert trigger.filter_attributes == {"type": str(consumed)}
+        for name, priority in ((function, "normal"), (f"{function}-vip", "high")):
+            trigger = manifests.triggers.get(name)
+            assert trigger is not None, f"no Trigger named {name}"
+            assert trigger.subscriber_service == function
+            assert trigger.filter_attributes == {"type": str(consumed), "priority": priority}
+
+
+def test_every_event_is_routed_to_exactly_one_trigger_per_priority(manifests: Manifests) -> None:
+    # Normal and VIP twins must split the traffic: an event matching both would be handled twice.
+    for consumed, _emitted in FUNCTION_EVENTS.values():
+        for priority in ("normal", "high"):
+            attributes = {"type": str(consumed), "priority": priority, "source": "/eco2/x", "id": "1"}
+            matching = [t.name for t in manifests.triggers.values() if t.matches(attributes)]
+            assert len(matching) == 1, (consumed, priority, matching)
 
 
 def test_every_emitted_event_is_routed_unless_terminal(manifests: Manifests) -> None:
@@ -529,7 +539,19 @@ def test_every_trigger_retries_three_times_then_dead_letters(manifests: Manifest
     assert manifests.broker.queue_type == "quorum"
 
 
-@pytest.mark.parametrize(("name", "parallelism"), [("vision", 50), ("answer", 50), ("rules", 20), ("reward", 20)])
+@pytest.mark.parametrize(
+    ("name", "parallelism"),
+    [
+        ("vision", 50),
+        ("answer", 50),
+        ("rules", 20),
+        ("reward", 20),
+        ("vision-vip", 5),
+        ("answer-vip", 5),
+        ("rules-vip", 5),
+        ("reward-vip", 5),
+    ],
+)
 def test_trigger_parallelism(manifests: Manifests, name: str, parallelism: int) -> None:
     trigger = manifests.triggers[name]
     assert trigger.parallelism == parallelism
