@@ -42,6 +42,7 @@ def flaky_manifests(
     parallelism: int = 1,
     filter_type: str = "test.flaky",
     window: str = "60s",
+    vip_parallelism: int | None = None,
 ) -> Path:
     """A manifest root with the `flaky` test subscriber behind one Trigger, and the real dead-letter sink."""
     (target / "knative").mkdir(parents=True)
@@ -83,7 +84,15 @@ def flaky_manifests(
             "delivery": delivery,
         },
     }
-    (target / "eventing" / "triggers.yaml").write_text(yaml.safe_dump(trigger))
+    triggers = [trigger]
+    if vip_parallelism is not None:
+        vip = json.loads(json.dumps(trigger))
+        vip["metadata"]["name"] = "flaky-vip"
+        vip["metadata"]["annotations"]["rabbitmq.eventing.knative.dev/parallelism"] = str(vip_parallelism)
+        vip["spec"]["filter"]["attributes"]["priority"] = "high"
+        trigger["spec"]["filter"]["attributes"]["priority"] = "normal"
+        triggers.append(vip)
+    (target / "eventing" / "triggers.yaml").write_text(yaml.safe_dump_all(triggers))
     return target
 
 
@@ -136,9 +145,12 @@ async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncItera
         await delete_topology(pack.options.prefix, pack)
 
 
-async def send(pack: LocalPack, event_type: str, data: dict[str, Any], event_id: str | None = None) -> str:
-    event_id = event_id or uuid.uuid4().hex
-    event = CloudEvent({"type": event_type, "source": "/test", "id": event_id, "subject": "job-x"}, data)
+async def send(pack: LocalPack, event_type: str, data: dict[str, Any], *, priority: str | None = None) -> str:
+    event_id = uuid.uuid4().hex
+    attributes = {"type": event_type, "source": "/test", "id": event_id, "subject": "job-x"}
+    if priority is not None:
+        attributes["priority"] = priority
+    event = CloudEvent(attributes, data)
     headers, body = to_binary(event)
     async with httpx.AsyncClient() as http:
         response = await http.post(pack.ingress_url, headers=headers, content=body)
@@ -241,6 +253,18 @@ async def test_a_function_at_zero_is_started_by_an_event_and_stopped_when_idle(
     again = await send(pack, "test.flaky", {"mode": "ok"})
     await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{again}"), timeout=30, what="the second event")
     assert pool.cold_starts == 2
+
+
+async def test_a_vip_event_overtakes_a_backlog_of_normal_ones(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    pack = await start_pack(flaky_manifests(tmp_path / "m", parallelism=1, vip_parallelism=1))
+    slow = {"mode": "slow", "seconds": 0.4}
+    backlog = [await send(pack, "test.flaky", slow, priority="normal") for _ in range(8)]
+    vip = await send(pack, "test.flaky", slow, priority="high")
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{vip}"), timeout=30, what="the VIP event")
+    done = sum([await redis_client.exists(f"{FLAKY}:done:{i}") for i in backlog])
+    assert done <= 4, f"the VIP event waited for {done} of 8 normal events"
 
 
 @pytest.fixture
