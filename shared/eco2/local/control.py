@@ -68,6 +68,10 @@ async def _serve(pack: LocalPack) -> int:
     except DependencyMissing as exc:
         console.print(f"[red]{exc}[/]")
         return 3
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        # A taken port, a function that cannot start: say what, without a traceback.
+        console.print(f"[red]the pack could not start:[/] {exc}")
+        return 1
     console.print("stopped")
     return 0
 

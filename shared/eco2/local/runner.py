@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -183,7 +184,15 @@ class LocalPack:
             lifespan="off",
         )
         self._ingress = _EmbeddedServer(config)
-        task = asyncio.create_task(self._ingress.serve())
+        # Bind here so a taken port is an OSError we report, not a SystemExit from inside uvicorn.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.options.host, self.options.ingress_port))
+        except OSError as exc:
+            listener.close()
+            raise OSError(f"the ingress cannot listen on {self.ingress_url}: {exc.strerror}") from None
+        task = asyncio.create_task(self._ingress.serve(sockets=[listener]))
         self._ingress_task = task
         while not self._ingress.started:
             if task.done():
@@ -337,8 +346,8 @@ def _without_password(url: str) -> str:
 
 
 async def run_until_stopped(pack: LocalPack, stop: asyncio.Event) -> None:
-    await pack.start()
     try:
+        await pack.start()
         await stop.wait()
     finally:
         await pack.stop()
