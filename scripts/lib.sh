@@ -11,7 +11,7 @@ install_project() {
     export PATH="$(python3 -m site --user-base)/bin:$PATH"
   fi
   UV=$(command -v uv || echo "python3 -m uv")
-  $UV sync --quiet --locked "$@"
+  $UV sync --quiet --locked --compile-bytecode "$@"
 }
 
 ensure_redis() {

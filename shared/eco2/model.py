@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-import openai
 from pydantic import ValidationError
 
 from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited
@@ -68,6 +67,11 @@ class ModelClient:
 
     def __init__(self, *, base_url: str, api_key: str, timeout_seconds: float) -> None:
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
+        # Imported here, not at module level: the SDK costs ~20 MB and ~0.4 s of start-up, and the
+        # functions that never call a model (rules, reward, dead-letter) should not pay for it.
+        import openai
+
+        self._openai = openai
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0)
 
     async def aclose(self) -> None:
@@ -130,6 +134,7 @@ class ModelClient:
         job_id: str,
         stage: str,
     ) -> str:
+        openai = self._openai
         try:
             # The SDK's overloads want TypedDicts; these dicts follow the same wire format.
             create: Any = self._client.chat.completions.create

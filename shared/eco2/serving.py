@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,21 @@ def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, CloudEv
 def serve(name: str, *, host: str, port: int) -> None:
     app, _ = load_function(name)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m eco2.serving NAME`: what `eco2 serve NAME` does, without loading the CLI (faster cold starts)."""
+    if len(argv) != 1:
+        print("usage: python -m eco2.serving NAME  (PORT and HOST from the environment)", file=sys.stderr)
+        return 2
+    try:
+        function_source(argv[0])
+    except UnknownFunction as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(argv[0], host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8080")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

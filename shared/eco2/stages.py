@@ -53,10 +53,10 @@ class StageContext:
 
     settings: Settings
     store: JobStore
-    model: ModelClient
     rules: RuleBook
     characters: CharacterCatalog
     classify_prompt: str
+    _model: ModelClient | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> StageContext:
@@ -64,11 +64,6 @@ class StageContext:
         return cls(
             settings=settings,
             store=JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds),
-            model=ModelClient(
-                base_url=settings.openai_base_url,
-                api_key=settings.openai_api_key,
-                timeout_seconds=settings.stage_timeout_seconds,
-            ),
             rules=rules,
             characters=CharacterCatalog.load(),
             classify_prompt=CLASSIFY_SYSTEM_PROMPT.format(
@@ -78,8 +73,20 @@ class StageContext:
             ),
         )
 
+    @property
+    def model(self) -> ModelClient:
+        # Built on first use: only vision and answer call a model, so only they load the openai SDK.
+        if self._model is None:
+            self._model = ModelClient(
+                base_url=self.settings.openai_base_url,
+                api_key=self.settings.openai_api_key,
+                timeout_seconds=self.settings.stage_timeout_seconds,
+            )
+        return self._model
+
     async def aclose(self) -> None:
-        await self.model.aclose()
+        if self._model is not None:
+            await self._model.aclose()
         await self.store.aclose()
 
     @property

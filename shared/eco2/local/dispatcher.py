@@ -89,6 +89,9 @@ async def deliver(
         return Attempt(0, None, f"service:{service}", f"cannot start {service}: {type(exc).__name__}")
     try:
         response = await http.post(endpoint.url, headers=headers, content=body, timeout=timeout)
+        # One client serves every function: a cookie one of them sets must not ride along to the others.
+        if http.cookies:
+            http.cookies.clear()
         return Attempt(response.status_code, response, endpoint.url)
     except httpx.TimeoutException:
         return Attempt(0, None, endpoint.url, "timeout")

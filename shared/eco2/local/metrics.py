@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_FAST = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+_FAST = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
 
 
 class RunnerMetrics:
@@ -18,7 +18,7 @@ class RunnerMetrics:
         )
         self.hop_seconds = Histogram(
             "eco2_runner_hop_seconds",
-            "Published to the broker → delivery request sent to the subscriber",
+            "Published to the broker → taken by the trigger's dispatcher (before the HTTP delivery)",
             ["trigger"],
             registry=self.registry,
             buckets=_FAST,

@@ -38,7 +38,12 @@ def free_port() -> int:
 
 
 def local_command(command: tuple[str, ...]) -> list[str]:
-    """The manifest's container command, run with this interpreter (`eco2 …` → `python -m eco2.cli …`)."""
+    """The manifest's container command, run with this interpreter.
+
+    `eco2 serve NAME` becomes `python -m eco2.serving NAME`: the same server without loading the CLI.
+    """
+    if len(command) == 3 and command[:2] == ("eco2", "serve"):
+        return [sys.executable, "-m", "eco2.serving", command[2]]
     if command and command[0] == "eco2":
         return [sys.executable, "-m", "eco2.cli", *command[1:]]
     return list(command)
@@ -143,7 +148,7 @@ class FunctionPool:
             process = await asyncio.create_subprocess_exec(
                 *local_command(self.service.command),
                 cwd=self._cwd,
-                env={**os.environ, **self._env, **self.service.env, "PORT": str(port), "HOST": "127.0.0.1"},
+                env=self._process_env(port),
                 stdout=log_file,
                 stderr=log_file,
                 preexec_fn=_die_with_parent,
@@ -162,6 +167,13 @@ class FunctionPool:
         self._metrics.replicas.labels(self.name).set(len(self.replicas))
         log.info("replica up", extra={"fields": {"function": self.name, "port": port}})
         return replica
+
+    def _process_env(self, port: int) -> dict[str, str]:
+        env = {**os.environ, **self._env, **self.service.env, "PORT": str(port), "HOST": "127.0.0.1"}
+        # Without bytecode every cold start compiles every import again (over a second); let the
+        # function processes keep theirs (`__pycache__` is git-ignored; the venv is compiled by uv sync).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     async def _wait_healthy(self, replica: Replica) -> None:
         deadline = time.monotonic() + COLD_START_TIMEOUT

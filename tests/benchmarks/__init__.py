@@ -1,0 +1,1 @@
+"""Benchmarks of the local runtime (run as modules, not collected by pytest)."""
