@@ -49,7 +49,7 @@ def local_command(command: tuple[str, ...]) -> list[str]:
     return list(command)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # If the runner is SIGKILLed its function processes must not live on holding ports.
     with contextlib.suppress(Exception):
         import ctypes
@@ -151,7 +151,7 @@ class FunctionPool:
                 env=self._process_env(port),
                 stdout=log_file,
                 stderr=log_file,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         replica = Replica(port=port, process=process, started_at=time.monotonic())
         self.replicas.append(replica)

@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractRobustConnection
 from eco2.local.dispatcher import DeadLetterConsumer, Endpoint, TriggerConsumer
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import FunctionPool
+from eco2.local.replicas import FunctionPool, die_with_parent
 from eco2.local.topology import Topology
 from eco2.manifests import Manifests
 
@@ -169,6 +169,7 @@ class LocalPack:
             stdout=log_file,
             stderr=log_file,
             env={**os.environ, **self.options.extra_env},
+            preexec_fn=die_with_parent,
         )
         log_file.close()
         await wait_healthy(self._http, url, self._standin)
