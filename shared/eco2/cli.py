@@ -7,8 +7,11 @@ import os
 import typer
 
 from eco2 import serving
+from eco2.gateway import cli as gateway_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Eco² function pack")
+app.command("token")(gateway_cli.token)
+app.command("scan")(gateway_cli.scan)
 
 
 @app.command()

@@ -149,15 +149,25 @@ class JobStore:
         except redis.exceptions.RedisError:
             return False
 
-    async def create(self, job_id: str, user_id: str, *, priority: str = "normal", message: str = "") -> Transition:
-        """Record a new job and its `queued` event; a second create of the same job is a duplicate."""
+    async def create(
+        self,
+        job_id: str,
+        user_id: str,
+        *,
+        priority: str = "normal",
+        message: str = "",
+        request: dict[str, Any] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> Transition:
+        """Record a new job and its `queued` event; a second create of the same job is a duplicate.
+
+        `request` (the client's body, JSON) and `fields` are kept on the job hash beside the state.
+        """
+        extra = {"priority": priority, **(fields or {})}
+        if request is not None:
+            extra["request"] = json.dumps(request, ensure_ascii=False)
         return await self.transition(
-            job_id,
-            user_id,
-            Stage.QUEUED,
-            JobStatus.QUEUED,
-            message=message or "접수되었어요",
-            fields={"priority": priority},
+            job_id, user_id, Stage.QUEUED, JobStatus.QUEUED, message=message or "접수되었어요", fields=extra
         )
 
     async def transition(
@@ -261,6 +271,26 @@ class JobStore:
             return await awaitable
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(message="the job store is unreachable") from exc
+
+    async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
+        """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.
+
+        The stage is read first, so a stage finishing in between can leave the hash naming the earlier
+        stage; the job is cancelled either way, and the stages drop its later events.
+        """
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        try:
+            stage = Stage(job.get("stage") or Stage.QUEUED.value)
+        except ValueError:
+            stage = Stage.QUEUED
+        return await self.transition(job_id, job.get("user_id", ""), stage, JobStatus.CANCELLED, message=message)
+
+    @staticmethod
+    def stream_event(fields: dict[str, str]) -> StreamEvent:
+        """One job-stream entry as a StreamEvent, for readers outside the store (the gateway's shared XREAD)."""
+        return _stream_event(fields)
 
 
 def _stream_event(fields: dict[str, str]) -> StreamEvent:

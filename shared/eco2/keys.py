@@ -33,3 +33,30 @@ def dead_letters() -> str:
 def dead_letter_seen(event_id: str, trigger_dest: str) -> str:
     """String with a TTL: a dead letter recorded once, however often the sink receives it."""
     return f"{PREFIX}:deadletter:{trigger_dest}:{event_id}"
+
+
+def revoked_token(jti: str) -> str:
+    """String, TTL = the token's remaining lifetime: a revoked JWT id (logout) the gateway refuses."""
+    return f"{PREFIX}:auth:revoked:{jti}"
+
+
+def rate_limit(user_id: str) -> str:
+    """Hash {tokens, ts}, TTL = time to refill: one user's token bucket at the gateway."""
+    return f"{PREFIX}:ratelimit:{_digest(user_id)}"
+
+
+def idempotency(user_id: str, key: str) -> str:
+    """String, TTL 1 h: the first response to a scan submitted with this (user, X-Idempotency-Key)."""
+    return f"{PREFIX}:idempotency:{_digest(user_id, key)}"
+
+
+def gateway_wakeup(instance: str) -> str:
+    """Stream, short TTL: wakes one gateway process's SSE reader when it starts watching a new job."""
+    return f"{PREFIX}:gateway:{instance}:wakeup"
+
+
+def _digest(*parts: str) -> str:
+    # User ids and idempotency keys come from clients: hash them so a key name stays short and plain.
+    import hashlib
+
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

@@ -37,6 +37,7 @@ DEFAULT_CRD_DIR = PROJECT_ROOT / ".." / "shared" / "reference" / "knative-crds"
 KUBERNETES_VERSION = "1.32.0"
 NAMESPACE = "eco2"
 DEAD_LETTER = "dead-letter"
+GATEWAY = "gateway"
 IMAGE = "ghcr.io/eco2/functions:0.1.0"
 STAGE_TIMEOUT_ENV = "ECO2_STAGE_TIMEOUT_SECONDS"
 
@@ -443,7 +444,8 @@ def test_dead_letter_is_only_a_sink(manifests: Manifests) -> None:
     assert DEAD_LETTER in manifests.services
     assert all(t.subscriber_service != DEAD_LETTER for t in manifests.triggers.values())
     subscribers = {t.subscriber_service for t in manifests.triggers.values()}
-    assert manifests.services.keys() == subscribers | {DEAD_LETTER}, "a Service nothing delivers to"
+    # The gateway is reached by mobile clients, not by the broker.
+    assert manifests.services.keys() == subscribers | {DEAD_LETTER, GATEWAY}, "a Service nothing delivers to"
 
 
 def test_terminal_events_are_not_consumed_by_a_stage(manifests: Manifests) -> None:
@@ -464,6 +466,8 @@ def test_every_service_command_serves_its_own_name(manifests: Manifests) -> None
 
 def test_service_conventions(manifests: Manifests) -> None:
     for name, service in manifests.services.items():
+        if name == GATEWAY:
+            continue  # public and always warm: see test_gateway_service
         body = _raw_service(name)
         assert body["metadata"]["labels"]["eco2.dev/function"] == name
         assert body["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
@@ -505,6 +509,18 @@ def test_service_sizing(
     service = manifests.services[name]
     assert (service.max_scale, service.target, service.timeout_seconds) == (max_scale, target, timeout)
     assert service.env[STAGE_TIMEOUT_ENV] == stage_timeout
+
+
+def test_gateway_service(manifests: Manifests) -> None:
+    gateway = manifests.services[GATEWAY]
+    body = _raw_service(GATEWAY)
+    assert "networking.knative.dev/visibility" not in body["metadata"]["labels"], "mobile clients must reach it"
+    assert gateway.min_scale >= 1, "a submit must never wait for a cold start"
+    assert gateway.env["K_SINK"].startswith("http://")
+    assert gateway.timeout_seconds >= 300, "SSE streams are long requests"
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
 
 
 def test_timeouts_nest(manifests: Manifests) -> None:

@@ -169,7 +169,8 @@ class FunctionPool:
         return replica
 
     def _process_env(self, port: int) -> dict[str, str]:
-        env = {**os.environ, **self._env, **self.service.env, "PORT": str(port), "HOST": "127.0.0.1"}
+        # The runner's local addresses (REDIS_URL, K_SINK, OPENAI_BASE_URL) win over the manifest's cluster ones.
+        env = {**os.environ, **self.service.env, **self._env, "PORT": str(port), "HOST": "127.0.0.1"}
         # Without bytecode every cold start compiles every import again (over a second); let the
         # function processes keep theirs (`__pycache__` is git-ignored; the venv is compiled by uv sync).
         env.pop("PYTHONDONTWRITEBYTECODE", None)

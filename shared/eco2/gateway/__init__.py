@@ -1,0 +1,1 @@
+"""The gateway: the mobile API (submit, result, SSE, cancel, categories) in front of the function pack."""

@@ -1,0 +1,169 @@
+"""Who is calling: a Bearer JWT (HS256 or RS256) or, behind a trusted edge, X-User-ID; revoked tokens are refused."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import redis.asyncio as aioredis
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.requests import Request
+
+from eco2 import keys
+from eco2.events import Priority
+from eco2.gateway.errors import ApiError, guarded
+from eco2.gateway.settings import GatewaySettings
+
+USER_ID_MAX = 128
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
+_HIGH_PRIORITY_CLAIMS = frozenset({"vip", "high"})
+# Revocations are final until the token expires, so a local copy of the ones seen saves Redis round trips.
+_REVOKED_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    priority: Priority
+    jti: str | None = None  # None when the caller was identified by a trusted edge header
+    expires_at: float | None = None
+
+
+def priority_of(claim: object) -> Priority:
+    """A `priority: vip` (or `high`) claim routes the user's scans on the high-priority path."""
+    return Priority.HIGH if isinstance(claim, str) and claim.lower() in _HIGH_PRIORITY_CLAIMS else Priority.NORMAL
+
+
+def issue_token(
+    sub: str,
+    secret: str,
+    ttl: float,
+    priority: str | None = None,
+    *,
+    algorithm: str = "HS256",
+    issuer: str = "eco2",
+    audience: str = "eco2",
+    now: float | None = None,
+) -> str:
+    """A signed token with the claims the gateway requires; `secret` is a PEM private key for RS256."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "iat": issued,
+        "exp": issued + int(ttl),
+        "jti": uuid.uuid4().hex,
+        "iss": issuer,
+        "aud": audience,
+    }
+    if priority:
+        claims["priority"] = priority
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    challenge = 'Bearer realm="eco2"' if code == "missing_token" else 'Bearer realm="eco2", error="invalid_token"'
+    return ApiError(401, code, message, {"WWW-Authenticate": challenge})
+
+
+def _plain(value: str) -> bool:
+    return 0 < len(value) <= USER_ID_MAX and value.isprintable() and value.strip() == value
+
+
+class Authenticator:
+    """Checks each request's identity; one per process, built at start."""
+
+    def __init__(self, settings: GatewaySettings, redis: aioredis.Redis) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._problem = settings.auth_problem
+        self._key: Any = settings.jwt_secret
+        self._algorithm = "HS256"
+        if settings.jwt_public_key:
+            self._algorithm = "RS256"
+            # A PEM pasted into one env line often arrives with literal "\n".
+            pem = settings.jwt_public_key.replace("\\n", "\n").strip()
+            try:
+                self._key = load_pem_public_key(pem.encode())
+            except (ValueError, TypeError):
+                self._key = None
+                self._problem = "ECO2_JWT_PUBLIC_KEY is not a valid PEM public key, so no token is accepted"
+        self._revoked: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    async def authenticate(self, request: Request) -> Principal:
+        if self._settings.trust_user_header and "x-user-id" in request.headers:
+            user = request.headers["x-user-id"]
+            if not _plain(user):
+                raise _unauthorized("invalid_user", f"X-User-ID must be 1-{USER_ID_MAX} printable characters")
+            return Principal(user, priority_of(request.headers.get("x-user-priority")))
+        if self._problem is not None:
+            raise _unauthorized("auth_not_configured", self._problem)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("missing_token", "send the header Authorization: Bearer <token>")
+        claims = self._decode(token.strip())
+        principal = Principal(
+            user_id=claims["sub"],
+            priority=priority_of(claims.get("priority")),
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+        )
+        if await self.is_revoked(principal.jti or ""):
+            raise _unauthorized("token_revoked", "the token was revoked (logged out)")
+        return principal
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                issuer=self._settings.jwt_issuer,
+                audience=self._settings.jwt_audience,
+                leeway=self._settings.jwt_leeway_seconds,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("token_expired", "the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            # PyJWT's messages name the failed check (signature, claim) and never carry the key.
+            raise _unauthorized("invalid_token", f"the token is not valid: {str(exc)[:200]}") from None
+        if not isinstance(claims.get("sub"), str) or not _plain(claims["sub"]):
+            raise _unauthorized("invalid_token", f"the token's sub must be 1-{USER_ID_MAX} printable characters")
+        if not isinstance(claims.get("jti"), str) or not _plain(claims["jti"]):
+            raise _unauthorized("invalid_token", "the token's jti must be a short string")
+        return claims
+
+    async def is_revoked(self, jti: str) -> bool:
+        now = time.time()
+        cached = self._revoked.get(jti)
+        if cached is not None:
+            if cached > now:
+                return True
+            del self._revoked[jti]
+        if not await guarded(self._redis.exists(keys.revoked_token(jti))):
+            return False
+        self._remember(jti, now + 60.0)
+        return True
+
+    async def revoke(self, principal: Principal) -> None:
+        """Blacklist the caller's token for the rest of its lifetime (logout)."""
+        if principal.jti is None or principal.expires_at is None:
+            raise ApiError(400, "no_token", "only a bearer token can be revoked; this request carried none")
+        remaining = max(1, math.ceil(principal.expires_at - time.time() + self._settings.jwt_leeway_seconds))
+        await guarded(self._redis.set(keys.revoked_token(principal.jti), "1", ex=remaining))
+        self._remember(principal.jti, time.time() + remaining)
+
+    def _remember(self, jti: str, until: float) -> None:
+        self._revoked[jti] = until
+        self._revoked.move_to_end(jti)
+        while len(self._revoked) > _REVOKED_CACHE_SIZE:
+            self._revoked.popitem(last=False)

@@ -1,0 +1,124 @@
+"""Gateway settings: auth, sink, limits and SSE knobs, read once at start from a mapping (the environment)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from eco2.settings import Settings, SettingsError, _float, _int
+
+log = logging.getLogger("eco2.gateway")
+
+# Used only when ECO2_ENV=development and no key is configured; logged loudly at start.
+DEV_JWT_SECRET = "eco2-development-secret-do-not-use-in-production"  # noqa: S105
+# HS256 keys shorter than this are refused (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+# The stand-in model server's default sample origin, allowlisted in development.
+STANDIN_ORIGIN = "http://127.0.0.1:8090"
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host:port` with the default port spelled out, lower-cased; None when not an http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    base: Settings
+    environment: str = "production"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str = "eco2"
+    jwt_audience: str = "eco2"
+    jwt_leeway_seconds: float = 30.0
+    # Why auth cannot work (shown in every 401), or None when it is configured.
+    auth_problem: str | None = None
+    trust_user_header: bool = False
+    sink_url: str | None = None
+    sink_timeout_seconds: float = 3.0
+    image_url_allowlist: frozenset[str] = frozenset()
+    dns_timeout_seconds: float = 2.0
+    max_body_bytes: int = 16 * 1024
+    rate_limit_burst: int = 10
+    rate_limit_per_second: float = 2.0
+    idempotency_ttl_seconds: int = 3600
+    result_retry_after_seconds: int = 2
+    sse_ping_seconds: float = 15.0
+    sse_queue_size: int = 64
+    sse_max_seconds: float = 600.0
+    sse_block_ms: int = 5000
+    sse_send_timeout_seconds: float = 30.0
+    redis_max_connections: int = 20
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], base: Settings) -> GatewaySettings:
+        environment = (env.get("ECO2_ENV") or "production").strip().lower()
+        secret = env.get("ECO2_JWT_SECRET") or None
+        public_key = env.get("ECO2_JWT_PUBLIC_KEY") or None
+        problem = None
+        if public_key is None and secret is None:
+            if environment == "development":
+                secret = DEV_JWT_SECRET
+                log.warning("ECO2_ENV=development: tokens are checked with the built-in DEVELOPMENT secret")
+            else:
+                problem = "authentication is not configured on this gateway (ECO2_JWT_SECRET or ECO2_JWT_PUBLIC_KEY)"
+        elif public_key is None and secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+            problem = f"ECO2_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, so no token is accepted"
+        if problem:
+            log.error("auth disabled: %s", problem)
+        allowlist = {o for o in (origin_of(x) for x in (env.get("ECO2_IMAGE_URL_ALLOWLIST") or "").split(",")) if o}
+        if environment == "development":
+            allowlist |= {o for o in (origin_of(STANDIN_ORIGIN), origin_of(base.openai_base_url)) if o}
+        return cls(
+            base=base,
+            environment=environment,
+            jwt_secret=secret,
+            jwt_public_key=public_key,
+            jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
+            jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
+            jwt_leeway_seconds=_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            auth_problem=problem,
+            trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
+            sink_url=(env.get("K_SINK") or "").strip() or None,
+            sink_timeout_seconds=_float(env, "ECO2_SINK_TIMEOUT_SECONDS", cls.sink_timeout_seconds, minimum=0.05),
+            image_url_allowlist=frozenset(allowlist),
+            dns_timeout_seconds=_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
+            max_body_bytes=_int(env, "ECO2_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            rate_limit_burst=_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            rate_limit_per_second=_float(env, "ECO2_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second, minimum=0.001),
+            idempotency_ttl_seconds=_int(env, "ECO2_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, minimum=1),
+            result_retry_after_seconds=_int(env, "ECO2_RESULT_RETRY_AFTER_SECONDS", 2, minimum=1),
+            sse_ping_seconds=_float(env, "ECO2_SSE_PING_SECONDS", cls.sse_ping_seconds, minimum=0.05),
+            sse_queue_size=_int(env, "ECO2_SSE_QUEUE_SIZE", cls.sse_queue_size, minimum=1),
+            sse_max_seconds=_float(env, "ECO2_SSE_MAX_SECONDS", cls.sse_max_seconds, minimum=1),
+            sse_block_ms=_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
+            sse_send_timeout_seconds=_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            redis_max_connections=_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
+        )

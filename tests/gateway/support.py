@@ -1,0 +1,131 @@
+"""Gateway test helpers: a recording K_SINK server, tokens, SSE reading, metrics and Redis client counting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from cloudevents.http import CloudEvent, from_http
+
+from eco2.gateway.auth import issue_token
+from eco2.gateway.sse_client import SseMessage, aparse
+
+SECRET = "gateway-tests-secret-0123456789abcdef0123456789"
+PUBLIC_IMAGE = "http://93.184.216.34/bottle.png"  # a public address literal: checked, never fetched
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+
+
+def token(user: str = "user-1", *, ttl: float = 600, priority: str | None = None, **kwargs: Any) -> str:
+    return issue_token(user, kwargs.pop("secret", SECRET), ttl, priority, **kwargs)
+
+
+def bearer(user: str = "user-1", **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user, **kwargs)}"}
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    event: CloudEvent
+
+
+@dataclass
+class RecordingSink:
+    """A real HTTP server standing in for the broker ingress: records each CloudEvent, or fails on demand."""
+
+    mode: str = "ok"  # ok | fail (500) | slow (answers only after the gateway gave up)
+    received: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _release: threading.Event = field(default_factory=threading.Event)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def events(self, event_type: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if event_type is None or r.event["type"] == event_type]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received.clear()
+        self.mode = "ok"
+
+    def start(self) -> None:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                mode = sink.mode  # decided on arrival: a slow answer must not be recorded into a later test
+                if mode == "slow":
+                    sink._release.wait(5)
+                if mode != "ok":
+                    self.send_response(500 if mode == "fail" else 202)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with sink._lock:
+                    sink.received.append(Received(headers, body, from_http(headers, body)))
+                self.send_response(202)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+async def read_stream(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str], timeout: float = 15.0
+) -> list[SseMessage]:
+    """Every SSE message until the server closes the stream (it must, after the terminal event)."""
+    messages: list[SseMessage] = []
+    async with asyncio.timeout(timeout), client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        async for message in aparse(response.aiter_lines()):
+            messages.append(message)
+    return messages
+
+
+async def open_stream(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str]
+) -> tuple[httpx.Response, AsyncIterator[SseMessage]]:
+    request = client.build_request("GET", url, headers=headers)
+    response = await client.send(request, stream=True)
+    assert response.status_code == 200, await response.aread()
+    return response, aparse(response.aiter_lines())
+
+
+async def metric(client: httpx.AsyncClient, name: str) -> float:
+    """One unlabelled sample from the gateway's /metrics."""
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def gateway_connections(redis: aioredis.Redis, name: str) -> int:
+    """Connections to Redis named `name` (the gateway names its pool and its stream reader)."""
+    clients = await redis.client_list()
+    return sum(1 for c in clients if c.get("name") == name)
