@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "eco2"
 
 
@@ -50,6 +52,11 @@ def idempotency(user_id: str, key: str) -> str:
     return f"{PREFIX}:idempotency:{_digest(user_id, key)}"
 
 
+def idempotency_charge(user_id: str, key: str) -> str:
+    """String, TTL 1 h: this (user, X-Idempotency-Key) already paid its rate-limit token; repeats ride free."""
+    return f"{PREFIX}:idempotency-charge:{_digest(user_id, key)}"
+
+
 def gateway_wakeup(instance: str) -> str:
     """Stream, short TTL: wakes one gateway process's SSE reader when it starts watching a new job."""
     return f"{PREFIX}:gateway:{instance}:wakeup"
@@ -57,6 +64,4 @@ def gateway_wakeup(instance: str) -> str:
 
 def _digest(*parts: str) -> str:
     # User ids and idempotency keys come from clients: hash them so a key name stays short and plain.
-    import hashlib
-
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -25,10 +24,10 @@ from cloudevents.http import CloudEvent
 from eco2 import keys
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
-from eco2.local.runner import LocalPack, RunnerOptions
+from eco2.local.runner import LocalPack
+from tests.local.conftest import AMQP_URL, delete_topology, options
 from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
 
-AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 FIXTURES = ROOT / "tests" / "fixtures"
 FLAKY = "test:flaky"
 
@@ -94,55 +93,6 @@ def flaky_manifests(
         triggers.append(vip)
     (target / "eventing" / "triggers.yaml").write_text(yaml.safe_dump_all(triggers))
     return target
-
-
-def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: Any) -> RunnerOptions:
-    settings: dict[str, Any] = {"standin": False, **overrides}
-    return RunnerOptions(
-        root=ROOT,
-        manifests_dir=manifests,
-        amqp_url=AMQP_URL,
-        redis_url=REDIS_TEST_URL,
-        ingress_port=free_port(),
-        gateway_port=free_port(),
-        standin_port=free_port(),
-        prefix=prefix,
-        state_dir=tmp_path / "state",
-        reap_interval=0.2,
-        **settings,
-    )
-
-
-async def delete_topology(pack_prefix: str, pack: LocalPack) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for plan in pack.topology.triggers.values():
-        names = [plan.queue, plan.dead_letter_queue]
-        if plan.delivery is not None:
-            names += [plan.retry_queue(n) for n in range(1, plan.delivery.retry + 1)]
-        for name in filter(None, names):
-            await channel.queue_delete(name)
-        if plan.dead_letter_exchange:
-            await channel.exchange_delete(plan.dead_letter_exchange)
-    await channel.exchange_delete(pack.topology.exchange)
-    await connection.close()
-
-
-@pytest.fixture
-async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
-    packs: list[LocalPack] = []
-
-    async def start(manifests: Path | None, **overrides: Any) -> LocalPack:
-        prefix = f"test-{uuid.uuid4().hex[:8]}"
-        pack = LocalPack(options(tmp_path / prefix, manifests, prefix, **overrides))
-        packs.append(pack)
-        await pack.start()
-        return pack
-
-    yield start
-    for pack in packs:
-        await pack.stop()
-        await delete_topology(pack.options.prefix, pack)
 
 
 async def send(pack: LocalPack, event_type: str, data: dict[str, Any], *, priority: str | None = None) -> str:
@@ -331,7 +281,7 @@ async def test_sigkill_during_backoff_loses_nothing(
     second.send_signal(signal.SIGINT)
     assert second.wait(timeout=30) == 0, "Ctrl-C shuts the runner down cleanly"
     pack = LocalPack(options(tmp_path / "cleanup", manifests, prefix))
-    await delete_topology(prefix, pack)
+    await delete_topology(pack)
 
 
 async def test_one_scan_flows_through_the_pack_end_to_end(

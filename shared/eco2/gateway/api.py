@@ -66,15 +66,7 @@ class Api:
             stored = await ctx.idempotency.get(principal.user_id, key)
             if stored is not None:
                 return _replay(stored, digest)  # a replay costs no rate-limit token
-        decision = await ctx.limiter.take(principal.user_id)
-        if not decision.allowed:
-            ctx.metrics.rate_limited.inc()
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many scans; try again in {decision.retry_after} s",
-                {"Retry-After": str(decision.retry_after)},
-            )
+        await self._charge_rate_limit(principal.user_id, key)
         await check_image_url(
             scan.image_url,
             allowlist=settings.image_url_allowlist,
@@ -135,6 +127,23 @@ class Api:
         if key is not None:
             await ctx.idempotency.put(principal.user_id, key, stored)
         return _respond(stored)
+
+    async def _charge_rate_limit(self, user_id: str, key: str | None) -> None:
+        ctx = self.ctx
+        if key is not None and not await ctx.idempotency.claim_charge(user_id, key):
+            return  # a repeat of a submit already charged (it may still be in flight)
+        decision = await ctx.limiter.take(user_id)
+        if decision.allowed:
+            return
+        if key is not None:
+            await ctx.idempotency.release_charge(user_id, key)
+        ctx.metrics.rate_limited.inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many scans; try again in {decision.retry_after} s",
+            {"Retry-After": str(decision.retry_after)},
+        )
 
     async def _repeat(
         self, principal: Principal, key: str | None, job_id: str, scan: models.ScanRequestBody, digest: str

@@ -70,6 +70,16 @@ class IdempotencyStore:
         )
         await guarded(self._redis.set(keys.idempotency(user_id, key), value, nx=True, ex=self._ttl))
 
+    async def claim_charge(self, user_id: str, key: str) -> bool:
+        """True for the first request of a (user, key): only it pays a rate-limit token, so concurrent
+        repeats of one submit (a client retrying on a timeout) are never refused as too many."""
+        claimed = await guarded(self._redis.set(keys.idempotency_charge(user_id, key), "1", nx=True, ex=self._ttl))
+        return bool(claimed)
+
+    async def release_charge(self, user_id: str, key: str) -> None:
+        """The first request was refused by the limiter: the next repeat must pay again."""
+        await guarded(self._redis.delete(keys.idempotency_charge(user_id, key)))
+
     async def wait(self, user_id: str, key: str, *, timeout: float, poll: float = 0.05) -> StoredResponse | None:
         """The first request's response once it is stored, or None if it is not stored in time."""
         deadline = time.monotonic() + timeout

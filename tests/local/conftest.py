@@ -1,0 +1,67 @@
+"""Fixtures for the local runtime: packs started in-process on a throwaway topology, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+
+from eco2.local.runner import LocalPack, RunnerOptions
+from tests.support import REDIS_TEST_URL, ROOT, free_port
+
+AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: Any) -> RunnerOptions:
+    settings: dict[str, Any] = {"standin": False, **overrides}
+    return RunnerOptions(
+        root=ROOT,
+        manifests_dir=manifests,
+        amqp_url=AMQP_URL,
+        redis_url=REDIS_TEST_URL,
+        ingress_port=free_port(),
+        gateway_port=free_port(),
+        standin_port=free_port(),
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        reap_interval=0.2,
+        **settings,
+    )
+
+
+async def delete_topology(pack: LocalPack) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    for plan in pack.topology.triggers.values():
+        names = [plan.queue, plan.dead_letter_queue]
+        if plan.delivery is not None:
+            names += [plan.retry_queue(n) for n in range(1, plan.delivery.retry + 1)]
+        for name in filter(None, names):
+            await channel.queue_delete(name)
+        if plan.dead_letter_exchange:
+            await channel.exchange_delete(plan.dead_letter_exchange)
+    await channel.exchange_delete(pack.topology.exchange)
+    await connection.close()
+
+
+@pytest.fixture
+async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncIterator[Callable[..., Any]]:
+    packs: list[LocalPack] = []
+
+    async def start(manifests: Path | None, **overrides: Any) -> LocalPack:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        pack = LocalPack(options(tmp_path / prefix, manifests, prefix, **overrides))
+        packs.append(pack)
+        await pack.start()
+        return pack
+
+    yield start
+    for pack in packs:
+        await pack.stop()
+        await delete_topology(pack)
