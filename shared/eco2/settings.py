@@ -13,21 +13,32 @@ class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:
+    """A number from the environment, or the default when unset or empty; a bad value names its variable."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    return int(_float(env, name, float(default), minimum=float(minimum)))
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
+    """A whole number from the environment, as env_float."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,8 @@ class Settings:
             vision_model=vision_model,
             answer_model=answer_model,
             allowed_models=allowed or tuple(dict.fromkeys((vision_model, *cls.allowed_models))),
-            job_ttl_seconds=_int(env, "ECO2_JOB_TTL_SECONDS", cls.job_ttl_seconds, minimum=60),
-            stage_timeout_seconds=_float(env, "ECO2_STAGE_TIMEOUT_SECONDS", cls.stage_timeout_seconds, minimum=1),
-            max_event_bytes=_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
+            job_ttl_seconds=env_int(env, "ECO2_JOB_TTL_SECONDS", cls.job_ttl_seconds, minimum=60),
+            stage_timeout_seconds=env_float(env, "ECO2_STAGE_TIMEOUT_SECONDS", cls.stage_timeout_seconds, minimum=1),
+            max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
         )

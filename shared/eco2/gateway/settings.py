@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from eco2.settings import Settings, SettingsError, _float, _int
+from eco2.settings import Settings, SettingsError, env_float, env_int
 
 log = logging.getLogger("eco2.gateway")
 
@@ -103,22 +103,26 @@ class GatewaySettings:
             jwt_public_key=public_key,
             jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
             jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
-            jwt_leeway_seconds=_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            jwt_leeway_seconds=env_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
             auth_problem=problem,
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
-            sink_timeout_seconds=_float(env, "ECO2_SINK_TIMEOUT_SECONDS", cls.sink_timeout_seconds, minimum=0.05),
+            sink_timeout_seconds=env_float(env, "ECO2_SINK_TIMEOUT_SECONDS", cls.sink_timeout_seconds, minimum=0.05),
             image_url_allowlist=frozenset(allowlist),
-            dns_timeout_seconds=_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
-            max_body_bytes=_int(env, "ECO2_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
-            rate_limit_burst=_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
-            rate_limit_per_second=_float(env, "ECO2_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second, minimum=0.001),
-            idempotency_ttl_seconds=_int(env, "ECO2_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, minimum=1),
-            result_retry_after_seconds=_int(env, "ECO2_RESULT_RETRY_AFTER_SECONDS", 2, minimum=1),
-            sse_ping_seconds=_float(env, "ECO2_SSE_PING_SECONDS", cls.sse_ping_seconds, minimum=0.05),
-            sse_queue_size=_int(env, "ECO2_SSE_QUEUE_SIZE", cls.sse_queue_size, minimum=1),
-            sse_max_seconds=_float(env, "ECO2_SSE_MAX_SECONDS", cls.sse_max_seconds, minimum=1),
-            sse_block_ms=_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
-            sse_send_timeout_seconds=_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-            redis_max_connections=_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
+            dns_timeout_seconds=env_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
+            max_body_bytes=env_int(env, "ECO2_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            rate_limit_burst=env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            rate_limit_per_second=env_float(
+                env, "ECO2_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second, minimum=0.001
+            ),
+            idempotency_ttl_seconds=env_int(
+                env, "ECO2_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, minimum=1
+            ),
+            result_retry_after_seconds=env_int(env, "ECO2_RESULT_RETRY_AFTER_SECONDS", 2, minimum=1),
+            sse_ping_seconds=env_float(env, "ECO2_SSE_PING_SECONDS", cls.sse_ping_seconds, minimum=0.05),
+            sse_queue_size=env_int(env, "ECO2_SSE_QUEUE_SIZE", cls.sse_queue_size, minimum=1),
+            sse_max_seconds=env_float(env, "ECO2_SSE_MAX_SECONDS", cls.sse_max_seconds, minimum=1),
+            sse_block_ms=env_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
+            sse_send_timeout_seconds=env_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            redis_max_connections=env_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
         )

@@ -7,28 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eco2.settings import SettingsError
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-
+from eco2.settings import SettingsError, env_float, env_int
 
 # Module constants, not class attributes: a slots dataclass replaces its defaults with slot descriptors.
 _VISION_LATENCY = 3.5
@@ -62,14 +41,14 @@ class StandinConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StandinConfig:
         return cls(
-            vision_latency=_float(env, "STANDIN_VISION_LATENCY", _VISION_LATENCY),
-            answer_latency=_float(env, "STANDIN_ANSWER_LATENCY", _ANSWER_LATENCY),
-            latency_scale=_float(env, "STANDIN_LATENCY_SCALE", 1.0),
-            fault_429=_float(env, "STANDIN_FAULT_429", 0.0),
-            fault_500=_float(env, "STANDIN_FAULT_500", 0.0),
-            fault_hang=_float(env, "STANDIN_FAULT_HANG", 0.0),
-            hang_seconds=_float(env, "STANDIN_HANG_SECONDS", _HANG_SECONDS),
-            seed=_int(env, "STANDIN_SEED", 0),
+            vision_latency=env_float(env, "STANDIN_VISION_LATENCY", _VISION_LATENCY),
+            answer_latency=env_float(env, "STANDIN_ANSWER_LATENCY", _ANSWER_LATENCY),
+            latency_scale=env_float(env, "STANDIN_LATENCY_SCALE", 1.0),
+            fault_429=env_float(env, "STANDIN_FAULT_429", 0.0),
+            fault_500=env_float(env, "STANDIN_FAULT_500", 0.0),
+            fault_hang=env_float(env, "STANDIN_FAULT_HANG", 0.0),
+            hang_seconds=env_float(env, "STANDIN_HANG_SECONDS", _HANG_SECONDS),
+            seed=env_int(env, "STANDIN_SEED", 0),
         )
 
     def latency(self, kind: str) -> float:
