@@ -111,7 +111,8 @@ class CloudEventFunction(Generic[R]):
 
     async def _deliver(self, request: Request) -> Response:
         started = time.perf_counter()
-        resources = await self.start()
+        # The lock in start() is only for the first requests of a process; later ones skip it.
+        resources = self._resources if self._resources is not None else await self.start()
         event_type = "unknown"
         try:
             event = decode(request.headers, await read_body(request, self.settings.max_event_bytes))

@@ -153,6 +153,14 @@ class TriggerConsumer:
         try:
             outcome = await self.handle(message)
             self._metrics.deliveries.labels(self.name, outcome.value).inc()
+        except Exception:
+            # The outcome could not be made durable (broker connection lost mid-publish): leave the message
+            # to RabbitMQ, which redelivers it; never ack what was not handled.
+            log.exception(
+                "delivery not completed; the message will be redelivered", extra={"fields": {"trigger": self.name}}
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         finally:
             if task is not None:
                 self._inflight.discard(task)
