@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from eco2.gateway.auth import Authenticator
@@ -39,7 +38,6 @@ class GatewayContext:
     idempotency: IdempotencyStore
     hub: StreamHub
     sink: EventSink
-    http: httpx.AsyncClient
     metrics: GatewayMetrics
     categories: list[dict[str, Any]]
     resolve: Resolver
@@ -74,8 +72,6 @@ class GatewayContext:
             queue_size=settings.sse_queue_size,
             metrics=metrics,
         )
-        # Redirects are never followed: the broker ingress answers directly or not at all.
-        http = httpx.AsyncClient(follow_redirects=False, timeout=settings.sink_timeout_seconds)
         context = cls(
             settings=settings,
             store=JobStore(client, ttl_seconds=settings.base.job_ttl_seconds),
@@ -83,8 +79,8 @@ class GatewayContext:
             limiter=RateLimiter(client, burst=settings.rate_limit_burst, per_second=settings.rate_limit_per_second),
             idempotency=IdempotencyStore(client, ttl_seconds=settings.idempotency_ttl_seconds),
             hub=hub,
-            sink=EventSink(settings.sink_url, http, timeout_seconds=settings.sink_timeout_seconds),
-            http=http,
+            # Redirects are never followed: the broker ingress answers directly or not at all.
+            sink=EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds),
             metrics=metrics,
             categories=RuleBook.load().categories(),
             resolve=resolve_host,
@@ -96,5 +92,5 @@ class GatewayContext:
 
     async def aclose(self) -> None:
         await self.hub.aclose()
-        await self.http.aclose()
+        await self.sink.aclose()
         await self.store.aclose()
