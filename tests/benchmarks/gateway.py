@@ -834,7 +834,25 @@ async def accept_benchmark(
                     children, http, gateway, pids, secret, clients=clients, seconds=seconds, procs=procs, label=label
                 )
             )
-        rate = round(OPEN_LOOP_SHARE * max(run.rate for run in runs))
+        # Mobile users are not back-to-back robots: N users each submitting about once a second (Poisson).
+        for users in ACCEPT_LEVELS:
+            label = f"{users} users at ~1 scan/s each (open loop, Poisson {users}/s)"
+            console.print(f"  {label}: {ACCEPT_WARMUP:.0f} s warm-up + {args.accept_seconds:.0f} s …")
+            runs.append(
+                await accept_run(
+                    children,
+                    http,
+                    gateway,
+                    pids,
+                    secret,
+                    clients=users,
+                    seconds=float(args.accept_seconds),
+                    procs=min(args.client_procs, users),
+                    label=label,
+                    rate=float(users),
+                )
+            )
+        rate = round(OPEN_LOOP_SHARE * max(run.rate for run in runs if run.offered is None))
         if rate >= 1:
             label = f"open loop, Poisson {rate}/s (½ the best)"
             console.print(
