@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 
@@ -34,6 +35,17 @@ async def _no_events(event: CloudEvent, context: GatewayContext) -> CloudEvent |
     raise PoisonEvent("not_a_consumer", "the gateway consumes no CloudEvents")
 
 
+def tune_garbage_collector() -> None:
+    """Keep full collections rare: with 1,000 open SSE streams one took ~0.3 s and stalled every stream.
+
+    Objects alive after start-up (modules, settings, the app) are frozen out of collection, and a larger
+    first threshold lets the per-request garbage die young instead of being promoted into the old generation.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class GatewayFunction(CloudEventFunction[GatewayContext]):
     """A CloudEventFunction in shape only (name, start, stop, settings, handle_http), so serving runs it as is."""
 
@@ -61,6 +73,7 @@ class GatewayFunction(CloudEventFunction[GatewayContext]):
     async def _build(self, settings: Settings) -> GatewayContext:
         context = await GatewayContext.create(GatewaySettings.from_env(self._env, settings))
         self._app = build_app(context)
+        tune_garbage_collector()
         return context
 
     async def http(self, request: Request) -> Response:
