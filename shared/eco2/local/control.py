@@ -184,6 +184,3 @@ def default_options() -> RunnerOptions:
     from eco2.serving import project_root
 
     return RunnerOptions.from_env(project_root(), dict(os.environ))
-
-
-__all__ = ["default_options", "down", "status", "up_detached", "up_foreground"]
