@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,7 @@ from eco2.local.metrics import RunnerMetrics
 from eco2.local.replicas import free_port, local_command
 from eco2.local.topology import Topology
 from eco2.manifests import MANIFEST_DIRS, Manifests
+from tests.benchmarks.processes import Children
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -96,56 +98,6 @@ class BenchError(RuntimeError):
 
 
 # --- child processes ---------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Children:
-    """Every process the benchmark starts; stop_all() ends whichever still run."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self._processes: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, args: Sequence[str], *, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
-        # From the main thread only: PR_SET_PDEATHSIG fires when the spawning *thread* ends.
-        with (self.log_dir / f"{log_name}.log").open("ab") as log_file:
-            process = subprocess.Popen(
-                list(args),
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        self._processes.append(process)
-        return process
-
-    def log_tail(self, log_name: str, lines: int = 15) -> str:
-        path = self.log_dir / f"{log_name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
-
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        if process in self._processes:
-            self._processes.remove(process)
-
-    def stop_all(self) -> None:
-        for process in reversed(list(self._processes)):
-            with contextlib.suppress(Exception):
-                self.stop(process)
 
 
 def child_env(base: dict[str, str], **extra: str) -> dict[str, str]:
@@ -1019,7 +971,7 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
     with tempfile.TemporaryDirectory(prefix="eco2-bench-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "logs").mkdir()
-        children = Children(tmp / "logs")
+        children = Children(tmp / "logs", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         try:
             async with asyncio.timeout(BUDGET_SECONDS):
                 console.print(f"[bold]1/2[/] dispatch hop over RabbitMQ at {AMQP_URL.rpartition('@')[2]}")

@@ -1,0 +1,90 @@
+"""Child processes of the benchmarks: started with a log each, killed with the benchmark, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import resource
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_LIBC: Any = None
+with contextlib.suppress(OSError):
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork: preexec_fn only calls into it
+
+
+# --- limits and child processes ----------------------------------------------------------------------------
+
+
+def raise_nofile(wanted: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to `wanted` (at most the hard limit); the limits in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _child_setup(nofile: int) -> None:
+    # In the child between fork and exec: C calls only (no imports, no locks).
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies
+    with contextlib.suppress(ValueError, OSError):
+        raise_nofile(nofile)
+
+
+class Children:
+    """Every process the benchmark starts; stop_all() ends whichever still run. Spawn from the main thread only
+    (PR_SET_PDEATHSIG fires when the spawning *thread* ends)."""
+
+    def __init__(self, log_dir: Path, nofile: int) -> None:
+        self.log_dir = log_dir
+        self.nofile = nofile
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self, args: Sequence[str], *, env: dict[str, str], log_name: str, pipes: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """With `pipes`, stdin and stdout are the command channel (JSON lines); stderr always goes to the log."""
+        nofile = self.nofile
+        with (self.log_dir / f"{log_name}.log").open("ab") as log_file:
+            process = subprocess.Popen(
+                list(args),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else log_file,
+                stderr=log_file,
+                preexec_fn=lambda: _child_setup(nofile),
+            )
+        self._processes.append(process)
+        return process
+
+    def log_tail(self, log_name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{log_name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if process in self._processes:
+            self._processes.remove(process)
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self._processes)):
+            with contextlib.suppress(Exception):
+                self.stop(process)
