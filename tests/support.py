@@ -1,10 +1,9 @@
-"""Test support: free ports, child processes that are ready when returned, waiting on a condition."""
+"""Test support: free ports (the runner's own), child processes that are ready when returned, waiting on a condition."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,12 @@ from typing import Any
 
 import httpx
 
+from eco2.local.replicas import free_port
+
+__all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "start_child", "wait_for"]
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_TEST_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -57,6 +57,21 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+async def wait_healthy(
+    http: httpx.AsyncClient, url: str, process: asyncio.subprocess.Process, timeout: float = COLD_START_TIMEOUT
+) -> None:
+    """Poll GET /healthz until 200; fail if the process exits first or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
+        with contextlib.suppress(httpx.TransportError):
+            if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
+                return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f}s")
+
+
 @dataclass(eq=False)
 class Replica:
     port: int
@@ -157,7 +172,7 @@ class FunctionPool:
         self.replicas.append(replica)
         asyncio.get_running_loop().create_task(self._watch(replica))
         try:
-            await self._wait_healthy(replica)
+            await wait_healthy(self._http, replica.url, replica.process)
         except BaseException:
             await self._terminate(replica)
             raise
@@ -175,17 +190,6 @@ class FunctionPool:
         # function processes keep theirs (`__pycache__` is git-ignored; the venv is compiled by uv sync).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
-
-    async def _wait_healthy(self, replica: Replica) -> None:
-        deadline = time.monotonic() + COLD_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if replica.process.returncode is not None:
-                raise RuntimeError(f"{self.name} exited with {replica.process.returncode} while starting")
-            with contextlib.suppress(httpx.TransportError):
-                if (await self._http.get(f"{replica.url}/healthz", timeout=1)).status_code == 200:
-                    return
-            await asyncio.sleep(0.01)
-        raise TimeoutError(f"{self.name} did not become healthy in {COLD_START_TIMEOUT}s")
 
     async def _watch(self, replica: Replica) -> None:
         await replica.process.wait()

@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractRobustConnection
 from eco2.local.dispatcher import DeadLetterConsumer, Endpoint, TriggerConsumer
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import FunctionPool, die_with_parent
+from eco2.local.replicas import FunctionPool, die_with_parent, wait_healthy
 from eco2.local.topology import Topology
 from eco2.manifests import Manifests
 
@@ -300,20 +300,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-async def wait_healthy(
-    http: httpx.AsyncClient, url: str, process: asyncio.subprocess.Process, timeout: float = 30.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
-        with contextlib.suppress(httpx.TransportError):
-            if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
-                return
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"{url} did not become healthy in {timeout}s")
 
 
 async def check_dependencies(options: RunnerOptions) -> None:
