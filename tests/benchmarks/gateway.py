@@ -6,8 +6,9 @@ The gateway is the real one, started as the runner starts it (eco2.local.replica
 gateway`, PORT/HOST in the environment, bytecode writes allowed), on Redis DB 13 (flushed at the start and the
 end), with ECO2_ENV=production, a random 64-character ECO2_JWT_SECRET, the per-user rate limit raised out of the
 way, LOG_LEVEL=INFO (as knative/config.yaml) and every other setting at its default; inherited ECO2_* variables
-are dropped. image_url is https://images.eco2-bench.example/…, an origin allowlisted with ECO2_IMAGE_URL_ALLOWLIST:
-this machine has no DNS, and an allowlisted origin is never resolved (eco2.gateway.ssrf).
+are dropped. image_url is https://images.eco2-bench.example/…, an origin allowlisted (ECO2_IMAGE_URL_ALLOWLIST)
+and trusted (ECO2_IMAGE_URL_TRUSTED), as an operator configures its own upload CDN: this machine has no DNS, an
+allowlisted origin is never resolved (eco2.gateway.ssrf) and a trusted one is never fetched (eco2.gateway.probe).
 
 1. Accept. K_SINK is the real broker ingress (eco2.local.ingress.create_ingress, as `eco2 up` serves it) in a
    process of its own, over the real RabbitMQ, on a throwaway topology declared from the pack's manifests
@@ -197,6 +198,7 @@ def gateway_env(sink_url: str, secret: str, port: int) -> dict[str, str]:
             "ECO2_ENV": "production",
             "ECO2_JWT_SECRET": secret,
             "ECO2_IMAGE_URL_ALLOWLIST": IMAGE_ORIGIN,
+            "ECO2_IMAGE_URL_TRUSTED": IMAGE_ORIGIN,
             "ECO2_RATE_LIMIT_BURST": "1000000000",
             "ECO2_RATE_LIMIT_PER_SECOND": "1000000000",
             "ECO2_JOB_TTL_SECONDS": "3600",

@@ -28,6 +28,8 @@ def gateway_env(sink_url: str, **overrides: str) -> dict[str, str]:
         "K_SINK": sink_url,
         "ECO2_SINK_TIMEOUT_SECONDS": "0.5",
         "ECO2_IMAGE_URL_ALLOWLIST": "",
+        # Tests submit public address literals that this offline machine cannot fetch; test_probe.py follows URLs.
+        "ECO2_IMAGE_PROBE": "false",
         "ECO2_RATE_LIMIT_BURST": "100000",
         "ECO2_RATE_LIMIT_PER_SECOND": "100000",
         "ECO2_SSE_PING_SECONDS": "15",

@@ -23,7 +23,6 @@ from eco2.gateway.errors import ApiError, not_found
 from eco2.gateway.idempotency import StoredResponse, fingerprint, job_id_for, validate_key
 from eco2.gateway.openapi import document
 from eco2.gateway.sink import SinkUnavailable, new_traceparent, scan_requested
-from eco2.gateway.ssrf import check_image_url
 from eco2.gateway.stream import job_stream, resume_after
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.observability import log_context
@@ -67,12 +66,7 @@ class Api:
             if stored is not None:
                 return _replay(stored, digest)  # a replay costs no rate-limit token
         await self._charge_rate_limit(principal.user_id, key)
-        await check_image_url(
-            scan.image_url,
-            allowlist=settings.image_url_allowlist,
-            resolve=ctx.resolve,
-            timeout=settings.dns_timeout_seconds,
-        )
+        await ctx.probe.check(scan.image_url)
         job_id = job_id_for(principal.user_id, key)
         traceparent = new_traceparent()
         with log_context(job_id, traceparent):

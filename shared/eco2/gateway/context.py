@@ -13,10 +13,10 @@ from eco2.gateway.auth import Authenticator
 from eco2.gateway.hub import StreamHub
 from eco2.gateway.idempotency import IdempotencyStore
 from eco2.gateway.metrics import GatewayMetrics
+from eco2.gateway.probe import ImageProbe
 from eco2.gateway.ratelimit import RateLimiter
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.sink import EventSink
-from eco2.gateway.ssrf import Resolver, resolve_host
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
 
@@ -40,7 +40,7 @@ class GatewayContext:
     sink: EventSink
     metrics: GatewayMetrics
     categories: list[dict[str, Any]]
-    resolve: Resolver
+    probe: ImageProbe
 
     @classmethod
     async def create(cls, settings: GatewaySettings) -> GatewayContext:
@@ -83,7 +83,13 @@ class GatewayContext:
             sink=EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds),
             metrics=metrics,
             categories=RuleBook.load().categories(),
-            resolve=resolve_host,
+            probe=ImageProbe(
+                allowlist=settings.image_url_allowlist,
+                trusted=settings.image_url_trusted,
+                follow=settings.image_probe,
+                timeout_seconds=settings.image_probe_timeout_seconds,
+                dns_timeout_seconds=settings.dns_timeout_seconds,
+            ),
         )
         hub.start()
         if settings.sink_url is None:
@@ -93,4 +99,5 @@ class GatewayContext:
     async def aclose(self) -> None:
         await self.hub.aclose()
         await self.sink.aclose()
+        await self.probe.aclose()
         await self.store.aclose()

@@ -138,7 +138,10 @@ _PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ScanRequest")}}},
             "responses": {
                 "202": _json(_ref("ScanAccepted"), "queued"),
-                "400": _error("bad JSON, image_url refused, unknown model, bad idempotency key"),
+                "400": _error(
+                    "bad JSON, image_url refused (unsafe, redirects into this network, or not an image), "
+                    "unknown model, bad idempotency key"
+                ),
                 **_AUTH_ERRORS,
                 "413": _error("body larger than 16 KiB"),
                 "422": _error("wrong field types, or an idempotency key reused for another request"),

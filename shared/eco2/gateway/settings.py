@@ -45,6 +45,11 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
+def _origins(listed: str | None) -> frozenset[str]:
+    """A comma-separated list of URLs or origins, as normalised origins."""
+    return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
@@ -59,7 +64,13 @@ class GatewaySettings:
     trust_user_header: bool = False
     sink_url: str | None = None
     sink_timeout_seconds: float = 3.0
+    # Origins whose URLs may point into this network (development's stand-in, an internal image store).
     image_url_allowlist: frozenset[str] = frozenset()
+    # Origins whose URLs are not followed at submit (the operator's own upload CDN): they never redirect.
+    image_url_trusted: frozenset[str] = frozenset()
+    # Follow other image URLs' redirects at submit, so one into this network is a 400 (eco2.gateway.probe).
+    image_probe: bool = True
+    image_probe_timeout_seconds: float = 3.0
     dns_timeout_seconds: float = 2.0
     max_body_bytes: int = 16 * 1024
     rate_limit_burst: int = 10
@@ -93,9 +104,11 @@ class GatewaySettings:
             problem = f"ECO2_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, so no token is accepted"
         if problem:
             log.error("auth disabled: %s", problem)
-        allowlist = {o for o in (origin_of(x) for x in (env.get("ECO2_IMAGE_URL_ALLOWLIST") or "").split(",")) if o}
+        allowlist = _origins(env.get("ECO2_IMAGE_URL_ALLOWLIST"))
+        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED"))
         if environment == "development":
-            allowlist |= {o for o in (origin_of(STANDIN_ORIGIN), origin_of(base.openai_base_url)) if o}
+            standin = _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
+            allowlist, trusted = allowlist | standin, trusted | standin
         return cls(
             base=base,
             environment=environment,
@@ -108,7 +121,12 @@ class GatewaySettings:
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
             sink_timeout_seconds=env_float(env, "ECO2_SINK_TIMEOUT_SECONDS", cls.sink_timeout_seconds, minimum=0.05),
-            image_url_allowlist=frozenset(allowlist),
+            image_url_allowlist=allowlist,
+            image_url_trusted=trusted,
+            image_probe=_bool(env, "ECO2_IMAGE_PROBE", default=True),
+            image_probe_timeout_seconds=env_float(
+                env, "ECO2_IMAGE_PROBE_TIMEOUT_SECONDS", cls.image_probe_timeout_seconds, minimum=0.05
+            ),
             dns_timeout_seconds=env_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
             max_body_bytes=env_int(env, "ECO2_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             rate_limit_burst=env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),

@@ -1,8 +1,7 @@
 """image_url checks: http(s) only, at most 2 KiB, and never pointing into this network (SSRF).
 
-The gateway never fetches the URL itself (the vision stage's model does); it checks what the host resolves
-to at submit time. Redirects and DNS rebinding happen at fetch time, so the fetcher (the vision stage's
-model call) is where those checks belong.
+This module checks one URL: its form, and every address its host resolves to. Following the URL's redirects
+(each hop checked again, connections pinned to the checked addresses) is `eco2.gateway.probe`'s job.
 """
 
 from __future__ import annotations
@@ -101,8 +100,9 @@ def blocked_reason(ip: Address) -> str | None:
 
 async def check_image_url(
     url: str, *, allowlist: Collection[str], resolve: Resolver = resolve_host, timeout: float = 2.0
-) -> None:
-    """Raise a 400 `invalid_image_url` naming the problem, or return when the URL may be handed to the model."""
+) -> list[Address] | None:
+    """Raise a 400 `invalid_image_url` naming the problem, or return the host's checked addresses when the URL
+    may be fetched (None for an allowlisted origin, which is not resolved)."""
     if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_LENGTH:
         raise _bad(f"image_url is longer than {MAX_URL_LENGTH} bytes")
     if "\\" in url or any(c.isspace() or not c.isprintable() for c in url):
@@ -120,7 +120,7 @@ async def check_image_url(
     if not host:
         raise _bad("image_url has no host")
     if origin_of(url) in allowlist:
-        return
+        return None
     literal = literal_address(host)
     if literal is not None:
         addresses: list[Address] = [literal]
@@ -130,6 +130,7 @@ async def check_image_url(
         reason = blocked_reason(address)
         if reason:
             raise _bad(f"image_url must point to a public host; {host} is {reason}")
+    return addresses
 
 
 async def _resolved(host: str, port: int, resolve: Resolver, timeout: float) -> list[Address]:

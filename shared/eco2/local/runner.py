@@ -127,6 +127,7 @@ class LocalPack:
             env["OPENAI_BASE_URL"] = f"{self.model_url}/v1"
             # The stand-in serves the sample images the development scans point at.
             env.setdefault("ECO2_IMAGE_URL_ALLOWLIST", self.model_url)
+            env.setdefault("ECO2_IMAGE_URL_TRUSTED", self.model_url)
         return env
 
     def _build_pools(self) -> None:
