@@ -58,8 +58,9 @@ def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, CloudEv
 
 
 def serve(name: str, *, host: str, port: int) -> None:
-    app, _ = load_function(name)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    app, function = load_function(name)
+    loop, http = ("uvloop", "httptools") if function.fast_http else ("asyncio", "h11")
+    uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False, lifespan="on")
 
 
 def main(argv: list[str]) -> int:

@@ -413,15 +413,24 @@ async def gateway_gauges(http: httpx.AsyncClient, url: str) -> dict[str, float]:
     return gauges
 
 
-async def accept_histogram(http: httpx.AsyncClient, url: str, status: str = "202") -> HistogramState:
+async def gateway_histograms(http: httpx.AsyncClient, url: str) -> tuple[HistogramState, HistogramState]:
+    """The gateway's handler time for 202s and its K_SINK send time for successful sends."""
     text = (await http.get(f"{url}/metrics", timeout=10)).text
+    families = list(text_string_to_metric_families(text))
+    return (
+        histogram_state(families, "eco2_gateway_accept_seconds", ("status", "202")),
+        histogram_state(families, "eco2_gateway_sink_seconds", ("outcome", "ok")),
+    )
+
+
+def histogram_state(families: Sequence[Any], name: str, label: tuple[str, str]) -> HistogramState:
     buckets: list[tuple[float, float]] = []
     total = count = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "eco2_gateway_accept_seconds":
+    for family in families:
+        if family.name != name:
             continue
         for sample in family.samples:
-            if sample.labels.get("status") != status:
+            if sample.labels.get(label[0]) != label[1]:
                 continue
             if sample.name.endswith("_bucket"):
                 buckets.append((float(sample.labels["le"]), sample.value))
@@ -446,6 +455,10 @@ def cores_used(before: dict[str, float | None], after: dict[str, float | None], 
 
 async def sleep_until(wall: float) -> None:
     await asyncio.sleep(max(0.0, wall - time.time()))
+
+
+HANDLER_NOTE = "its eco2_gateway_accept_seconds{status=202}"
+SINK_NOTE = "its eco2_gateway_sink_seconds{outcome=ok}: the ingress's 202 after RabbitMQ's confirm"
 
 
 # --- statistics --------------------------------------------------------------------------------------------
@@ -489,7 +502,7 @@ def sample_row(name: str, samples: Sequence[float], **kwargs: Any) -> Row:
     )
 
 
-def histogram_row(name: str, state: HistogramState) -> Row:
+def histogram_row(name: str, state: HistogramState, note: str) -> Row:
     return Row(
         name,
         int(state.count),
@@ -497,7 +510,7 @@ def histogram_row(name: str, state: HistogramState) -> Row:
         p90=state.quantile(0.90),
         p99=state.quantile(0.99),
         mean=state.total / state.count if state.count else None,
-        note="its eco2_gateway_accept_seconds{status=202}, interpolated in the buckets",
+        note=f"{note}, interpolated in the buckets",
     )
 
 
@@ -632,6 +645,7 @@ class AcceptRun:
     cores: dict[str, float | None]
     client_cores: list[float | None]
     server: HistogramState
+    sink: HistogramState
     offered: float | None = None  # open loop: arrivals per second; None for a closed loop
 
     @property
@@ -688,9 +702,9 @@ async def accept_run(
         for client in processes:
             await client.send({"start_at": start_at})
         await sleep_until(start_at + ACCEPT_WARMUP)
-        cpu_before, hist_before = cpu_now(pids), await accept_histogram(http, gateway.url)
+        cpu_before, (hist_before, sink_before) = cpu_now(pids), await gateway_histograms(http, gateway.url)
         await sleep_until(start_at + ACCEPT_WARMUP + seconds)
-        cpu_after, hist_after = cpu_now(pids), await accept_histogram(http, gateway.url)
+        cpu_after, (hist_after, sink_after) = cpu_now(pids), await gateway_histograms(http, gateway.url)
         replies = [await client.receive(timeout=REPLY_TIMEOUT) for client in processes]
     finally:
         for client in processes:
@@ -709,6 +723,7 @@ async def accept_run(
         cores=cores_used(cpu_before, cpu_after, seconds),
         client_cores=[None if r["cpu_seconds"] is None else float(r["cpu_seconds"]) / seconds for r in replies],
         server=hist_after.minus(hist_before),
+        sink=sink_after.minus(sink_before),
         offered=rate,
     )
 
@@ -730,7 +745,8 @@ def accept_rows(runs: Sequence[AcceptRun]) -> list[Row]:
             note += f"; NOT 202: {errors}"
         extra = {"accepted_per_second": run.rate, "statuses": run.statuses}
         rows.append(sample_row(f"{run.label}: POST → 202", run.latencies, target=target, note=note, extra=extra))
-        rows.append(histogram_row("  in the gateway (handler time)", run.server))
+        rows.append(histogram_row("  in the gateway (handler time)", run.server, HANDLER_NOTE))
+        rows.append(histogram_row("  of which the K_SINK send", run.sink, SINK_NOTE))
     return rows
 
 
@@ -1272,7 +1288,7 @@ def print_header(console: Console, machine: dict[str, Any], nofile: tuple[int, i
     )
     console.print(f"python    {machine['python']} on {machine['platform']}; RLIMIT_NOFILE soft/hard {nofile}")
     console.print(
-        "gateway   `python -m eco2.serving gateway` (uvicorn, h11 + asyncio: no uvloop/httptools installed), "
+        "gateway   `python -m eco2.serving gateway` (uvicorn, uvloop + httptools: GatewayFunction.fast_http), "
         f"one process, Redis DB {REDIS_DB}, LOG_LEVEL=INFO, ECO2_REDIS_MAX_CONNECTIONS="
         f"{POOL_SIZE} (default), rate limit out of the way"
     )

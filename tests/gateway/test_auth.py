@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -45,6 +46,19 @@ async def test_missing_or_malformed_credentials_are_401(gateway: Gateway, header
 async def test_an_expired_token_is_401(gateway: Gateway) -> None:
     expired = token(now=time.time() - 3600, ttl=60)
     status, body = await submit(gateway, {"Authorization": f"Bearer {expired}"})
+    assert (status, body["error"]) == (401, "token_expired")
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(ECO2_JWT_LEEWAY_SECONDS="0")
+    issued = time.time()
+    short = {"Authorization": f"Bearer {token(now=issued, ttl=1)}"}
+    assert (await submit(gateway, short))[0] == 202  # verified, and remembered as verified
+    deadline = time.monotonic() + 5
+    while time.time() <= int(issued) + 1:  # the exp claim is whole seconds
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    status, body = await submit(gateway, short)
     assert (status, body["error"]) == (401, "token_expired")
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -269,3 +270,17 @@ async def test_the_rate_limit_answers_429_with_retry_after(make_gateway: MakeGat
     other = await gateway.client.post("/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers=bearer("user-2"))
     assert other.status_code == 202, "the bucket is per user"
     assert len(sink.events()) == 4
+
+
+async def test_keyed_repeats_pay_once_and_a_refused_key_pays_again(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(ECO2_RATE_LIMIT_BURST="1", ECO2_RATE_LIMIT_PER_SECOND="0.01")
+
+    async def submit(key: str) -> httpx.Response:
+        headers = {**bearer(), "X-Idempotency-Key": key}
+        return await gateway.client.post("/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers=headers)
+
+    assert (await submit("photo-1")).status_code == 202
+    replayed = await submit("photo-1")
+    assert (replayed.status_code, replayed.headers.get("idempotent-replayed")) == (202, "true")
+    refused = [(await submit("photo-2")).status_code for _ in range(2)]
+    assert refused == [429, 429], "a refused submit's repeat must pay again, not ride on a charge never paid"

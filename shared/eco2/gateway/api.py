@@ -22,6 +22,7 @@ from eco2.gateway.context import GatewayContext
 from eco2.gateway.errors import ApiError, not_found
 from eco2.gateway.idempotency import StoredResponse, fingerprint, job_id_for, validate_key
 from eco2.gateway.openapi import document
+from eco2.gateway.ratelimit import Verdict
 from eco2.gateway.sink import SinkUnavailable, new_traceparent, scan_requested
 from eco2.gateway.stream import job_stream, resume_after
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
@@ -61,11 +62,17 @@ class Api:
         )
         body = scan.model_dump(mode="json")
         digest = fingerprint(body)
-        if key is not None:
-            stored = await ctx.idempotency.get(principal.user_id, key)
-            if stored is not None:
-                return _replay(stored, digest)  # a replay costs no rate-limit token
-        await self._charge_rate_limit(principal.user_id, key)
+        admission = await ctx.limiter.admit(principal.user_id, key)
+        if admission.stored is not None:
+            return _replay(admission.stored, digest)  # a replay costs no rate-limit token
+        if admission.verdict is Verdict.REFUSED:
+            ctx.metrics.rate_limited.inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many scans; try again in {admission.retry_after} s",
+                {"Retry-After": str(admission.retry_after)},
+            )
         await ctx.probe.check(scan.image_url)
         job_id = job_id_for(principal.user_id, key)
         traceparent = new_traceparent()
@@ -99,9 +106,11 @@ class Api:
             user_input=scan.user_input,
             model=scan.model,
         )
+        sending = time.perf_counter()
         try:
             await ctx.sink.send(scan_requested(data, priority=principal.priority, traceparent=traceparent))
         except SinkUnavailable as exc:
+            ctx.metrics.sink_seconds.labels("failed").observe(time.perf_counter() - sending)
             ctx.metrics.sink_sends.labels("failed").inc()
             log.warning("scan not queued", extra={"fields": {"reason": str(exc)}})
             await ctx.store.transition(
@@ -115,29 +124,13 @@ class Api:
             )
             stored = StoredResponse(503, _sink_failed_body(key), digest)
         else:
+            ctx.metrics.sink_seconds.labels("ok").observe(time.perf_counter() - sending)
             ctx.metrics.sink_sends.labels("ok").inc()
             log.info("scan queued", extra={"fields": {"priority": principal.priority.value}})
             stored = StoredResponse(202, models.accepted(job_id), digest)
         if key is not None:
             await ctx.idempotency.put(principal.user_id, key, stored)
         return _respond(stored)
-
-    async def _charge_rate_limit(self, user_id: str, key: str | None) -> None:
-        ctx = self.ctx
-        if key is not None and not await ctx.idempotency.claim_charge(user_id, key):
-            return  # a repeat of a submit already charged (it may still be in flight)
-        decision = await ctx.limiter.take(user_id)
-        if decision.allowed:
-            return
-        if key is not None:
-            await ctx.idempotency.release_charge(user_id, key)
-        ctx.metrics.rate_limited.inc()
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many scans; try again in {decision.retry_after} s",
-            {"Retry-After": str(decision.retry_after)},
-        )
 
     async def _repeat(
         self, principal: Principal, key: str | None, job_id: str, scan: models.ScanRequestBody, digest: str

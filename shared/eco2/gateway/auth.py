@@ -24,6 +24,9 @@ REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
 _HIGH_PRIORITY_CLAIMS = frozenset({"vip", "high"})
 # Revocations are final until the token expires, so a local copy of the ones seen saves Redis round trips.
 _REVOKED_CACHE_SIZE = 10_000
+# A mobile client sends the same token with every request: its signature and claims are checked once, and
+# only its expiry again (revocation is checked on every request). Tokens are the keys, so a forged one misses.
+_VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class Authenticator:
                 self._key = None
                 self._problem = "ECO2_JWT_PUBLIC_KEY is not a valid PEM public key, so no token is accepted"
         self._revoked: OrderedDict[str, float] = OrderedDict()
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @property
     def algorithm(self) -> str:
@@ -121,6 +125,17 @@ class Authenticator:
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:
+        """The token's claims; a token verified before is not verified again until it expires."""
+        cached = self._verified.get(token)
+        if cached is not None and float(cached["exp"]) + self._settings.jwt_leeway_seconds > time.time():
+            return cached
+        claims = self._verify(token)
+        self._verified[token] = claims
+        while len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -76,7 +76,12 @@ class GatewayContext:
             settings=settings,
             store=JobStore(client, ttl_seconds=settings.base.job_ttl_seconds),
             auth=Authenticator(settings, client),
-            limiter=RateLimiter(client, burst=settings.rate_limit_burst, per_second=settings.rate_limit_per_second),
+            limiter=RateLimiter(
+                client,
+                burst=settings.rate_limit_burst,
+                per_second=settings.rate_limit_per_second,
+                idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            ),
             idempotency=IdempotencyStore(client, ttl_seconds=settings.idempotency_ttl_seconds),
             hub=hub,
             # Redirects are never followed: the broker ingress answers directly or not at all.

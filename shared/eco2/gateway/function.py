@@ -49,6 +49,8 @@ def tune_garbage_collector() -> None:
 class GatewayFunction(CloudEventFunction[GatewayContext]):
     """A CloudEventFunction in shape only (name, start, stop, settings, handle_http), so serving runs it as is."""
 
+    fast_http = True
+
     def __init__(self) -> None:
         super().__init__("gateway", self._build, _no_events)
         self._env: dict[str, str] = {}

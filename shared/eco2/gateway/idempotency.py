@@ -51,6 +51,10 @@ class StoredResponse:
     fingerprint: str
 
 
+def decode_stored(data: dict[str, Any]) -> StoredResponse:
+    return StoredResponse(int(data["status"]), dict(data["body"]), str(data["fingerprint"]))
+
+
 class IdempotencyStore:
     def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
         self._redis = client
@@ -58,10 +62,7 @@ class IdempotencyStore:
 
     async def get(self, user_id: str, key: str) -> StoredResponse | None:
         raw = await guarded(self._redis.get(keys.idempotency(user_id, key)))
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return StoredResponse(int(data["status"]), dict(data["body"]), str(data["fingerprint"]))
+        return decode_stored(json.loads(raw)) if raw else None
 
     async def put(self, user_id: str, key: str, stored: StoredResponse) -> None:
         """Keep the first response only: a later put for the same key changes nothing."""
@@ -69,16 +70,6 @@ class IdempotencyStore:
             {"status": stored.status, "body": stored.body, "fingerprint": stored.fingerprint}, ensure_ascii=False
         )
         await guarded(self._redis.set(keys.idempotency(user_id, key), value, nx=True, ex=self._ttl))
-
-    async def claim_charge(self, user_id: str, key: str) -> bool:
-        """True for the first request of a (user, key): only it pays a rate-limit token, so concurrent
-        repeats of one submit (a client retrying on a timeout) are never refused as too many."""
-        claimed = await guarded(self._redis.set(keys.idempotency_charge(user_id, key), "1", nx=True, ex=self._ttl))
-        return bool(claimed)
-
-    async def release_charge(self, user_id: str, key: str) -> None:
-        """The first request was refused by the limiter: the next repeat must pay again."""
-        await guarded(self._redis.delete(keys.idempotency_charge(user_id, key)))
 
     async def wait(self, user_id: str, key: str, *, timeout: float, poll: float = 0.05) -> StoredResponse | None:
         """The first request's response once it is stored, or None if it is not stored in time."""
