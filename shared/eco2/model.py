@@ -8,6 +8,7 @@ message is a JSON document (classification, the matched rule, the user's text).
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -62,15 +63,22 @@ def _response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
 
 
+def load_sdk() -> ModuleType:
+    """The openai SDK, imported on first use: it costs ~20 MB and ~0.4 s of start-up, and the functions that
+    never call a model (rules, reward, dead-letter) should not pay for it. The local runner's template process
+    calls this once, so that its forks have it for free."""
+    import openai
+    from openai.resources.chat import AsyncChat  # noqa: F401  imported by the client on its first `chat`
+
+    return openai
+
+
 class ModelClient:
     """One per process: wraps AsyncOpenAI, maps its errors onto the pack's transient/poison split."""
 
     def __init__(self, *, base_url: str, api_key: str, timeout_seconds: float) -> None:
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
-        # Imported here, not at module level: the SDK costs ~20 MB and ~0.4 s of start-up, and the
-        # functions that never call a model (rules, reward, dead-letter) should not pay for it.
-        import openai
-
+        openai = load_sdk()
         self._openai = openai
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0)
 

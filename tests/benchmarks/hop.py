@@ -1,6 +1,8 @@
-"""Benchmark of the local runtime: dispatch overhead per hop, cold start and idle RSS of a function process.
+"""Benchmark of the local runtime: dispatch overhead per hop, cold start and idle memory of a function process.
 
     .venv/bin/python -m tests.benchmarks.hop [--events N] [--out results/hop.json]
+
+Redis for the function processes' job keys: $ECO2_BENCH_REDIS_URL (default redis://127.0.0.1:6379/9).
 
 1. Hop. The runner's real TriggerConsumer (eco2.local.dispatcher) on a throwaway topology, declared by
    eco2.local.topology from the manifests in tests/benchmarks/fixtures (one Trigger `bench` on
@@ -13,10 +15,13 @@
    10 (the Trigger's parallelism) it is the latency of a saturated dispatcher. The same through the ingress
    (eco2.local.ingress.create_ingress served in this process, as the runner serves it; the HTTP client in a
    thread of its own): POST → 202 → sink. Then the 1-in-flight hop once more over the other queue type.
-2. Cold start. The command the runner runs for a Service's `eco2 serve <fn>` is spawned with the environment
-   the runner gives it; /healthz and a real event are polled concurrently, so one spawn gives
+2. Cold start, two ways side by side (alternating, one unmeasured start of each first): forked from the
+   runner's template process (eco2.local.processes.Template, the runner's default), and the exact command
+   the runner runs for a Service's `eco2 serve <fn>` without a template (a fresh interpreter); both with the
+   environment the runner gives them. /healthz and a real event are polled concurrently, so one spawn gives
    spawn → healthy and spawn → first event answered.
-3. Idle RSS: VmRSS from /proc/<pid>/status of each of those processes, shortly after it answered.
+3. Idle memory of each of those processes, shortly after it answered: RSS (VmRSS from /proc/<pid>/status),
+   PSS and USS (Private_Clean + Private_Dirty) from /proc/<pid>/smaps_rollup; and the template's at that moment.
 
 Everything it starts (processes, queues, exchanges, Redis job keys) is removed at the end, also on Ctrl-C,
 SIGTERM or an error; children also get SIGTERM should this process die (PR_SET_PDEATHSIG).
@@ -66,6 +71,7 @@ from eco2.local.dispatcher import Endpoint, TriggerConsumer
 from eco2.local.ingress import create_ingress
 from eco2.local.messages import PUBLISHED_AT_HEADER, to_message
 from eco2.local.metrics import RunnerMetrics
+from eco2.local.processes import Template
 from eco2.local.replicas import free_port, local_command
 from eco2.local.topology import Topology
 from eco2.manifests import MANIFEST_DIRS, Manifests
@@ -74,13 +80,14 @@ from tests.benchmarks.processes import Children
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 HOST = "127.0.0.1"
 
 TRIGGER = "bench"
 WARMUP = 100
 SATURATED_IN_FLIGHT = 10
-COLD_START_RUNS = {"rules": 5, "vision": 3}
+COLD_START_RUNS = {"rules": 5, "vision": 5}  # per mode
+TOGETHER_RUNS = 2
 IDLE_BEFORE_RSS = 0.5
 POLL_INTERVAL = 0.005
 
@@ -695,29 +702,76 @@ REPLY_TYPES = {"rules": EventType.SCAN_RULED, "vision": EventType.SCAN_CLASSIFIE
 @dataclass
 class ColdStart:
     function: str
-    mode: str
+    mode: str  # a key of MODES
     healthy: float  # spawn -> /healthz 200, seconds
     answered: float  # spawn -> first event answered 200
-    rss_mb: float  # VmRSS shortly after the answer, 10**6 bytes
-    memory_kb: dict[str, int]  # /proc/<pid>/status VmRSS, VmHWM, RssAnon, RssFile, RssShmem
+    memory_kb: dict[str, int]  # of the idle process: /proc/<pid>/status and smaps_rollup fields, and USS
+    template_kb: dict[str, int] | None = None  # of the template at the same moment (fork mode)
+
+    def mb(self, name: str) -> float:
+        return self.memory_kb[name] * 1024 / 1e6
+
+
+# How the runner starts a Service's `eco2 serve <name>`: a fork of its template process (the default), or
+# the exact command as a fresh interpreter (ECO2_PREFORK=0, or no template).
+MODES = {"fork": "forked from the template", "interpreter": "fresh interpreter"}
+STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+SMAPS_FIELDS = ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty")
 
 
 def proc_memory(pid: int) -> dict[str, int]:
+    """kB: VmRSS and friends from /proc/<pid>/status, Pss and the shared/private split from smaps_rollup,
+    and USS = Private_Clean + Private_Dirty (what the process alone holds: freed when it exits)."""
     fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-            fields[name] = int(value.split()[0])
+    for path, wanted in ((f"/proc/{pid}/status", STATUS_FIELDS), (f"/proc/{pid}/smaps_rollup", SMAPS_FIELDS)):
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in wanted:
+                fields[name] = int(value.split()[0])
+    fields["USS"] = fields["Private_Clean"] + fields["Private_Dirty"]
     return fields
 
 
+@dataclass
+class Launched:
+    """A function process started one way or the other; `status` is None while it runs."""
+
+    pid: int
+    status: Callable[[], int | None]
+    stop: Callable[[], Awaitable[None]]
+
+
+async def launch(
+    mode: str, function: str, env: dict[str, str], log_name: str, children: Children, template: Template
+) -> Launched:
+    if mode == "fork":
+        forked = await template.spawn(function, env=env, cwd=ROOT, log_path=children.log_dir / f"{log_name}.log")
+
+        async def stop_forked() -> None:
+            forked.terminate()
+            try:
+                await asyncio.wait_for(forked.wait(), 5)
+            except TimeoutError:
+                forked.kill()
+                await forked.wait()
+
+        return Launched(forked.pid, lambda: forked.returncode, stop_forked)
+    # The exact command the runner runs for the manifest's `eco2 serve <function>` without a template.
+    process = children.spawn(local_command(("eco2", "serve", function)), env=env, log_name=log_name)
+
+    async def stop_process() -> None:
+        children.stop(process)
+
+    return Launched(process.pid, process.poll, stop_process)
+
+
 async def first_answer(
-    process: subprocess.Popen[bytes], attempt: Callable[[], Awaitable[httpx.Response]]
+    launched: Launched, attempt: Callable[[], Awaitable[httpx.Response]]
 ) -> tuple[float, httpx.Response]:
     """Retry `attempt` while the port refuses connections; when the first answer came, and the answer."""
     while True:
-        if process.poll() is not None:
-            raise BenchError(f"exited with {process.returncode} while starting")
+        if launched.status() is not None:
+            raise BenchError(f"exited with {launched.status()} while starting")
         try:
             response = await attempt()
         except httpx.ConnectError:
@@ -728,39 +782,70 @@ async def first_answer(
         return time.perf_counter(), response
 
 
-async def cold_start_once(
-    children: Children,
-    http: httpx.AsyncClient,
-    function: str,
-    mode: str,
-    env: dict[str, str],
-    event: CloudEvent,
-    tag: str,
-) -> ColdStart:
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    headers, body = to_binary(event)
-    log_name = f"{function}-{mode}-{tag}"
-    spawned = time.perf_counter()
-    # The exact command the runner runs for the manifest's `eco2 serve <function>`.
-    command = local_command(("eco2", "serve", function))
-    process = children.spawn(command, env={**env, "PORT": str(port), "HOST": HOST}, log_name=log_name)
-    try:
-        async with asyncio.timeout(COLD_START_TIMEOUT):
-            (healthy_at, _), (answered_at, response) = await asyncio.gather(
-                first_answer(process, lambda: http.get(f"{url}/healthz")),
-                first_answer(process, lambda: http.post(f"{url}/", headers=dict(headers), content=body)),
-            )
-        if response.headers.get("ce-type") != REPLY_TYPES[function]:
-            raise BenchError(f"answered 200 with ce-type {response.headers.get('ce-type')!r}")
-        await asyncio.sleep(IDLE_BEFORE_RSS)
-        memory = proc_memory(process.pid)
-    except (BenchError, TimeoutError) as exc:
-        reason = str(exc) or f"no answer in {COLD_START_TIMEOUT:.0f}s"
-        raise BenchError(f"{function} ({mode}, {tag}): {reason}\n{children.log_tail(log_name)}") from None
-    finally:
-        children.stop(process)
-    return ColdStart(function, mode, healthy_at - spawned, answered_at - spawned, memory["VmRSS"] * 1024 / 1e6, memory)
+@dataclass
+class FunctionRig:
+    """Starts `rules` and `vision` either way, each answering one real event, and measures them."""
+
+    children: Children
+    template: Template
+    http: httpx.AsyncClient
+    env: dict[str, str]
+    standin_url: str
+    job_ids: list[str] = field(default_factory=list)
+
+    def event(self, function: str) -> CloudEvent:
+        job_id = f"bench-{uuid.uuid4().hex}"
+        self.job_ids.append(job_id)
+        return classified_event(job_id) if function == "rules" else requested_event(job_id, self.standin_url)
+
+    async def start(self, function: str, mode: str, tag: str) -> tuple[Launched, float, float]:
+        """The process, spawn → /healthz 200 and spawn → first event answered (polled concurrently)."""
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        headers, body = to_binary(self.event(function))
+        log_name = f"{function}-{mode}-{tag}"
+        env = {**self.env, "PORT": str(port), "HOST": HOST}
+        spawned = time.perf_counter()
+        launched = await launch(mode, function, env, log_name, self.children, self.template)
+        try:
+            async with asyncio.timeout(COLD_START_TIMEOUT):
+                (healthy_at, _), (answered_at, response) = await asyncio.gather(
+                    first_answer(launched, lambda: self.http.get(f"{url}/healthz")),
+                    first_answer(launched, lambda: self.http.post(f"{url}/", headers=dict(headers), content=body)),
+                )
+            if response.headers.get("ce-type") != REPLY_TYPES[function]:
+                raise BenchError(f"answered 200 with ce-type {response.headers.get('ce-type')!r}")
+        except (BenchError, TimeoutError) as exc:
+            await launched.stop()
+            reason = str(exc) or f"no answer in {COLD_START_TIMEOUT:.0f}s"
+            raise BenchError(f"{function} ({mode}, {tag}): {reason}\n{self.children.log_tail(log_name)}") from None
+        return launched, healthy_at - spawned, answered_at - spawned
+
+    def template_memory(self, mode: str) -> dict[str, int] | None:
+        return proc_memory(self.template.pid) if mode == "fork" and self.template.pid is not None else None
+
+    async def cold_start(self, function: str, mode: str, tag: str) -> ColdStart:
+        launched, healthy, answered = await self.start(function, mode, tag)
+        try:
+            await asyncio.sleep(IDLE_BEFORE_RSS)
+            return ColdStart(function, mode, healthy, answered, proc_memory(launched.pid), self.template_memory(mode))
+        finally:
+            await launched.stop()
+
+    async def together(self, mode: str, tag: str) -> dict[str, float]:
+        """Σ RSS and Σ PSS (MB) of an idle `rules` and an idle `vision` alive at once, plus the template."""
+        started: list[Launched] = []
+        try:
+            for function in COLD_START_RUNS:
+                started.append((await self.start(function, mode, f"together-{tag}"))[0])
+            await asyncio.sleep(IDLE_BEFORE_RSS)
+            memories = [proc_memory(launched.pid) for launched in started]
+            template = self.template_memory(mode)
+            memories += [template] if template is not None else []
+        finally:
+            for launched in started:
+                await launched.stop()
+        return {name: sum(m[name] for m in memories) * 1024 / 1e6 for name in ("VmRSS", "Pss", "USS")}
 
 
 def bytecode_state() -> str:
@@ -777,18 +862,44 @@ def bytecode_state() -> str:
     return "no __pycache__ in the venv yet (the first start writes it)"
 
 
+SHARED_NOTE = "¹ counts the pages it shares with the template"
+
+
+def function_rows(function: str, runs: Sequence[ColdStart]) -> list[Row]:
+    """Each measurement of one function with the two modes side by side, then the template's memory."""
+    by_mode = {mode: [r for r in runs if r.function == function and r.mode == mode] for mode in MODES}
+    measurements: list[tuple[str, Callable[[ColdStart], float], str, float | None]] = [
+        ("spawn → /healthz 200", lambda r: r.healthy, "s", None),
+        ("spawn → first event answered", lambda r: r.answered, "s", TARGET_COLD_START),
+        ("idle RSS", lambda r: r.mb("VmRSS"), "MB", TARGET_RSS_MB),
+        ("idle PSS (shared pages split among their sharers)", lambda r: r.mb("Pss"), "MB", None),
+        ("idle USS (its private pages only)", lambda r: r.mb("USS"), "MB", None),
+    ]
+    rows: list[Row] = []
+    for what, value, unit, target in measurements:
+        for mode, mine in by_mode.items():
+            note = SHARED_NOTE if mode == "fork" and what == "idle RSS" else ""
+            name = f"{function}, {MODES[mode]}: {what}"
+            rows.append(sample_row(name, [value(r) for r in mine], unit=unit, target=target, note=note))
+    templates = [r.template_kb for r in by_mode["fork"] if r.template_kb is not None]
+    for field_name, label in (("VmRSS", "RSS"), ("Pss", "PSS"), ("USS", "USS")):
+        samples = [t[field_name] * 1024 / 1e6 for t in templates]
+        rows.append(sample_row(f"  the template meanwhile: {label}", samples, unit="MB"))
+    return rows
+
+
 async def function_benchmark(console: Console, children: Children, tmp: Path, out: dict[str, Any]) -> None:
     rows: list[Row] = []
     out["rows"] = rows
     runs: list[ColdStart] = []
     out["runs"] = runs
-    inherited = bytecode_state()
-    out["environment_as_is"] = inherited
+    out["environment_as_is"] = bytecode_state()
     as_runner = runner_like_env()
-    modes = {"as the runner starts it": as_runner}
-    job_ids: list[str] = []
     http = httpx.AsyncClient(timeout=COLD_START_TIMEOUT)
     standin: subprocess.Popen[bytes] | None = None
+    # The runner's own template (eco2.local.processes), started as the runner starts it.
+    template = Template(cwd=ROOT, env=as_runner, log_path=tmp / "logs" / "template.log")
+    rig: FunctionRig | None = None
     try:
         # The stand-in model for vision, latencies scaled to 1 % as in tests/conftest.py.
         standin_port = free_port()
@@ -798,49 +909,46 @@ async def function_benchmark(console: Console, children: Children, tmp: Path, ou
             env=child_env(as_runner, STANDIN_LATENCY_SCALE="0.01"),
             log_name="model-standin",
         )
+        await template.start()
         await wait_healthy(http, standin_url, standin)
-        for mode, base in modes.items():
-            env = child_env(base, REDIS_URL=REDIS_URL, ECO2_JOB_TTL_SECONDS="600", ECO2_STAGE_TIMEOUT_SECONDS="20")
-            env["OPENAI_BASE_URL"] = f"{standin_url}/v1"
-            for function, count in COLD_START_RUNS.items():
-                console.print(f"  {function}, {mode}: 1 unmeasured + {count} starts …")
-                # The unmeasured first start fills the page cache (and, in the second mode, the bytecode cache).
-                for index in range(-1, count):
-                    job_id = f"bench-{uuid.uuid4().hex}"
-                    job_ids.append(job_id)
-                    event = classified_event(job_id) if function == "rules" else requested_event(job_id, standin_url)
-                    tag = "unmeasured" if index < 0 else str(index + 1)
-                    result = await cold_start_once(children, http, function, mode, env, event, tag)
-                    if index >= 0:
-                        runs.append(result)
+        out["template_preload_seconds"] = await template.wait_ready(COLD_START_TIMEOUT)
+        env = child_env(as_runner, REDIS_URL=REDIS_URL, ECO2_JOB_TTL_SECONDS="600", ECO2_STAGE_TIMEOUT_SECONDS="20")
+        env["OPENAI_BASE_URL"] = f"{standin_url}/v1"
+        if not template.compatible(env):
+            raise BenchError("the runner would not fork these processes (import-time variables differ)")
+        rig = FunctionRig(children, template, http, env, standin_url)
+        for function, count in COLD_START_RUNS.items():
+            console.print(f"  {function}: 1 unmeasured + {count} starts per mode, modes alternating …")
+            # The unmeasured first start of each mode fills the page cache (and the bytecode cache).
+            for mode in MODES:
+                await rig.cold_start(function, mode, "unmeasured")
+            for index in range(count):
+                for mode in MODES:  # alternating, so a change of the machine's load hits both modes alike
+                    runs.append(await rig.cold_start(function, mode, str(index + 1)))
+        console.print(f"  rules and vision idle at once: {TOGETHER_RUNS} times per mode …")
+        together = {mode: [await rig.together(mode, str(i)) for i in range(TOGETHER_RUNS)] for mode in MODES}
+        out["together"] = together
         for function in COLD_START_RUNS:
-            for mode in modes:
-                mine = [r for r in runs if r.function == function and r.mode == mode]
-                what = f"{function}, {mode}"
-                rows.append(sample_row(f"{what}: spawn → /healthz 200", [r.healthy for r in mine], unit="s"))
-                rows.append(
-                    sample_row(
-                        f"{what}: spawn → first event answered",
-                        [r.answered for r in mine],
-                        unit="s",
-                        target=TARGET_COLD_START,
-                    )
-                )
-                rows.append(
-                    sample_row(
-                        f"{what}: idle RSS after one event",
-                        [r.rss_mb for r in mine],
-                        unit="MB",
-                        target=TARGET_RSS_MB,
-                        extra={"VmHWM_kB": [r.memory_kb.get("VmHWM") for r in mine]},
-                    )
-                )
+            rows.extend(function_rows(function, runs))
+        rows.extend(together_rows(together))
     finally:
         await http.aclose()
+        await template.stop()
         if standin is not None:
             children.stop(standin)
-        with contextlib.suppress(Exception):
-            await forget_jobs(job_ids)
+        if rig is not None:
+            with contextlib.suppress(Exception):
+                await forget_jobs(rig.job_ids)
+
+
+def together_rows(together: dict[str, list[dict[str, float]]]) -> list[Row]:
+    rows: list[Row] = []
+    for label, key, note in (("Σ RSS", "VmRSS", "counts shared pages once per process"), ("Σ PSS", "Pss", "")):
+        for mode, samples in together.items():
+            what = "the two forks + the template" if mode == "fork" else "the two processes"
+            name = f"rules + vision idle at once, {MODES[mode]}: {label} of {what}"
+            rows.append(sample_row(name, [sample[key] for sample in samples], unit="MB", note=note))
+    return rows
 
 
 async def forget_jobs(job_ids: Sequence[str]) -> None:
@@ -939,7 +1047,7 @@ def cpu_table(rows: Sequence[Row]) -> Table:
 
 
 def print_header(console: Console, machine: dict[str, Any]) -> None:
-    console.rule("[bold]Eco² local runtime: hop, cold start, idle RSS")
+    console.rule("[bold]Eco² local runtime: hop, cold start, idle memory")
     console.print(
         f"machine   {machine['hostname']}: nproc {machine['nproc']} ({machine['cpu_model']}), "
         f"{machine['mem_total_gb']} GB RAM; load average {' '.join(map(str, machine['load_average_start']))} "
@@ -978,7 +1086,7 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
                 results["hop"] = {}
                 await hop_benchmark(console, children, tmp, args.events, args.queue_type, results["hop"])
                 if not args.skip_functions:
-                    console.print("[bold]2/2[/] function processes: cold start and idle RSS")
+                    console.print("[bold]2/2[/] function processes: cold start and idle memory, forked and fresh")
                     results["functions"] = {}
                     await function_benchmark(console, children, tmp, results["functions"])
         finally:
@@ -1044,7 +1152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(report_table("Dispatch hop, ms", hop["rows"]))
         console.print(cpu_table(hop["rows"]))
     if functions.get("rows"):
-        console.print(report_table("Function processes: times in s, RSS in MB (10^6 B, VmRSS)", functions["rows"]))
+        title = "Function processes: times in s, memory in MB (10^6 B) of the idle process after one event"
+        console.print(report_table(title, functions["rows"]))
+        console.print(
+            f"{SHARED_NOTE}: the same pages are in the template's RSS and in every fork's, so RSS cannot be "
+            "summed over processes; PSS can (each shared page split among the processes mapping it), and USS is "
+            "what one more process costs. Template preload: "
+            f"{functions.get('template_preload_seconds', '—')} s, once per pack."
+        )
         console.print(f"env as is: {functions['environment_as_is']}")
     if hop.get("deliveries"):
         console.print(f"deliveries by outcome: {hop['deliveries']}")

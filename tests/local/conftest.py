@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,43 @@ async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncItera
     for pack in packs:
         await pack.stop()
         await delete_topology(pack)
+
+
+def runner_env(state_dir: Path, prefix: str, ingress_port: int) -> dict[str, str]:
+    """The environment of an `eco2 up` in a child process, on the test servers and a throwaway topology."""
+    return {
+        "REDIS_URL": REDIS_TEST_URL,
+        "AMQP_URL": AMQP_URL,
+        "ECO2_TOPOLOGY_PREFIX": prefix,
+        "ECO2_INGRESS_PORT": str(ingress_port),
+        "ECO2_GATEWAY_PORT": str(free_port()),
+        "ECO2_STATE_DIR": str(state_dir),
+        "OPENAI_API_KEY": "not-used",  # no stand-in needed
+    }
+
+
+@pytest.fixture
+def runner_process(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]]:
+    """`eco2 up` in a child process; stopped with Ctrl-C (SIGINT) at the end if a test left it running."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(manifests: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"runner-{len(started)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "eco2.cli", "up"],
+                cwd=ROOT,
+                env={**os.environ, **env, "ECO2_MANIFESTS": str(manifests)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()

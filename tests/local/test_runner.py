@@ -4,13 +4,11 @@ parallelism, a SIGKILL during backoff, scale to zero and back, and one scan end 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ from eco2 import keys
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
 from eco2.local.runner import LocalPack
-from tests.local.conftest import AMQP_URL, delete_topology, options
-from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
+from tests.local.conftest import delete_topology, options, runner_env
+from tests.support import ROOT, free_port, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures"
 FLAKY = "test:flaky"
@@ -42,6 +40,8 @@ def flaky_manifests(
     filter_type: str = "test.flaky",
     window: str = "60s",
     vip_parallelism: int | None = None,
+    min_scale: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Path:
     """A manifest root with the `flaky` test subscriber behind one Trigger, and the real dead-letter sink."""
     (target / "knative").mkdir(parents=True)
@@ -52,12 +52,17 @@ def flaky_manifests(
     service["metadata"]["labels"]["eco2.dev/function"] = "flaky"
     template = service["spec"]["template"]
     template["metadata"]["annotations"].update(
-        {"autoscaling.knative.dev/window": window, "autoscaling.knative.dev/target": "100"}
+        {
+            "autoscaling.knative.dev/window": window,
+            "autoscaling.knative.dev/target": "100",
+            "autoscaling.knative.dev/min-scale": str(min_scale),
+        }
     )
     template["metadata"]["annotations"].pop("autoscaling.knative.dev/scale-to-zero-pod-retention-period", None)
     container = template["spec"]["containers"][0]
     container["command"] = ["eco2", "serve", "flaky"]
-    container["env"] = [{"name": "ECO2_ROOT", "value": str(FIXTURES)}]
+    extra = [{"name": name, "value": value} for name, value in (env or {}).items()]
+    container["env"] = [{"name": "ECO2_ROOT", "value": str(FIXTURES)}, *extra]
     (target / "knative" / "flaky.yaml").write_text(yaml.safe_dump(service))
     for name in ("broker.yaml", "broker-config.yaml"):
         shutil.copy(ROOT / "eventing" / name, target / "eventing")
@@ -217,32 +222,6 @@ async def test_a_vip_event_overtakes_a_backlog_of_normal_ones(
     assert done <= 4, f"the VIP event waited for {done} of 8 normal events"
 
 
-@pytest.fixture
-def runner_process(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(manifests: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"runner-{len(started)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "eco2.cli", "up"],
-                cwd=ROOT,
-                env={**os.environ, **env, "ECO2_MANIFESTS": str(manifests)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 async def test_sigkill_during_backoff_loses_nothing(
     runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
     tmp_path: Path,
@@ -251,15 +230,7 @@ async def test_sigkill_during_backoff_loses_nothing(
     manifests = flaky_manifests(tmp_path / "m", retry=2, backoff="PT2S")
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     ingress_port = free_port()
-    env = {
-        "REDIS_URL": REDIS_TEST_URL,
-        "AMQP_URL": AMQP_URL,
-        "ECO2_TOPOLOGY_PREFIX": prefix,
-        "ECO2_INGRESS_PORT": str(ingress_port),
-        "ECO2_GATEWAY_PORT": str(free_port()),
-        "ECO2_STATE_DIR": str(tmp_path / "state"),
-        "OPENAI_API_KEY": "not-used",  # no stand-in needed
-    }
+    env = runner_env(tmp_path / "state", prefix, ingress_port)
     first = runner_process(manifests, env)
     state_file = tmp_path / "state" / "runner.json"
 

@@ -135,6 +135,11 @@ def print_status(state: dict[str, Any]) -> None:
     if model:
         tag = " [yellow](STAND-IN model server, not a real model)[/]" if state.get("model_is_standin") else ""
         console.print(f"  model    {model}{tag}")
+    template = state.get("template")
+    if template and template.get("available"):
+        console.print(f"  starts   forked from the template process (pid {template.get('pid')})")
+    else:
+        console.print("  starts   fresh interpreters" + (" [yellow](the template is gone)[/]" if template else ""))
     table = Table("function", "replicas", "scale", "urls", "cold starts")
     for name, info in sorted(state.get("functions", {}).items()):
         urls = ", ".join(r["url"] for r in info.get("replicas", [])) or "(scaled to zero)"

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from eco2.local.metrics import RunnerMetrics
+from eco2.local.processes import ForkedProcess, FunctionProcess, Template, TemplateUnavailable, die_with_parent
 from eco2.manifests import ServiceSpec
 
 log = logging.getLogger("eco2.local.replicas")
@@ -37,28 +37,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def served_function(command: tuple[str, ...]) -> str | None:
+    """NAME when the container command is `eco2 serve NAME`: the one command a template fork can run."""
+    if len(command) == 3 and command[:2] == ("eco2", "serve"):
+        return command[2]
+    return None
+
+
 def local_command(command: tuple[str, ...]) -> list[str]:
     """The manifest's container command, run with this interpreter.
 
     `eco2 serve NAME` becomes `python -m eco2.serving NAME`: the same server without loading the CLI.
     """
-    if len(command) == 3 and command[:2] == ("eco2", "serve"):
-        return [sys.executable, "-m", "eco2.serving", command[2]]
+    function = served_function(command)
+    if function is not None:
+        return [sys.executable, "-m", "eco2.serving", function]
     if command and command[0] == "eco2":
         return [sys.executable, "-m", "eco2.cli", *command[1:]]
     return list(command)
 
 
-def die_with_parent() -> None:
-    # If the runner is SIGKILLed its function processes must not live on holding ports.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 async def wait_healthy(
-    http: httpx.AsyncClient, url: str, process: asyncio.subprocess.Process, timeout: float = COLD_START_TIMEOUT
+    http: httpx.AsyncClient, url: str, process: FunctionProcess, timeout: float = COLD_START_TIMEOUT
 ) -> None:
     """Poll GET /healthz until 200; fail if the process exits first or the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -75,7 +75,7 @@ async def wait_healthy(
 @dataclass(eq=False)
 class Replica:
     port: int
-    process: asyncio.subprocess.Process
+    process: FunctionProcess
     started_at: float
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -84,6 +84,10 @@ class Replica:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.process, ForkedProcess)
 
 
 class FunctionPool:
@@ -97,6 +101,7 @@ class FunctionPool:
         metrics: RunnerMetrics,
         log_dir: Path,
         fixed_port: int | None = None,
+        template: Template | None = None,
     ) -> None:
         self.service = service
         self._env = dict(env)
@@ -105,6 +110,8 @@ class FunctionPool:
         self._metrics = metrics
         self._log_dir = log_dir
         self._fixed_port = fixed_port
+        self._template = template
+        self._said_why_not_forked = False
         self.replicas: list[Replica] = []
         self._starting: asyncio.Task[Replica] | None = None
         self._stopping = False
@@ -158,16 +165,7 @@ class FunctionPool:
     async def _start_replica(self) -> Replica:
         spawn = time.perf_counter()
         port = self._fixed_port if self._fixed_port and not self.replicas else free_port()
-        log_path = self._log_dir / f"{self.name}-{port}.log"
-        with log_path.open("ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                *local_command(self.service.command),
-                cwd=self._cwd,
-                env=self._process_env(port),
-                stdout=log_file,
-                stderr=log_file,
-                preexec_fn=die_with_parent,
-            )
+        process = await self._spawn(port, self._log_dir / f"{self.name}-{port}.log")
         replica = Replica(port=port, process=process, started_at=time.monotonic())
         self.replicas.append(replica)
         asyncio.get_running_loop().create_task(self._watch(replica))
@@ -178,10 +176,41 @@ class FunctionPool:
             raise
         replica.ready = True
         self.cold_starts += 1
-        self._metrics.cold_start(self.name, time.perf_counter() - spawn)
+        via = "fork" if replica.forked else "interpreter"
+        self._metrics.cold_start(self.name, time.perf_counter() - spawn, via)
         self._metrics.replicas.labels(self.name).set(len(self.replicas))
-        log.info("replica up", extra={"fields": {"function": self.name, "port": port}})
+        log.info("replica up", extra={"fields": {"function": self.name, "port": port, "via": via}})
         return replica
+
+    async def _spawn(self, port: int, log_path: Path) -> FunctionProcess:
+        """A fork of the template when it can run this Service, else a fresh interpreter as the manifest says."""
+        env = self._process_env(port)
+        function = served_function(self.service.command)
+        if function is not None and self._template is not None and self._forkable(self._template, env):
+            with contextlib.suppress(TemplateUnavailable):  # the template logged why, once
+                return await self._template.spawn(function, env=env, cwd=self._cwd, log_path=log_path)
+        with log_path.open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                *local_command(self.service.command),
+                cwd=self._cwd,
+                env=env,
+                stdout=log_file,
+                stderr=log_file,
+                preexec_fn=die_with_parent,
+            )
+
+    def _forkable(self, template: Template, env: dict[str, str]) -> bool:
+        if not template.available:
+            return False
+        if template.compatible(env):
+            return True
+        if not self._said_why_not_forked:
+            self._said_why_not_forked = True
+            log.info(
+                "this Service sets a variable read at import time; its processes start as fresh interpreters",
+                extra={"fields": {"function": self.name}},
+            )
+        return False
 
     def _process_env(self, port: int) -> dict[str, str]:
         # The runner's local addresses (REDIS_URL, K_SINK, OPENAI_BASE_URL) win over the manifest's cluster ones.
@@ -232,7 +261,10 @@ class FunctionPool:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "replicas": [{"url": r.url, "inflight": r.inflight, "ready": r.ready} for r in self.replicas],
+            "replicas": [
+                {"url": r.url, "pid": r.process.pid, "forked": r.forked, "inflight": r.inflight, "ready": r.ready}
+                for r in self.replicas
+            ],
             "min_scale": self.service.min_scale,
             "max_scale": self.max_scale,
             "target": self.service.target,
