@@ -48,7 +48,6 @@ import contextlib
 import datetime
 import gc
 import json
-import math
 import os
 import random
 import secrets
@@ -61,7 +60,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ import redis.asyncio as aioredis
 import uvicorn
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console, JustifyMethod
+from rich.console import Console
 from rich.table import Table
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -92,15 +91,24 @@ from eco2.local.topology import Topology
 from eco2.manifests import Manifests
 from tests.benchmarks.hop import (
     BenchError,
-    HistogramState,
     cpu_seconds,
     machine_info,
-    percentile,
     rabbitmq_pid,
     runner_like_env,
     wait_healthy,
 )
 from tests.benchmarks.processes import Children, raise_nofile
+from tests.benchmarks.report import (
+    HistogramState,
+    Quantile,
+    Row,
+    fmt,
+    histogram_row,
+    histogram_state,
+    percentile,
+    rows_table,
+    sample_row,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -425,24 +433,6 @@ async def gateway_histograms(http: httpx.AsyncClient, url: str) -> tuple[Histogr
     )
 
 
-def histogram_state(families: Sequence[Any], name: str, label: tuple[str, str]) -> HistogramState:
-    buckets: list[tuple[float, float]] = []
-    total = count = 0.0
-    for family in families:
-        if family.name != name:
-            continue
-        for sample in family.samples:
-            if sample.labels.get(label[0]) != label[1]:
-                continue
-            if sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name.endswith("_sum"):
-                total = sample.value
-            elif sample.name.endswith("_count"):
-                count = sample.value
-    return HistogramState(sorted(buckets), total, count)
-
-
 def cpu_now(pids: dict[str, int | None]) -> dict[str, float | None]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
@@ -459,61 +449,12 @@ async def sleep_until(wall: float) -> None:
     await asyncio.sleep(max(0.0, wall - time.time()))
 
 
+ACCEPT_QUANTILES: tuple[Quantile, ...] = ("p50", "p90", "p99")
 HANDLER_NOTE = "its eco2_gateway_accept_seconds{status=202}"
 SINK_NOTE = "its eco2_gateway_sink_seconds{outcome=ok}: the ingress's 202 after RabbitMQ's confirm"
 
 
 # --- statistics --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One measured quantity, times in seconds; `target` is compared with p99."""
-
-    name: str
-    n: int
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    mean: float | None = None
-    max: float | None = None
-    target: float | None = None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> str | None:
-        if self.target is None or self.p99 is None:
-            return None
-        return "PASS" if self.p99 <= self.target else "FAIL"
-
-
-def sample_row(name: str, samples: Sequence[float], **kwargs: Any) -> Row:
-    values = sorted(samples)
-    if not values:
-        return Row(name, 0, **kwargs)
-    return Row(
-        name,
-        len(values),
-        p50=percentile(values, 0.50),
-        p90=percentile(values, 0.90),
-        p99=percentile(values, 0.99),
-        mean=sum(values) / len(values),
-        max=values[-1],
-        **kwargs,
-    )
-
-
-def histogram_row(name: str, state: HistogramState, note: str) -> Row:
-    return Row(
-        name,
-        int(state.count),
-        p50=state.quantile(0.50),
-        p90=state.quantile(0.90),
-        p99=state.quantile(0.99),
-        mean=state.total / state.count if state.count else None,
-        note=f"{note}, interpolated in the buckets",
-    )
 
 
 # --- 1. accept latency -------------------------------------------------------------------------------------
@@ -1141,45 +1082,8 @@ async def sse_benchmark(
 # --- report ------------------------------------------------------------------------------------------------
 
 
-def _ms(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value * 1000:.2f}"
-
-
 def _cores(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
-
-
-def latency_table(title: str, rows: Sequence[Row]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("measurement", "left"),
-        ("n", "right"),
-        ("p50", "right"),
-        ("p90", "right"),
-        ("p99", "right"),
-        ("mean", "right"),
-        ("max", "right"),
-        ("target", "left"),
-        ("", "left"),
-        ("note", "left"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-    for row in rows:
-        verdict = row.verdict
-        table.add_row(
-            row.name if row.name.startswith(" ") else f"[bold]{row.name}[/]",
-            str(row.n),
-            _ms(row.p50),
-            _ms(row.p90),
-            _ms(row.p99),
-            _ms(row.mean),
-            _ms(row.max),
-            f"p99 ≤ {_ms(row.target)}" if row.target is not None else "",
-            "" if verdict is None else f"[bold {'green' if verdict == 'PASS' else 'red'}]{verdict}[/]",
-            row.note,
-        )
-    return table
 
 
 def cpu_table(runs: Sequence[AcceptRun], nproc: int) -> Table:
@@ -1198,10 +1102,10 @@ def cpu_table(runs: Sequence[AcceptRun], nproc: int) -> Table:
         for process in processes:
             cores = run.cores.get(process)
             per = None if cores is None or not run.rate else cores / run.rate
-            cells.append(f"{_cores(cores)} | {_ms(per)}")
+            cells.append(f"{_cores(cores)} | {fmt(per)}")
         known = [c for c in run.client_cores if c is not None]
         total = sum(known) if known else None
-        cells.append(f"{_cores(total)} | {_ms(None if total is None or not run.rate else total / run.rate)}")
+        cells.append(f"{_cores(total)} | {fmt(None if total is None or not run.rate else total / run.rate)}")
         cells.append(_cores(max(known) if known else None))
         table.add_row(run.label, *cells, f"{run.rate:.0f}")
     return table
@@ -1216,9 +1120,9 @@ def timeline_table(rows: Sequence[dict[str, Any]]) -> Table:
     for column in ("written at (s)", "events", "p50", "p99", "max", "p99 per client process"):
         table.add_column(column, justify="right")
     for row in rows:
-        per = " / ".join(_ms(x) for x in row["p99_by_client_process"])
+        per = " / ".join(fmt(x) for x in row["p99_by_client_process"])
         table.add_row(
-            f"{row['from_s']:.1f}", str(row["events"]), _ms(row["p50"]), _ms(row["p99"]), _ms(row["max"]), per
+            f"{row['from_s']:.1f}", str(row["events"]), fmt(row["p50"]), fmt(row["p99"]), fmt(row["max"]), per
         )
     return table
 
@@ -1290,7 +1194,7 @@ def print_header(console: Console, machine: dict[str, Any], nofile: tuple[int, i
 
 def json_default(value: object) -> object:
     if isinstance(value, Row):
-        return {**asdict(value), "values_in": "seconds", "verdict": value.verdict}
+        return value.as_json()
     if isinstance(value, AcceptRun):
         return value.summary()
     if isinstance(value, Step):
@@ -1364,7 +1268,7 @@ def report(console: Console, results: dict[str, Any], machine: dict[str, Any]) -
     if runs:
         rows = accept_rows(runs)
         accept["rows"] = rows
-        console.print(latency_table("Accept: POST /api/v1/scan → 202, ms, client side", rows))
+        console.print(rows_table("Accept: POST /api/v1/scan → 202, ms, client side", rows, ACCEPT_QUANTILES))
         console.print(cpu_table(runs, int(machine["nproc"])))
         for row in rows:
             if row.verdict is not None and not row.name.startswith("open loop"):
@@ -1379,7 +1283,7 @@ def report(console: Console, results: dict[str, Any], machine: dict[str, Any]) -
                 f"(warm-ups included): {accept.get('accepted_total')}"
             )
     if sse.get("rows"):
-        console.print(latency_table("SSE fan-out on one gateway process, ms", sse["rows"]))
+        console.print(rows_table("SSE fan-out on one gateway process, ms", sse["rows"], ACCEPT_QUANTILES))
         if sse.get("timeline"):
             console.print(timeline_table(sse["timeline"]))
         verdicts[f"SSE delivery p99 ≤ 50 ms, {results['config']['sse_streams']} streams"] = sse["rows"][0].verdict

@@ -35,7 +35,6 @@ import concurrent.futures
 import contextlib
 import datetime
 import json
-import math
 import os
 import platform
 import resource
@@ -59,7 +58,7 @@ import yaml
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from rich.console import Console, JustifyMethod
+from rich.console import Console
 from rich.table import Table
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -76,6 +75,7 @@ from eco2.local.replicas import free_port, local_command
 from eco2.local.topology import Topology
 from eco2.manifests import MANIFEST_DIRS, Manifests
 from tests.benchmarks.processes import Children
+from tests.benchmarks.report import HistogramState, Row, fmt, histogram_row, histogram_state, rows_table, sample_row
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -94,6 +94,7 @@ POLL_INTERVAL = 0.005
 TARGET_HOP_P50 = 0.003
 TARGET_COLD_START = 0.5
 TARGET_RSS_MB = 60.0  # MB = 10**6 bytes, the stricter reading of "60 MB"
+HOP_HISTOGRAM_NOTE = "runner's histogram: published → dispatcher got it"
 
 BUDGET_SECONDS = 170.0  # the whole run before teardown; the run must stay under 3 minutes
 DELIVERY_STALL_SECONDS = 10.0  # no delivery finishing for this long means the run is broken
@@ -188,109 +189,8 @@ def serve_sink(port: int) -> None:
 # --- statistics --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    """One measured quantity: times in seconds, RSS in MB; `target` is compared with p50."""
-
-    name: str
-    unit: str
-    n: int
-    p50: float | None
-    p99: float | None = None
-    mean: float | None = None
-    max: float | None = None
-    target: float | None = None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> str | None:
-        if self.target is None or self.p50 is None:
-            return None
-        return "PASS" if self.p50 <= self.target else "FAIL"
-
-
-def percentile(ascending: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    return ascending[max(1, math.ceil(q * len(ascending))) - 1]
-
-
-def sample_row(name: str, samples: Sequence[float], *, unit: str = "ms", **kwargs: Any) -> Row:
-    values = sorted(samples)
-    if not values:
-        return Row(name, unit, 0, None, **kwargs)
-    return Row(
-        name,
-        unit,
-        len(values),
-        p50=percentile(values, 0.50),
-        p99=percentile(values, 0.99),
-        mean=sum(values) / len(values),
-        max=values[-1],
-        **kwargs,
-    )
-
-
-@dataclass
-class HistogramState:
-    buckets: list[tuple[float, float]]  # (upper bound, cumulative count), ascending, ending with +Inf
-    total: float
-    count: float
-
-    def minus(self, earlier: HistogramState) -> HistogramState:
-        before = dict(earlier.buckets)
-        return HistogramState(
-            [(le, c - before.get(le, 0.0)) for le, c in self.buckets],
-            self.total - earlier.total,
-            self.count - earlier.count,
-        )
-
-    def quantile(self, q: float) -> float | None:
-        """As PromQL's histogram_quantile: linear interpolation inside the bucket of the q-th observation."""
-        if self.count <= 0:
-            return None
-        rank = q * self.count
-        lower, below = 0.0, 0.0
-        for le, cumulative in self.buckets:
-            if cumulative >= rank:
-                if math.isinf(le):
-                    return lower
-                if cumulative == below:
-                    return le
-                return lower + (le - lower) * (rank - below) / (cumulative - below)
-            lower, below = le, cumulative
-        return lower
-
-
 def hop_histogram(metrics: RunnerMetrics) -> HistogramState:
-    buckets: list[tuple[float, float]] = []
-    total = count = 0.0
-    for family in metrics.registry.collect():
-        if family.name != "eco2_runner_hop_seconds":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("trigger") != TRIGGER:
-                continue
-            if sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name.endswith("_sum"):
-                total = sample.value
-            elif sample.name.endswith("_count"):
-                count = sample.value
-    return HistogramState(sorted(buckets), total, count)
-
-
-def histogram_row(name: str, state: HistogramState) -> Row:
-    return Row(
-        name,
-        "ms",
-        int(state.count),
-        p50=state.quantile(0.50),
-        p99=state.quantile(0.99),
-        mean=state.total / state.count if state.count else None,
-        note="runner's histogram: published → dispatcher got it; p50/p99 interpolated in its buckets",
-        extra={"buckets": [["+Inf" if math.isinf(le) else le, c] for le, c in state.buckets]},
-    )
+    return histogram_state(metrics.registry.collect(), "eco2_runner_hop_seconds", ("trigger", TRIGGER))
 
 
 def delivery_outcomes(metrics: RunnerMetrics) -> dict[str, float]:
@@ -585,7 +485,7 @@ def hop_rows(run: HopRun, receipts: dict[str, float], *, target: float | None, t
     rate = len(times.sent) / times.wall if times.wall else 0.0
     note = f"{rate:.0f} events/s" + (f"; {lost} NEVER RECEIVED" if lost else "")
     extra = {"lost": lost, "events_per_second": rate, "cpu_seconds_per_event": run.cpu}
-    rows = [sample_row(title, hops, target=target, note=note, extra=extra)]
+    rows = [sample_row(title, hops, target=target, judged="p50", note=note, extra=extra)]
     ingress = run.key.startswith("ingress")
     if ingress:
         rows.append(sample_row("  POST → 202 (ingress published, confirmed)", times.accepted))
@@ -603,7 +503,7 @@ def hop_rows(run: HopRun, receipts: dict[str, float], *, target: float | None, t
         rows.append(sample_row("  dispatcher → sink (httpx POST, sink's uvicorn)", after))
     if not ingress:
         rows.append(sample_row("  published → confirmed (publisher confirm)", times.accepted))
-    rows.append(histogram_row("  eco2_runner_hop_seconds", run.histogram))
+    rows.append(histogram_row("  eco2_runner_hop_seconds", run.histogram, HOP_HISTOGRAM_NOTE))
     return rows
 
 
@@ -880,7 +780,7 @@ def function_rows(function: str, runs: Sequence[ColdStart]) -> list[Row]:
         for mode, mine in by_mode.items():
             note = SHARED_NOTE if mode == "fork" and what == "idle RSS" else ""
             name = f"{function}, {MODES[mode]}: {what}"
-            rows.append(sample_row(name, [value(r) for r in mine], unit=unit, target=target, note=note))
+            rows.append(sample_row(name, [value(r) for r in mine], unit=unit, target=target, judged="p50", note=note))
     templates = [r.template_kb for r in by_mode["fork"] if r.template_kb is not None]
     for field_name, label in (("VmRSS", "RSS"), ("Pss", "PSS"), ("USS", "USS")):
         samples = [t[field_name] * 1024 / 1e6 for t in templates]
@@ -988,47 +888,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "ms":
-        return f"{value * 1000:.2f}"
-    if unit == "s":
-        return f"{value:.3f}"
-    return f"{value:.1f}"
-
-
-def report_table(title: str, rows: Sequence[Row]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("measurement", "left"),
-        ("n", "right"),
-        ("p50", "right"),
-        ("p99", "right"),
-        ("mean", "right"),
-        ("max", "right"),
-        ("target", "left"),
-        ("", "left"),
-        ("note", "left"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-    for row in rows:
-        verdict = row.verdict
-        table.add_row(
-            row.name if row.name.startswith(" ") else f"[bold]{row.name}[/]",
-            str(row.n),
-            _fmt(row.p50, row.unit),
-            _fmt(row.p99, row.unit),
-            _fmt(row.mean, row.unit),
-            _fmt(row.max, row.unit),
-            f"p50 ≤ {_fmt(row.target, row.unit)}" if row.target is not None else "",
-            "" if verdict is None else f"[bold {'green' if verdict == 'PASS' else 'red'}]{verdict}[/]",
-            row.note,
-        )
-    return table
-
-
 def cpu_table(rows: Sequence[Row]) -> Table:
     table = Table(title="CPU per event, ms (utime+stime)", title_justify="left", title_style="bold")
     processes = ["runner (dispatcher + ingress/publisher)", "sink", "rabbitmq"]
@@ -1040,9 +899,7 @@ def cpu_table(rows: Sequence[Row]) -> Table:
         cpu = row.extra.get("cpu_seconds_per_event")
         if cpu is None:
             continue
-        table.add_row(
-            row.name, *(_fmt(cpu[p], "ms") for p in processes), f"{row.extra.get('events_per_second', 0):.0f}"
-        )
+        table.add_row(row.name, *(fmt(cpu[p], "ms") for p in processes), f"{row.extra.get('events_per_second', 0):.0f}")
     return table
 
 
@@ -1063,7 +920,7 @@ def print_header(console: Console, machine: dict[str, Any]) -> None:
 
 def json_default(value: object) -> object:
     if isinstance(value, Row):
-        return {**asdict(value), "values_in": "MB" if value.unit == "MB" else "seconds", "verdict": value.verdict}
+        return value.as_json()
     if isinstance(value, ColdStart):
         return asdict(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
@@ -1149,11 +1006,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     hop: dict[str, Any] = results.get("hop", {})
     functions: dict[str, Any] = results.get("functions", {})
     if hop.get("rows"):
-        console.print(report_table("Dispatch hop, ms", hop["rows"]))
+        console.print(rows_table("Dispatch hop, ms", hop["rows"]))
         console.print(cpu_table(hop["rows"]))
     if functions.get("rows"):
         title = "Function processes: times in s, memory in MB (10^6 B) of the idle process after one event"
-        console.print(report_table(title, functions["rows"]))
+        console.print(rows_table(title, functions["rows"]))
         console.print(
             f"{SHARED_NOTE}: the same pages are in the template's RSS and in every fork's, so RSS cannot be "
             "summed over processes; PSS can (each shared page split among the processes mapping it), and USS is "
