@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from cloudevents.http import CloudEvent, from_http
 
 from eco2.gateway.auth import issue_token
 from eco2.gateway.sse_client import SseMessage, aparse
+from eco2.jobs import JobStatus, JobStore, Stage
 
 SECRET = "gateway-tests-secret-0123456789abcdef0123456789"
 PUBLIC_IMAGE = "http://93.184.216.34/bottle.png"  # a public address literal: checked, never fetched
@@ -129,3 +131,25 @@ async def gateway_connections(redis: aioredis.Redis, name: str) -> int:
     """Connections to Redis named `name` (the gateway names its pool and its stream reader)."""
     clients = await redis.client_list()
     return sum(1 for c in clients if c.get("name") == name)
+
+
+PIPELINE = (Stage.VISION, Stage.RULE, Stage.ANSWER, Stage.REWARD)
+
+
+async def advance(store: JobStore, job_id: str, stages: tuple[Stage, ...], user: str = "user-1") -> None:
+    """Play the stage functions' part: record transitions as they would."""
+    for stage in stages:
+        await store.transition(job_id, user, stage, JobStatus.RUNNING, message=f"{stage.value} 완료")
+
+
+async def finish(store: JobStore, job_id: str, result: dict[str, Any], user: str = "user-1") -> None:
+    """Play the reward function's last part: the job is done with `result`."""
+    await store.transition(
+        job_id,
+        user,
+        Stage.DONE,
+        JobStatus.DONE,
+        message="완료되었어요",
+        data={"result": result},
+        fields={"result": json.dumps(result, ensure_ascii=False)},
+    )

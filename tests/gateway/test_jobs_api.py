@@ -11,7 +11,7 @@ import pytest
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
 from tests.gateway.conftest import Gateway
-from tests.gateway.support import PUBLIC_IMAGE, bearer
+from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, finish
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = {
@@ -31,18 +31,9 @@ async def submitted(gateway: Gateway, user: str = "user-1") -> str:
     return str(response.json()["job_id"])
 
 
-async def finish(gateway: Gateway, job_id: str, user: str = "user-1") -> None:
-    for stage in (Stage.VISION, Stage.RULE, Stage.ANSWER, Stage.REWARD):
-        await gateway.store.transition(job_id, user, stage, JobStatus.RUNNING, message=f"{stage} ok")
-    await gateway.store.transition(
-        job_id,
-        user,
-        Stage.DONE,
-        JobStatus.DONE,
-        message="완료되었어요",
-        data={"result": RESULT},
-        fields={"result": json.dumps(RESULT, ensure_ascii=False)},
-    )
+async def finish_pipeline(gateway: Gateway, job_id: str, user: str = "user-1") -> None:
+    await advance(gateway.store, job_id, PIPELINE, user)
+    await finish(gateway.store, job_id, RESULT, user)
 
 
 async def test_result_is_202_with_retry_after_while_running(gateway: Gateway) -> None:
@@ -58,7 +49,7 @@ async def test_result_is_202_with_retry_after_while_running(gateway: Gateway) ->
 
 async def test_result_is_200_with_the_pipeline_result_when_done(gateway: Gateway) -> None:
     job_id = await submitted(gateway)
-    await finish(gateway, job_id)
+    await finish_pipeline(gateway, job_id)
     response = await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())
     assert response.status_code == 200
     assert response.json() == {
@@ -106,14 +97,14 @@ async def test_cancel_records_cancelled_at_the_current_stage(gateway: Gateway) -
 
 async def test_a_finished_job_cannot_be_cancelled(gateway: Gateway) -> None:
     job_id = await submitted(gateway)
-    await finish(gateway, job_id)
+    await finish_pipeline(gateway, job_id)
     response = await gateway.client.delete(f"/api/v1/scan/{job_id}", headers=bearer())
     assert response.status_code == 409
 
 
 async def test_the_events_of_a_finished_job_replay_and_close(gateway: Gateway) -> None:
     job_id = await submitted(gateway)
-    await finish(gateway, job_id)
+    await finish_pipeline(gateway, job_id)
     response = await gateway.client.get(f"/api/v1/scan/{job_id}/events", headers=bearer())
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")

@@ -11,10 +11,20 @@ import redis.asyncio as aioredis
 from eco2.gateway.context import POOL_CLIENT_NAME, READER_CLIENT_NAME
 from eco2.gateway.sse_client import SseMessage
 from eco2.jobs import JobStatus, JobStore, Stage
-from tests.gateway.support import PUBLIC_IMAGE, TERMINAL, bearer, gateway_connections, metric, open_stream, read_stream
+from tests.gateway.support import (
+    PIPELINE,
+    PUBLIC_IMAGE,
+    TERMINAL,
+    advance,
+    bearer,
+    finish,
+    gateway_connections,
+    metric,
+    open_stream,
+    read_stream,
+)
 from tests.support import wait_for
 
-PIPELINE = (Stage.VISION, Stage.RULE, Stage.ANSWER, Stage.REWARD)
 RESULT = {"pipeline_result": {"final_answer": {"user_answer": "ok"}}, "reward": None, "reward_reason": "no_rule"}
 
 
@@ -22,24 +32,6 @@ async def submit(live: httpx.AsyncClient, user: str = "user-1") -> str:
     response = await live.post("/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers=bearer(user))
     assert response.status_code == 202, response.text
     return str(response.json()["job_id"])
-
-
-async def advance(store: JobStore, job_id: str, stages: tuple[Stage, ...], user: str = "user-1") -> None:
-    """Play the stage functions' part: record transitions as they would."""
-    for stage in stages:
-        await store.transition(job_id, user, stage, JobStatus.RUNNING, message=f"{stage.value} 완료")
-
-
-async def finish(store: JobStore, job_id: str, user: str = "user-1") -> None:
-    await store.transition(
-        job_id,
-        user,
-        Stage.DONE,
-        JobStatus.DONE,
-        message="완료되었어요",
-        data={"result": RESULT},
-        fields={"result": json.dumps(RESULT)},
-    )
 
 
 async def sse_clients(live: httpx.AsyncClient, count: int) -> bool:
@@ -59,7 +51,7 @@ async def test_replay_then_live_events_in_order_and_the_stream_closes_after_done
     received = [await anext(messages), await anext(messages)]  # the replay: what happened before we connected
     assert summary(received) == [("1", "queued", 0), ("2", "vision", 25)]
     await advance(store, job_id, (Stage.RULE, Stage.ANSWER, Stage.REWARD))
-    await finish(store, job_id)
+    await finish(store, job_id, RESULT)
     async with asyncio.timeout(10):
         received += [m async for m in messages]  # ends only because the server closes the stream
     await response.aclose()
@@ -93,7 +85,7 @@ async def test_last_event_id_resumes_without_duplicates(live: httpx.AsyncClient,
     first = await anext(messages)
     assert (first.id, first.event) == ("3", "rule")
     await advance(store, job_id, (Stage.ANSWER, Stage.REWARD))
-    await finish(store, job_id)
+    await finish(store, job_id, RESULT)
     async with asyncio.timeout(10):
         rest = [m async for m in messages]
     await response.aclose()
@@ -161,7 +153,7 @@ async def test_two_hundred_clients_share_one_redis_reader(
     assert readers_at_one == 1
     assert await metric(live, "eco2_gateway_redis_reader_connections") == 1
     await advance(store, solo, PIPELINE)
-    await finish(store, solo)
+    await finish(store, solo, RESULT)
     assert [m.event for m in await one] == ["queued", "vision", "rule", "answer", "reward", "done"]
 
     many = [asyncio.create_task(follow(jobs[i % len(jobs)])) for i in range(200)]  # ten clients per job
@@ -173,7 +165,7 @@ async def test_two_hundred_clients_share_one_redis_reader(
     assert pooled <= 8, f"{pooled} pooled connections: bounded by ECO2_REDIS_MAX_CONNECTIONS, not by clients"
     for job_id in jobs:
         await advance(store, job_id, PIPELINE)
-        await finish(store, job_id)
+        await finish(store, job_id, RESULT)
     for messages in await asyncio.gather(*many):
         assert [m.id for m in messages] == ["1", "2", "3", "4", "5", "6"]
         assert messages[-1].json()["status"] in TERMINAL

@@ -11,23 +11,8 @@ import sys
 import pytest
 from PIL import Image
 
-from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS
+from eco2.rules import MAJOR_CATEGORIES, RECYCLABLE_MIDDLE_CATEGORIES, SITUATION_TAGS
 from eco2.standin.samples import SAMPLES, SIZE, by_name, identify, render
-
-RECYCLABLE_MIDDLES = (
-    "종이",
-    "종이팩",
-    "무색페트병",
-    "플라스틱류",
-    "비닐류",
-    "발포합성수지",
-    "유리병",
-    "금속류",
-    "의류및원단",
-    "전지",
-    "조명제품",
-    "전기전자제품",
-)
 
 
 def reencode(png: bytes, fmt: str, **options: object) -> bytes:
@@ -43,7 +28,7 @@ def test_the_catalog_covers_every_category_and_some_situation_tags() -> None:
     assert len(set(names)) == len(names)
     assert all(re.fullmatch(r"[a-z0-9_]+", name) for name in names)
     recyclable = [s for s in SAMPLES if s.major_category == "재활용폐기물"]
-    assert {s.middle_category for s in recyclable} == set(RECYCLABLE_MIDDLES)
+    assert {s.middle_category for s in recyclable} == set(RECYCLABLE_MIDDLE_CATEGORIES)
     assert {s.major_category for s in SAMPLES} == set(MAJOR_CATEGORIES)
     assert all(s.middle_category is None for s in SAMPLES if s.major_category != "재활용폐기물")
     assert all(set(s.situation_tags) <= set(SITUATION_TAGS) for s in SAMPLES)
