@@ -1,8 +1,8 @@
 """The answer stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
 
 from eco2 import stages
-from eco2.adapter import CloudEventFunction
+from eco2.adapter import EventFunction
 from eco2.events import EventType
 
-function = CloudEventFunction("answer", stages.StageContext.create, stages.answer, accepts=EventType.SCAN_RULED)
+function = EventFunction("answer", stages.StageContext.create, stages.answer, accepts=EventType.SCAN_RULED)
 handle_http = function.handle_http

@@ -23,7 +23,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eco2.errors import BadRequest, Eco2Error, PayloadTooLarge, PoisonEvent, RateLimited, TransientError
+from eco2.errors import (
+    BadRequest,
+    Eco2Error,
+    PayloadTooLarge,
+    PoisonEvent,
+    TransientError,
+    error_response,
+    internal_error,
+)
 from eco2.observability import FunctionMetrics, configure_logging, log_context
 from eco2.settings import Settings
 
@@ -40,12 +48,7 @@ R = TypeVar("R", bound=Resources)
 Handler = Callable[[CloudEvent, R], Awaitable[CloudEvent | None]]
 
 
-def error_response(error: Eco2Error) -> JSONResponse:
-    headers = {"Retry-After": f"{max(1, round(error.retry_after))}"} if isinstance(error, RateLimited) else None
-    return JSONResponse({"error": error.code, "message": error.message}, status_code=error.status, headers=headers)
-
-
-class CloudEventFunction(Generic[R]):
+class EventFunction(Generic[R]):
     """One function: its name, how to build its per-process resources, and its handler."""
 
     # The HTTP stack it is served with: asyncio + h11 for the event-driven stages, where idle memory counts
@@ -140,7 +143,7 @@ class CloudEventFunction(Generic[R]):
         except Exception:
             self.metrics.observe(event_type, "error", started)
             log.exception("event crashed", extra={"fields": {"type": event_type}})
-            return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+            return internal_error()
         if reply is None:
             self.metrics.observe(event_type, "no_reply", started)
             return Response(status_code=202)
@@ -194,7 +197,7 @@ class Lifespan:
     resources are built lazily on the first request instead.
     """
 
-    def __init__(self, app: ASGIApp, function: CloudEventFunction[Any]) -> None:
+    def __init__(self, app: ASGIApp, function: EventFunction[Any]) -> None:
         self._app = app
         self._function = function
 

@@ -1,6 +1,18 @@
-"""One error hierarchy: what decides a 4xx (poison, never retried) from a 5xx (transient, retried)."""
+"""One error hierarchy for the whole pack: status, machine-readable code, safe message, optional headers.
+
+The status decides redelivery: a 4xx is poison (never retried), a 5xx or 429 is transient (the broker
+retries). Every HTTP error body is `{"error": code, "message": text}` and never carries exception text.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
+
+import redis.exceptions
+from starlette.responses import JSONResponse
+
+T = TypeVar("T")
 
 
 class Eco2Error(Exception):
@@ -9,11 +21,24 @@ class Eco2Error(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, code: str | None = None, message: str = "") -> None:
+    def __init__(
+        self,
+        code: str | None = None,
+        message: str = "",
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         if code is not None:
             self.code = code
+        if status is not None:
+            self.status = status
         self.message = message or self.code
+        self.headers = dict(headers or {})
         super().__init__(self.message)
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
 
 
 class PoisonEvent(Eco2Error):
@@ -24,15 +49,25 @@ class PoisonEvent(Eco2Error):
 
 
 class BadRequest(PoisonEvent):
-    """The request is not a CloudEvent at all: 400."""
+    """The request is malformed (not a CloudEvent, not JSON, a bad header): 400."""
 
     status = 400
-    code = "invalid_cloudevent"
+    code = "bad_request"
 
 
 class PayloadTooLarge(BadRequest):
     status = 413
     code = "body_too_large"
+
+
+class NotFound(Eco2Error):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(Eco2Error):
+    status = 409
+    code = "conflict"
 
 
 class TransientError(Eco2Error):
@@ -43,13 +78,13 @@ class TransientError(Eco2Error):
 
 
 class RateLimited(TransientError):
-    """The model (or another dependency) asked us to slow down: 429 with Retry-After, retried."""
+    """Too many requests (ours, or the model's): 429 with Retry-After, retried."""
 
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str = "", retry_after: float = 1.0) -> None:
-        super().__init__(None, message)
+    def __init__(self, message: str = "", retry_after: float = 1.0, *, code: str | None = None) -> None:
+        super().__init__(code, message, headers={"Retry-After": str(max(1, round(retry_after)))})
         self.retry_after = retry_after
 
 
@@ -59,3 +94,25 @@ class StoreUnavailable(TransientError):
 
 class ModelUnavailable(TransientError):
     code = "model_unavailable"
+
+
+def error_response(error: Eco2Error) -> JSONResponse:
+    """The one way an error becomes an HTTP answer."""
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+
+
+def internal_error() -> JSONResponse:
+    """The answer to a crash: logged by the caller, its text never sent."""
+    return error_response(Eco2Error("internal", "internal error"))
+
+
+# Redis errors a retry can fix: the server is unreachable, loading, or too slow to answer.
+REDIS_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+
+
+async def store_call(awaitable: Awaitable[T]) -> T:
+    """Await a Redis call; an unreachable or stalled Redis becomes StoreUnavailable (503, retried)."""
+    try:
+        return await awaitable
+    except REDIS_TRANSIENT as exc:
+        raise StoreUnavailable(message="the job store is unreachable") from exc

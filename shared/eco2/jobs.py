@@ -19,7 +19,7 @@ import redis.exceptions
 from pydantic import BaseModel
 
 from eco2 import keys
-from eco2.errors import StoreUnavailable, TransientError
+from eco2.errors import TransientError, store_call
 
 
 class JobStatus(StrEnum):
@@ -197,29 +197,29 @@ class JobStore:
             job_id,
             *pairs,
         ]
-        raw = await self._call(self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
+        raw = await store_call(self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         outcome, seq, current = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""))
 
     async def get(self, job_id: str) -> dict[str, str] | None:
-        fields = await self._call(self._redis.hgetall(keys.job(job_id)))
+        fields = await store_call(self._redis.hgetall(keys.job(job_id)))
         return cast(dict[str, str], fields) or None
 
     async def status(self, job_id: str) -> JobStatus | None:
-        raw = await self._call(self._redis.hget(keys.job(job_id), "status"))
+        raw = await store_call(self._redis.hget(keys.job(job_id), "status"))
         return JobStatus(str(raw)) if raw else None
 
     async def events(self, job_id: str, *, after_seq: int = 0, count: int = 100) -> list[StreamEvent]:
-        entries = await self._call(self._redis.xrange(keys.job_events(job_id), min=f"({after_seq}-0", count=count))
+        entries = await store_call(self._redis.xrange(keys.job_events(job_id), min=f"({after_seq}-0", count=count))
         return [_stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
 
     async def get_checkpoint(self, job_id: str, stage: Stage, model: type[M]) -> M | None:
-        raw = await self._call(self._redis.hget(keys.job_checkpoints(job_id), stage.value))
+        raw = await store_call(self._redis.hget(keys.job_checkpoints(job_id), stage.value))
         return model.model_validate_json(raw) if raw else None
 
     async def put_checkpoint(self, job_id: str, stage: Stage, value: M) -> M:
         """Store a stage's output unless one is already stored; return whichever is stored (the first)."""
-        stored = await self._call(
+        stored = await store_call(
             self._checkpoint(
                 keys=[keys.job_checkpoints(job_id)],
                 args=[stage.value, value.model_dump_json(), str(self._ttl)],
@@ -250,27 +250,20 @@ class JobStore:
         deadline = time.monotonic() + timeout_seconds
         lease_ttl_ms = int(timeout_seconds * 1000) + 5000
         while True:
-            if await self._call(self._redis.set(lease_key, token, nx=True, px=lease_ttl_ms)):
+            if await store_call(self._redis.set(lease_key, token, nx=True, px=lease_ttl_ms)):
                 try:
                     cached = await self.get_checkpoint(job_id, stage, model)
                     if cached is not None:
                         return cached
                     return await self.put_checkpoint(job_id, stage, await compute())
                 finally:
-                    await self._call(self._release(keys=[lease_key], args=[token]))
+                    await store_call(self._release(keys=[lease_key], args=[token]))
             cached = await self.get_checkpoint(job_id, stage, model)
             if cached is not None:
                 return cached
             if time.monotonic() > deadline:
                 raise TransientError("stage_busy", "another delivery of this stage is still running")
             await asyncio.sleep(poll_seconds)
-
-    async def _call(self, awaitable: Awaitable[T]) -> T:
-        # Redis errors enter the pack here and become transient: the broker retries the event.
-        try:
-            return await awaitable
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailable(message="the job store is unreachable") from exc
 
     async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
         """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.

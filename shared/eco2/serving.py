@@ -12,7 +12,7 @@ from functions_framework import _function_registry
 from functions_framework.aio import create_asgi_app_from_module
 from starlette.types import ASGIApp
 
-from eco2.adapter import CloudEventFunction, Lifespan
+from eco2.adapter import EventFunction, Lifespan
 
 FUNCTION_TARGET = "handle_http"
 
@@ -45,14 +45,14 @@ def function_source(name: str, root: Path | None = None) -> Path:
     return source
 
 
-def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, CloudEventFunction[Any]]:
+def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, EventFunction[Any]]:
     """The function's ASGI app (wrapped so its resources are built at start) and its function object."""
     source = str(function_source(name, root))
     module, spec = _function_registry.load_function_module(source)  # type: ignore[no-untyped-call]
     spec.loader.exec_module(module)
     function = getattr(module, "function", None)
-    if not isinstance(function, CloudEventFunction):
-        raise UnknownFunction(f"{source} defines no `function = CloudEventFunction(...)`")
+    if not isinstance(function, EventFunction):
+        raise UnknownFunction(f"{source} defines no `function = EventFunction(...)`")
     app = create_asgi_app_from_module(FUNCTION_TARGET, source, "http", module, spec)  # type: ignore[no-untyped-call]
     return Lifespan(app, function), function
 

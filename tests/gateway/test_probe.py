@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from eco2.gateway.errors import ApiError
+from eco2.errors import BadRequest
 from eco2.gateway.probe import MAX_REDIRECTS, ImageProbe, PinnedResolver
 from eco2.gateway.ssrf import literal_address, resolve_host
 from tests.gateway.conftest import MakeGateway
@@ -102,8 +102,8 @@ async def probe(image_host: ImageHost) -> AsyncIterator[ImageProbe]:
     await probe.aclose()
 
 
-async def refused(probe: ImageProbe, url: str) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+async def refused(probe: ImageProbe, url: str) -> BadRequest:
+    with pytest.raises(BadRequest) as caught:
         await probe.check(url)
     assert caught.value.status == 400
     return caught.value

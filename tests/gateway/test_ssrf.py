@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eco2.gateway.errors import ApiError
+from eco2.errors import BadRequest
 from eco2.gateway.ssrf import blocked_reason, check_image_url, legacy_ipv4
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
@@ -117,7 +117,7 @@ async def test_every_resolved_address_is_checked(answers: list[str], allowed: bo
     if allowed:
         await check
     else:
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(BadRequest) as caught:
             await check
         assert caught.value.status == 400
 
@@ -129,7 +129,7 @@ async def test_a_resolver_that_hangs_is_a_400_in_time() -> None:
         await asyncio.Event().wait()
         return []
 
-    with pytest.raises(ApiError, match="in time"):
+    with pytest.raises(BadRequest, match="in time"):
         await check_image_url("http://slow.example/x.png", allowlist=(), resolve=hang, timeout=0.05)
 
 

@@ -14,12 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from eco2.adapter import read_body
-from eco2.errors import Eco2Error
+from eco2.errors import Conflict, Eco2Error, NotFound, PoisonEvent, RateLimited
 from eco2.events import ScanRequested
 from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
-from eco2.gateway.errors import ApiError, not_found
 from eco2.gateway.idempotency import StoredResponse, fingerprint, job_id_for, validate_key
 from eco2.gateway.openapi import document
 from eco2.gateway.ratelimit import Verdict
@@ -47,7 +46,7 @@ class Api:
             response = await self._submit(request)
             status = response.status_code
             return response
-        except (ApiError, Eco2Error) as exc:
+        except Eco2Error as exc:
             status = exc.status
             raise
         finally:
@@ -67,12 +66,7 @@ class Api:
             return _replay(admission.stored, digest)  # a replay costs no rate-limit token
         if admission.verdict is Verdict.REFUSED:
             ctx.metrics.rate_limited.inc()
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many scans; try again in {admission.retry_after} s",
-                {"Retry-After": str(admission.retry_after)},
-            )
+            raise RateLimited(f"too many scans; try again in {admission.retry_after} s", admission.retry_after)
         await ctx.probe.check(scan.image_url)
         job_id = job_id_for(principal.user_id, key)
         traceparent = new_traceparent()
@@ -161,10 +155,10 @@ class Api:
         principal = await self.ctx.auth.authenticate(request)
         job_id = str(request.path_params["job_id"])
         if not _JOB_ID.fullmatch(job_id):
-            raise not_found()
+            raise _not_found()
         job = await self.ctx.store.get(job_id)
         if job is None or job.get("user_id") != principal.user_id:
-            raise not_found()
+            raise _not_found()
         return principal, job_id, job
 
     async def result(self, request: Request) -> Response:
@@ -196,7 +190,7 @@ class Api:
         with log_context(job_id, job.get("traceparent")):
             outcome = await self.ctx.store.cancel(job_id)
             if outcome is None:
-                raise not_found()
+                raise _not_found()
             if outcome.outcome is TransitionOutcome.REFUSED:
                 raise _already_finished(outcome.status)
             log.info("scan cancelled")
@@ -234,12 +228,17 @@ def _replay(stored: StoredResponse, digest: str) -> Response:
     return response
 
 
-def _key_reused() -> ApiError:
-    return ApiError(422, "idempotency_key_reused", "this X-Idempotency-Key was already used for a different request")
+def _not_found() -> NotFound:
+    # Unknown and someone else's look the same, so job ids cannot be probed.
+    return NotFound("not_found", "no such job")
 
 
-def _already_finished(status: str) -> ApiError:
-    return ApiError(409, "already_finished", f"the job has already ended ({status})")
+def _key_reused() -> PoisonEvent:
+    return PoisonEvent("idempotency_key_reused", "this X-Idempotency-Key was already used for a different request")
+
+
+def _already_finished(status: str) -> Conflict:
+    return Conflict("already_finished", f"the job has already ended ({status})")
 
 
 def _sink_failed_body(key: str | None) -> dict[str, Any]:

@@ -11,11 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from eco2.adapter import error_response
-from eco2.errors import Eco2Error
+from eco2.errors import Eco2Error, error_response, internal_error
 from eco2.gateway.api import Api
 from eco2.gateway.context import GatewayContext
-from eco2.gateway.errors import ApiError, error_body
 
 log = logging.getLogger("eco2.gateway")
 
@@ -34,11 +32,6 @@ def routes(api: Api) -> list[Route]:
     ]
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return exc.response()
-
-
 async def _eco2_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Eco2Error)
     return error_response(exc)
@@ -47,10 +40,11 @@ async def _eco2_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_body(404, "not_found", f"no route {request.url.path}")
+        return error_response(Eco2Error("not_found", f"no route {request.url.path}", status=404))
     if exc.status_code == 405:
-        return error_body(405, "method_not_allowed", f"{request.method} is not allowed here", exc.headers)
-    return error_body(exc.status_code, "http_error", str(exc.detail), exc.headers)
+        message = f"{request.method} is not allowed here"
+        return error_response(Eco2Error("method_not_allowed", message, status=405, headers=exc.headers))
+    return error_response(Eco2Error("http_error", str(exc.detail), status=exc.status_code, headers=exc.headers))
 
 
 class CatchAll:
@@ -72,10 +66,10 @@ class CatchAll:
         except Exception:
             log.exception("request crashed", extra={"fields": {"path": scope.get("path", "")}})
             if not started:
-                await error_body(500, "internal", "internal error")(scope, receive, send)
+                await internal_error()(scope, receive, send)
 
 
 def build_app(ctx: GatewayContext) -> ASGIApp:
     router = Router(routes(Api(ctx)), redirect_slashes=False)
-    handlers = {ApiError: _api_error, Eco2Error: _eco2_error, HTTPException: _http_error}
+    handlers = {Eco2Error: _eco2_error, HTTPException: _http_error}
     return CatchAll(ExceptionMiddleware(router, handlers=handlers))

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.requests import Request
 
 from eco2 import keys
+from eco2.errors import BadRequest, Eco2Error, store_call
 from eco2.events import Priority
-from eco2.gateway.errors import ApiError, guarded
 from eco2.gateway.settings import GatewaySettings
 
 USER_ID_MAX = 128
@@ -68,9 +68,9 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 
-def _unauthorized(code: str, message: str) -> ApiError:
+def _unauthorized(code: str, message: str) -> Eco2Error:
     challenge = 'Bearer realm="eco2"' if code == "missing_token" else 'Bearer realm="eco2", error="invalid_token"'
-    return ApiError(401, code, message, {"WWW-Authenticate": challenge})
+    return Eco2Error(code, message, status=401, headers={"WWW-Authenticate": challenge})
 
 
 def _plain(value: str) -> bool:
@@ -164,7 +164,7 @@ class Authenticator:
             if cached > now:
                 return True
             del self._revoked[jti]
-        if not await guarded(self._redis.exists(keys.revoked_token(jti))):
+        if not await store_call(self._redis.exists(keys.revoked_token(jti))):
             return False
         self._remember(jti, now + 60.0)
         return True
@@ -172,9 +172,9 @@ class Authenticator:
     async def revoke(self, principal: Principal) -> None:
         """Blacklist the caller's token for the rest of its lifetime (logout)."""
         if principal.jti is None or principal.expires_at is None:
-            raise ApiError(400, "no_token", "only a bearer token can be revoked; this request carried none")
+            raise BadRequest("no_token", "only a bearer token can be revoked; this request carried none")
         remaining = max(1, math.ceil(principal.expires_at - time.time() + self._settings.jwt_leeway_seconds))
-        await guarded(self._redis.set(keys.revoked_token(principal.jti), "1", ex=remaining))
+        await store_call(self._redis.set(keys.revoked_token(principal.jti), "1", ex=remaining))
         self._remember(principal.jti, time.time() + remaining)
 
     def _remember(self, jti: str, until: float) -> None:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eco2.adapter import CloudEventFunction
+from eco2.adapter import EventFunction
 from eco2.errors import PoisonEvent
 from eco2.gateway.app import build_app
 from eco2.gateway.context import GatewayContext
@@ -46,8 +46,8 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-class GatewayFunction(CloudEventFunction[GatewayContext]):
-    """A CloudEventFunction in shape only (name, start, stop, settings, handle_http), so serving runs it as is."""
+class GatewayFunction(EventFunction[GatewayContext]):
+    """A EventFunction in shape only (name, start, stop, settings, handle_http), so serving runs it as is."""
 
     fast_http = True
 

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.gateway.errors import ApiError, guarded
+from eco2.errors import BadRequest, store_call
 
 MAX_KEY_LENGTH = 128
 _JOB_NAMESPACE = uuid.UUID("3d0f6a2e-9c41-4b7e-a5d2-7e1b0c9f4a58")
@@ -24,8 +24,7 @@ def validate_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not 0 < len(raw) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in raw):
-        raise ApiError(
-            400,
+        raise BadRequest(
             "invalid_idempotency_key",
             f"X-Idempotency-Key must be 1-{MAX_KEY_LENGTH} visible ASCII characters",
         )
@@ -61,7 +60,7 @@ class IdempotencyStore:
         self._ttl = ttl_seconds
 
     async def get(self, user_id: str, key: str) -> StoredResponse | None:
-        raw = await guarded(self._redis.get(keys.idempotency(user_id, key)))
+        raw = await store_call(self._redis.get(keys.idempotency(user_id, key)))
         return decode_stored(json.loads(raw)) if raw else None
 
     async def put(self, user_id: str, key: str, stored: StoredResponse) -> None:
@@ -69,7 +68,7 @@ class IdempotencyStore:
         value = json.dumps(
             {"status": stored.status, "body": stored.body, "fingerprint": stored.fingerprint}, ensure_ascii=False
         )
-        await guarded(self._redis.set(keys.idempotency(user_id, key), value, nx=True, ex=self._ttl))
+        await store_call(self._redis.set(keys.idempotency(user_id, key), value, nx=True, ex=self._ttl))
 
     async def wait(self, user_id: str, key: str, *, timeout: float, poll: float = 0.05) -> StoredResponse | None:
         """The first request's response once it is stored, or None if it is not stored in time."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from eco2.gateway.errors import ApiError
+from eco2.errors import BadRequest, PoisonEvent
 from eco2.gateway.ssrf import MAX_URL_LENGTH
 from eco2.jobs import TERMINAL_STATUSES
 
@@ -36,18 +36,18 @@ def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequ
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object") from None
+        raise BadRequest("invalid_json", "the body must be a JSON object") from None
     if not isinstance(document, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise BadRequest("invalid_json", "the body must be a JSON object")
     try:
         scan = ScanRequestBody.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
         )
-        raise ApiError(422, "invalid_request", f"the request is invalid: {problems}"[:500]) from None
+        raise PoisonEvent("invalid_request", f"the request is invalid: {problems}"[:500]) from None
     if scan.model is not None and scan.model not in allowed_models:
-        raise ApiError(400, "unknown_model", f"model must be one of: {', '.join(allowed_models)}")
+        raise BadRequest("unknown_model", f"model must be one of: {', '.join(allowed_models)}")
     return scan
 
 

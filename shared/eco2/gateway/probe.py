@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from eco2.gateway.errors import ApiError
+from eco2.errors import BadRequest
 from eco2.gateway.settings import origin_of
 from eco2.gateway.ssrf import Address, Resolver, check_image_url, resolve_host
 
@@ -30,8 +30,8 @@ _IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 _PINNED_HOSTS = 4096
 
 
-def _unreachable(message: str) -> ApiError:
-    return ApiError(400, "image_unreachable", message)
+def _unreachable(message: str) -> BadRequest:
+    return BadRequest("image_unreachable", message)
 
 
 class PinnedResolver(AbstractResolver):
@@ -117,10 +117,10 @@ class ImageProbe:
             addresses = await check_image_url(
                 url, allowlist=self._allowlist, resolve=self._resolve, timeout=self._dns_timeout
             )
-        except ApiError as exc:
+        except BadRequest as exc:
             if not redirect:
                 raise
-            raise ApiError(exc.status, exc.code, f"image_url redirects somewhere not allowed: {exc.message}") from None
+            raise BadRequest(exc.code, f"image_url redirects somewhere not allowed: {exc.message}") from None
         host = urlsplit(url).hostname
         if addresses is not None and host:
             self._resolver.approve(host, addresses)

@@ -15,7 +15,7 @@ from enum import Enum
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.gateway.errors import guarded
+from eco2.errors import store_call
 from eco2.gateway.idempotency import StoredResponse, decode_stored
 
 # KEYS: bucket hash, stored response, charge marker. ARGV: capacity, refill per second, cost, has key (0|1),
@@ -79,7 +79,7 @@ class RateLimiter:
             keys.idempotency_charge(user_id, key) if key is not None else "",
         ]
         args = [self._burst, self._rate, cost, int(keyed), self._key_ttl]
-        verdict, detail = await guarded(self._admit(keys=redis_keys, args=args))
+        verdict, detail = await store_call(self._admit(keys=redis_keys, args=args))
         admission = Verdict(verdict)
         if admission is Verdict.STORED:
             return Admission(admission, stored=decode_stored(json.loads(detail)))

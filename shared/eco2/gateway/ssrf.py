@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from urllib.parse import urlsplit
 
-from eco2.gateway.errors import ApiError
+from eco2.errors import BadRequest
 from eco2.gateway.settings import origin_of
 
 MAX_URL_LENGTH = 2048
@@ -26,8 +26,8 @@ Address = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_image_url", message)
+def _bad(message: str) -> BadRequest:
+    return BadRequest("invalid_image_url", message)
 
 
 async def resolve_host(host: str, port: int) -> list[str]:

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from eco2.adapter import decode, error_response, read_body
-from eco2.errors import BadRequest
+from eco2.adapter import decode, read_body
+from eco2.errors import BadRequest, error_response
 from eco2.local.messages import to_message
 from eco2.local.metrics import RunnerMetrics
 
