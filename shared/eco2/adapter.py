@@ -190,6 +190,21 @@ def _describe(exc: CloudEventError) -> str:
     return f"not a valid CloudEvent: {text[:300]}"
 
 
+class ServedFunction(Protocol):
+    """What `eco2 serve` needs of the `function` object in `functions/<name>/main.py` (beside `handle_http`).
+
+    `start` builds the per-process resources (idempotent); `stop` closes them.
+    `fast_http` picks uvloop + httptools over asyncio + h11.
+    """
+
+    name: str
+    fast_http: ClassVar[bool]
+
+    async def start(self) -> object: ...
+
+    async def stop(self) -> None: ...
+
+
 class Lifespan:
     """ASGI wrapper that builds the function's resources at process start and closes them on shutdown.
 
@@ -197,7 +212,7 @@ class Lifespan:
     resources are built lazily on the first request instead.
     """
 
-    def __init__(self, app: ASGIApp, function: EventFunction[Any]) -> None:
+    def __init__(self, app: ASGIApp, function: ServedFunction) -> None:
         self._app = app
         self._function = function
 
@@ -207,8 +222,8 @@ class Lifespan:
             return
         await receive()
         try:
+            configure_logging(self._function.name, (os.environ.get("LOG_LEVEL") or "INFO").upper())
             await self._function.start()
-            configure_logging(self._function.name, self._function.settings.log_level)
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
             return
