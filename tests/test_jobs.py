@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from eco2 import keys
 from eco2.errors import StoreUnavailable, TransientError
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
+from tests.redis_proxy import StallableRedis
+from tests.support import REDIS_TEST_URL
 
 
 class Out(BaseModel):
@@ -137,3 +139,64 @@ async def test_unreachable_redis_is_a_transient_store_error() -> None:
     with pytest.raises(StoreUnavailable):
         await dead.create("job1", "u")
     await dead.aclose()
+
+
+async def test_a_redis_stall_keeps_the_computed_output_and_stores_it_when_redis_is_back(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A paid-for model answer survives a short Redis stall: the write is retried, the model is not called again."""
+    proxy = await StallableRedis(REDIS_TEST_URL).start()
+    client = aioredis.from_url(proxy.url, decode_responses=True, socket_timeout=0.3)
+    stalling = JobStore(client, ttl_seconds=60, store_grace_seconds=5)
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        asyncio.get_running_loop().call_soon(proxy.stall)  # Redis stalls as the answer comes back
+        asyncio.get_running_loop().call_later(1.0, proxy.resume)
+        return Out(value=42)
+
+    try:
+        assert await stalling.once("job1", Stage.VISION, Out, compute, timeout_seconds=5) == Out(value=42)
+        assert calls == 1
+        assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.VISION, Out) == Out(value=42)
+    finally:
+        await client.aclose()
+        await proxy.aclose()
+
+
+async def test_an_output_not_stored_within_the_grace_is_reused_by_the_next_delivery(
+    redis_client: aioredis.Redis,
+) -> None:
+    proxy = await StallableRedis(REDIS_TEST_URL).start()
+    client = aioredis.from_url(proxy.url, decode_responses=True, socket_timeout=0.2)
+    stalling = JobStore(client, ttl_seconds=60, store_grace_seconds=0.5)
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        proxy.stall()
+        return Out(value=calls)
+
+    try:
+        with pytest.raises(StoreUnavailable):
+            await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5)
+        proxy.resume()
+        assert await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) == Out(value=1)
+        assert calls == 1
+        assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.ANSWER, Out) == Out(value=1)
+    finally:
+        await client.aclose()
+        await proxy.aclose()
+
+
+async def test_transitions_never_create_a_job_and_expected_stage_guards(store: JobStore) -> None:
+    missing = await store.transition("ghost", "u", Stage.VISION, JobStatus.FAILED)
+    assert missing.outcome is TransitionOutcome.MISSING
+    assert await store.get("ghost") is None
+    await store.create("job1", "u")
+    await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING)
+    stale = await store.transition("job1", "u", Stage.VISION, JobStatus.FAILED, expect_stage=Stage.QUEUED)
+    assert (stale.outcome, stale.status, stale.stage) == (TransitionOutcome.REFUSED, "running", "vision")

@@ -7,19 +7,28 @@ redelivered event finds its transition's mark and changes nothing, so SSE never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from pydantic import BaseModel
 
 from eco2 import keys
-from eco2.errors import TransientError, store_call
+from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
+from eco2.job_scripts import CHECKPOINT, RELEASE, transition_script
+
+log = logging.getLogger("eco2.jobs")
+# Seconds a Redis command may take before it counts as a stall (StoreUnavailable, retried).
+REDIS_SOCKET_TIMEOUT = 5.0
+# Outputs kept in memory per process while Redis cannot take them (bounded: oldest dropped first).
+MAX_UNSAVED = 1000
 
 
 class JobStatus(StrEnum):
@@ -42,6 +51,14 @@ class Stage(StrEnum):
     DONE = "done"
 
 
+# The stage each pipeline function records, by function name (functions/<name>).
+STAGE_OF_FUNCTION: dict[str, Stage] = {
+    "vision": Stage.VISION,
+    "rules": Stage.RULE,
+    "answer": Stage.ANSWER,
+    "reward": Stage.REWARD,
+}
+
 STAGE_PROGRESS: dict[Stage, int] = {
     Stage.QUEUED: 0,
     Stage.VISION: 25,
@@ -55,7 +72,8 @@ STAGE_PROGRESS: dict[Stage, int] = {
 class TransitionOutcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # this (stage, status) was already recorded: nothing changed
-    REFUSED = "refused"  # the job already ended (done, failed, cancelled): nothing changed
+    REFUSED = "refused"  # the job already ended, or is not at the stage the caller expected: nothing changed
+    MISSING = "missing"  # no such job (only `create` makes one): nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,24 @@ class Transition:
     outcome: TransitionOutcome
     seq: int
     status: str
+    stage: str  # the job's stage after the call
+    # The claim key passed along was set by this call (applied, or a job not tracked here).
+    claimed: bool = False
+
+    def passes_on(self, stage: Stage) -> bool:
+        """Should the stage that asked for this transition emit its next event?
+
+        Yes when it applied (or the job is not tracked, e.g. an event curl'd in), and on a repeat only while
+        nothing after this stage was recorded: the first delivery's reply may have been lost. Work already
+        passed on, or a job that ended, emits nothing again.
+        """
+        if self.outcome in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):
+            return True
+        return (
+            self.outcome is TransitionOutcome.DUPLICATE
+            and self.stage == stage.value
+            and self.status not in TERMINAL_STATUSES
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,47 +112,14 @@ class StreamEvent:
     at: float
 
 
-# KEYS: job hash, job event stream. ARGV: stage, status, progress, message, data json, ttl, now,
-# user_id, then field/value pairs to set on the hash (result, error, ...).
-_TRANSITION = """
-local job, stream = KEYS[1], KEYS[2]
-local stage, status, progress, message, data, ttl, now, user = ARGV[1], ARGV[2], tonumber(ARGV[3]),
-  ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local mark = 'mark:' .. stage .. ':' .. status
-local seen = redis.call('HGET', job, mark)
-local current = redis.call('HGET', job, 'status')
-if seen then return {'duplicate', tonumber(seen), current} end
-if current == 'done' or current == 'failed' or current == 'cancelled' then
-  return {'refused', tonumber(redis.call('HGET', job, 'seq') or '0'), current}
-end
-if not current then
-  redis.call('HSET', job, 'job_id', ARGV[9], 'user_id', user, 'created_at', now, 'priority', 'normal')
-end
-local seq = redis.call('HINCRBY', job, 'seq', 1)
-local old = tonumber(redis.call('HGET', job, 'progress') or '0')
-if progress < old then progress = old end
-redis.call('HSET', job, mark, seq, 'status', status, 'stage', stage, 'progress', progress,
-  'message', message, 'updated_at', now)
-for i = 10, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
-redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', status,
-  'progress', progress, 'message', message, 'data', data, 'at', now)
-redis.call('EXPIRE', job, ttl)
-redis.call('EXPIRE', stream, ttl)
-return {'applied', seq, status}
-"""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key set (NX) in the same step as a transition: e.g. a reward id, so one reward is granted once."""
 
-# KEYS: checkpoints hash. ARGV: stage, json, ttl. First writer wins; everyone gets the winner's value.
-_CHECKPOINT = """
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return redis.call('HGET', KEYS[1], ARGV[1])
-"""
+    key: str
+    value: str
+    ttl_seconds: int
 
-# KEYS: lease. ARGV: token. Only the holder may release its lease.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -125,16 +128,23 @@ T = TypeVar("T")
 class JobStore:
     """All job state lives here; the functions never touch Redis keys directly."""
 
-    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
+    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int, store_grace_seconds: float = 15.0) -> None:
         self._redis = client
         self._ttl = ttl_seconds
-        self._transition = client.register_script(_TRANSITION)
-        self._checkpoint = client.register_script(_CHECKPOINT)
-        self._release = client.register_script(_RELEASE)
+        self._grace = store_grace_seconds
+        self._transition = client.register_script(transition_script(TERMINAL_STATUSES))
+        self._checkpoint = client.register_script(CHECKPOINT)
+        self._release = client.register_script(RELEASE)
+        # Stage outputs computed but not yet stored (Redis stalled): a retry in this process reuses them.
+        self._unsaved: OrderedDict[tuple[str, Stage], BaseModel] = OrderedDict()
 
     @classmethod
-    def from_url(cls, url: str, *, ttl_seconds: int) -> JobStore:
-        return cls(aioredis.from_url(url, decode_responses=True), ttl_seconds=ttl_seconds)
+    def from_url(cls, url: str, *, ttl_seconds: int, store_grace_seconds: float = 15.0) -> JobStore:
+        # Bounded socket waits: a stalled Redis becomes a StoreUnavailable the caller can retry, not a hang.
+        client = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=2
+        )
+        return cls(client, ttl_seconds=ttl_seconds, store_grace_seconds=store_grace_seconds)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -146,7 +156,7 @@ class JobStore:
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except redis.exceptions.RedisError:
+        except REDIS_TRANSIENT:
             return False
 
     async def create(
@@ -167,7 +177,13 @@ class JobStore:
         if request is not None:
             extra["request"] = json.dumps(request, ensure_ascii=False)
         return await self.transition(
-            job_id, user_id, Stage.QUEUED, JobStatus.QUEUED, message=message or "접수되었어요", fields=extra
+            job_id,
+            user_id,
+            Stage.QUEUED,
+            JobStatus.QUEUED,
+            message=message or "접수되었어요",
+            fields=extra,
+            create=True,
         )
 
     async def transition(
@@ -181,7 +197,12 @@ class JobStore:
         data: dict[str, Any] | None = None,
         fields: dict[str, str] | None = None,
         progress: int | None = None,
+        create: bool = False,
+        expect_stage: Stage | None = None,
+        claim: Claim | None = None,
     ) -> Transition:
+        """Record (stage, status) once. Only `create` makes a missing job; `expect_stage` refuses a job that
+        is at another stage; `claim` sets a key (NX) together with the transition and reports who set it."""
         pairs: list[str] = []
         for name, value in (fields or {}).items():
             pairs += [name, value]
@@ -195,11 +216,16 @@ class JobStore:
             f"{time.time():.6f}",
             user_id,
             job_id,
+            "1" if create else "0",
+            expect_stage.value if expect_stage else "",
+            claim.value if claim else "",
+            str(claim.ttl_seconds) if claim else "0",
             *pairs,
         ]
-        raw = await store_call(self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
-        outcome, seq, current = raw
-        return Transition(TransitionOutcome(outcome), int(seq), str(current or ""))
+        script_keys = [keys.job(job_id), keys.job_events(job_id)] + ([claim.key] if claim else [])
+        raw = await store_call(self._transition(keys=script_keys, args=argv))
+        outcome, seq, current, at, claimed = raw
+        return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""), bool(claimed))
 
     async def get(self, job_id: str) -> dict[str, str] | None:
         fields = await store_call(self._redis.hgetall(keys.job(job_id)))
@@ -240,30 +266,56 @@ class JobStore:
         """Run `compute` at most once per (job, stage), across redeliveries and concurrent deliveries.
 
         A finished stage's checkpoint is reused. Concurrent deliveries take a lease: one computes, the others
-        wait for its checkpoint; if the holder dies, its lease expires and a waiter takes over.
+        wait for its checkpoint up to `timeout_seconds` (then `stage_busy`, retried); if the holder dies, its
+        lease expires and a waiter takes over. A computed output is kept while Redis is unreachable: its write
+        is retried for the store grace, and a later delivery to this process reuses it.
         """
+        unsaved = self._unsaved.get((job_id, stage))
+        if isinstance(unsaved, model):
+            return await self._keep(job_id, stage, unsaved)
         cached = await self.get_checkpoint(job_id, stage, model)
         if cached is not None:
             return cached
         lease_key = keys.stage_lease(job_id, stage.value)
         token = f"{time.time_ns()}-{id(compute)}"
         deadline = time.monotonic() + timeout_seconds
-        lease_ttl_ms = int(timeout_seconds * 1000) + 5000
+        lease_ttl_ms = int((timeout_seconds + self._grace) * 1000) + 5000
         while True:
             if await store_call(self._redis.set(lease_key, token, nx=True, px=lease_ttl_ms)):
                 try:
                     cached = await self.get_checkpoint(job_id, stage, model)
-                    if cached is not None:
-                        return cached
-                    return await self.put_checkpoint(job_id, stage, await compute())
+                    return cached if cached is not None else await self._keep(job_id, stage, await compute())
                 finally:
-                    await store_call(self._release(keys=[lease_key], args=[token]))
+                    # A lost release only delays a waiter until the lease expires; it must not lose the output.
+                    with contextlib.suppress(StoreUnavailable):
+                        await store_call(self._release(keys=[lease_key], args=[token]))
             cached = await self.get_checkpoint(job_id, stage, model)
             if cached is not None:
                 return cached
             if time.monotonic() > deadline:
                 raise TransientError("stage_busy", "another delivery of this stage is still running")
             await asyncio.sleep(poll_seconds)
+
+    async def _keep(self, job_id: str, stage: Stage, value: M) -> M:
+        """Store a computed output, retrying a stalled Redis for the store grace; never drop what was paid for."""
+        self._unsaved[(job_id, stage)] = value
+        self._unsaved.move_to_end((job_id, stage))
+        while len(self._unsaved) > MAX_UNSAVED:
+            self._unsaved.popitem(last=False)
+        deadline = time.monotonic() + self._grace
+        pause = 0.1
+        while True:
+            try:
+                stored = await self.put_checkpoint(job_id, stage, value)
+            except StoreUnavailable:
+                if time.monotonic() + pause > deadline:
+                    log.warning("checkpoint not stored yet; kept in memory for the retry", extra=_fields(stage))
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            self._unsaved.pop((job_id, stage), None)
+            return stored
 
     async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
         """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.
@@ -297,3 +349,7 @@ def _stream_event(fields: dict[str, str]) -> StreamEvent:
         data=json.loads(data) if data else None,
         at=float(fields.get("at", "0")),
     )
+
+
+def _fields(stage: Stage) -> dict[str, Any]:
+    return {"fields": {"stage": stage.value}}

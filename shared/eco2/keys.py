@@ -37,6 +37,11 @@ def dead_letter_seen(event_id: str, trigger_dest: str) -> str:
     return f"{PREFIX}:deadletter:{trigger_dest}:{event_id}"
 
 
+def reward(reward_id: str) -> str:
+    """String, TTL 30 days: the job whose delivery granted this reward id, so it is passed on once."""
+    return f"{PREFIX}:reward:{reward_id}"
+
+
 def revoked_token(jti: str) -> str:
     """String, TTL = the token's remaining lifetime: a revoked JWT id (logout) the gateway refuses."""
     return f"{PREFIX}:auth:revoked:{jti}"

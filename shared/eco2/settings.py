@@ -53,6 +53,8 @@ class Settings:
     allowed_models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini")
     job_ttl_seconds: int = 24 * 3600
     stage_timeout_seconds: float = 60.0
+    # Beyond the stage's budget: how long a computed output's write waits out a stalled Redis.
+    store_grace_seconds: float = 15.0
     max_event_bytes: int = 256 * 1024
     log_level: str = "INFO"
 
@@ -71,6 +73,7 @@ class Settings:
             allowed_models=allowed or tuple(dict.fromkeys((vision_model, *cls.allowed_models))),
             job_ttl_seconds=env_int(env, "ECO2_JOB_TTL_SECONDS", cls.job_ttl_seconds, minimum=60),
             stage_timeout_seconds=env_float(env, "ECO2_STAGE_TIMEOUT_SECONDS", cls.stage_timeout_seconds, minimum=1),
+            store_grace_seconds=env_float(env, "ECO2_STORE_GRACE_SECONDS", cls.store_grace_seconds, minimum=0),
             max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
         )

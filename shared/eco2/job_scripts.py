@@ -1,0 +1,64 @@
+"""The job store's Redis scripts: each state change is one atomic script."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# KEYS: job hash, job event stream, claim key (optional). ARGV: stage, status, progress, message, data json,
+# ttl, now, user_id, job_id, create ('1' makes a missing job), expected stage ('' = any), claim value, claim
+# ttl, then field/value pairs to set on the hash (result, error, ...). ENDED: the test for an ended job.
+_TRANSITION = """
+local job, stream = KEYS[1], KEYS[2]
+local stage, status, progress, message, data, ttl, now, user = ARGV[1], ARGV[2], tonumber(ARGV[3]),
+  ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local mark = 'mark:' .. stage .. ':' .. status
+local seen = redis.call('HGET', job, mark)
+local current = redis.call('HGET', job, 'status')
+local at = redis.call('HGET', job, 'stage') or ''
+if seen then return {'duplicate', tonumber(seen), current, at, 0} end
+local claimed = 0
+local function claim()
+  if KEYS[3] and redis.call('SET', KEYS[3], ARGV[12], 'NX', 'EX', tonumber(ARGV[13])) then claimed = 1 end
+end
+if not current and ARGV[10] ~= '1' then
+  claim()
+  return {'missing', 0, '', '', claimed}
+end
+if ENDED or (ARGV[11] ~= '' and at ~= ARGV[11]) then
+  return {'refused', tonumber(redis.call('HGET', job, 'seq') or '0'), current, at, 0}
+end
+if not current then
+  redis.call('HSET', job, 'job_id', ARGV[9], 'user_id', user, 'created_at', now, 'priority', 'normal')
+end
+claim()
+local seq = redis.call('HINCRBY', job, 'seq', 1)
+local old = tonumber(redis.call('HGET', job, 'progress') or '0')
+if progress < old then progress = old end
+redis.call('HSET', job, mark, seq, 'status', status, 'stage', stage, 'progress', progress,
+  'message', message, 'updated_at', now)
+for i = 14, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', status,
+  'progress', progress, 'message', message, 'data', data, 'at', now)
+redis.call('EXPIRE', job, ttl)
+redis.call('EXPIRE', stream, ttl)
+return {'applied', seq, status, stage, claimed}
+"""
+
+
+def transition_script(terminal: Iterable[str]) -> str:
+    """The transition script with the job's ended statuses written in (they live in one place: eco2.jobs)."""
+    return _TRANSITION.replace("ENDED", " or ".join(f"current == '{status}'" for status in sorted(terminal)))
+
+
+# KEYS: checkpoints hash. ARGV: stage, json, ttl. First writer wins; everyone gets the winner's value.
+CHECKPOINT = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+
+# KEYS: lease. ARGV: token. Only the holder may release its lease.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
