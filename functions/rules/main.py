@@ -1,8 +1,6 @@
 """The rules stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
 
 from eco2 import stages
-from eco2.adapter import EventFunction
-from eco2.events import EventType
 
-function = EventFunction("rules", stages.StageContext.create, stages.rules, accepts=EventType.SCAN_CLASSIFIED)
+function = stages.function("rules")
 handle_http = function.handle_http

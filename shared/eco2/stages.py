@@ -1,23 +1,28 @@
 """The four scan stages: vision, rules, answer, reward. Each takes an event and returns the next one.
 
-The functions under `functions/` serve these over HTTP; the Celery baseline chains the same handlers.
-Every stage checks its checkpoint first (no second model call on redelivery), records its transition
-in the job store (idempotent), and drops the event without work when the job was cancelled or failed.
+Every stage runs the same skeleton (`run`): validate the data, drop the event of an ended job (done, failed,
+cancelled) before any model call, compute the stage's output at most once per job (a checkpoint reused on
+redelivery), record its transition (idempotent), and pass the next event on only if nothing after this stage
+was recorded yet. The functions under `functions/` serve these over HTTP; the Celery baseline chains the same steps.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel
 
+from eco2 import keys
+from eco2.adapter import EventFunction
 from eco2.errors import PoisonEvent
 from eco2.events import (
+    FUNCTION_EVENTS,
     Classification,
-    EventType,
     FinalAnswer,
     GrantedCharacter,
     RewardGranted,
@@ -29,7 +34,7 @@ from eco2.events import (
     parse_data,
     source_of,
 )
-from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
+from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.rules import (
     MAJOR_CATEGORIES,
@@ -44,7 +49,8 @@ from eco2.settings import Settings
 
 # Namespace for reward ids: one reward per (user, character), whatever job earned it.
 _REWARD_NAMESPACE = uuid.UUID("0b7d3c52-8f7e-4a36-9d0e-2f1e6c5a9b10")
-_DROP_STATUSES = frozenset({JobStatus.CANCELLED, JobStatus.FAILED})
+# How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
+REWARD_CLAIM_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(slots=True)
@@ -63,7 +69,11 @@ class StageContext:
         rules = RuleBook.load()
         return cls(
             settings=settings,
-            store=JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds),
+            store=JobStore.from_url(
+                settings.redis_url,
+                ttl_seconds=settings.job_ttl_seconds,
+                store_grace_seconds=settings.store_grace_seconds,
+            ),
             rules=rules,
             characters=CharacterCatalog.load(),
             classify_prompt=CLASSIFY_SYSTEM_PROMPT.format(
@@ -94,11 +104,70 @@ class StageContext:
         return source_of(self.settings.function_name)
 
     async def should_drop(self, job_id: str) -> bool:
-        return await self.store.status(job_id) in _DROP_STATUSES
+        # An ended job (done, failed, cancelled) has nothing left to do: its events are dropped unread.
+        return await self.store.status(job_id) in TERMINAL_STATUSES
+
+    async def ready(self) -> bool:
+        return await self.store.ping()
 
 
 class RuleOutcome(BaseModel):
     rule_id: str | None
+
+
+In = TypeVar("In", bound=ScanRequested)
+Out = TypeVar("Out", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a stage records on the job (message and SSE data) and the data of the event it passes on."""
+
+    message: str
+    data: dict[str, Any]
+    reply: ScanRequested
+
+
+@dataclass(frozen=True, slots=True)
+class Step(Generic[In, Out]):
+    """One stage: the data it consumes, the output it computes once, and how it records and passes it on."""
+
+    function: str
+    consumes: type[In]
+    output: type[Out]
+    compute: Callable[[In, StageContext], Awaitable[Out]]
+    # What to record and pass on; a step that records more than one transition overrides `finish` instead.
+    progress: Callable[[In, Out, StageContext], Progress] | None = None
+
+    @property
+    def stage(self) -> Stage:
+        return STAGE_OF_FUNCTION[self.function]
+
+    async def finish(self, scan: In, output: Out, ctx: StageContext, event: CloudEvent) -> CloudEvent | None:
+        assert self.progress is not None, f"{self.function} records nothing"
+        done = self.progress(scan, output, ctx)
+        recorded = await ctx.store.transition(
+            scan.job_id, scan.user_id, self.stage, JobStatus.RUNNING, message=done.message, data=done.data
+        )
+        if not recorded.passes_on(self.stage):
+            return None
+        emits = FUNCTION_EVENTS[self.function][1][0]
+        return new_event(emits, done.reply, source=ctx.source, job_id=scan.job_id, parent=event)
+
+
+async def run(step: Step[Any, Any], event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
+    """The skeleton every stage shares."""
+    scan = parse_data(event, step.consumes)
+    if await ctx.should_drop(scan.job_id):
+        return None
+
+    async def compute() -> Any:
+        return await step.compute(scan, ctx)
+
+    output = await ctx.store.once(
+        scan.job_id, step.stage, step.output, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
+    )
+    return await step.finish(scan, output, ctx, event)
 
 
 def normalize_classification(raw: Classification, rules: RuleBook) -> Classification:
@@ -114,6 +183,7 @@ def normalize_classification(raw: Classification, rules: RuleBook) -> Classifica
 
 
 def model_for(requested: str | None, default: str, settings: Settings) -> str:
+    """The model a scan asked for, checked against the allowed ones (poison before anything is spent)."""
     if requested is None:
         return default
     if requested not in settings.allowed_models:
@@ -121,69 +191,38 @@ def model_for(requested: str | None, default: str, settings: Settings) -> str:
     return requested
 
 
-async def vision(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
-    scan = parse_data(event, ScanRequested)
-    if await ctx.should_drop(scan.job_id):
-        return None
-    model = model_for(scan.model, ctx.settings.vision_model, ctx.settings)
-
-    async def classify() -> Classification:
-        raw = await ctx.model.classify(
-            model=model,
-            image_url=scan.image_url,
-            user_input=scan.user_input,
-            system_prompt=ctx.classify_prompt,
-            job_id=scan.job_id,
-        )
-        return normalize_classification(raw, ctx.rules)
-
-    classification = await ctx.store.once(
-        scan.job_id,
-        Stage.VISION,
-        Classification,
-        classify,
-        timeout_seconds=ctx.settings.stage_timeout_seconds,
+async def classify(scan: ScanRequested, ctx: StageContext) -> Classification:
+    raw = await ctx.model.classify(
+        model=model_for(scan.model, ctx.settings.vision_model, ctx.settings),
+        image_url=scan.image_url,
+        user_input=scan.user_input,
+        system_prompt=ctx.classify_prompt,
+        job_id=scan.job_id,
     )
+    return normalize_classification(raw, ctx.rules)
+
+
+def classified(scan: ScanRequested, classification: Classification, ctx: StageContext) -> Progress:
     label = classification.middle_category or classification.major_category
-    recorded = await ctx.store.transition(
-        scan.job_id,
-        scan.user_id,
-        Stage.VISION,
-        JobStatus.RUNNING,
-        message=f"사진을 분류했어요: {label}",
-        data={"classification": classification.model_dump(mode="json")},
+    return Progress(
+        f"사진을 분류했어요: {label}",
+        {"classification": classification.model_dump(mode="json")},
+        ScanClassified(**scan.model_dump(), classification=classification),
     )
-    if recorded.outcome is TransitionOutcome.REFUSED:
-        return None
-    reply = ScanClassified(**scan.model_dump(), classification=classification)
-    return new_event(EventType.SCAN_CLASSIFIED, reply, source=ctx.source, job_id=scan.job_id, parent=event)
 
 
-async def rules(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
-    scan = parse_data(event, ScanClassified)
-    if await ctx.should_drop(scan.job_id):
-        return None
+async def match_rule(scan: ScanClassified, ctx: StageContext) -> RuleOutcome:
+    found = ctx.rules.match(scan.classification.major_category, scan.classification.middle_category)
+    return RuleOutcome(rule_id=found.id if found else None)
 
-    async def match() -> RuleOutcome:
-        found = ctx.rules.match(scan.classification.major_category, scan.classification.middle_category)
-        return RuleOutcome(rule_id=found.id if found else None)
 
-    outcome = await ctx.store.once(
-        scan.job_id, Stage.RULE, RuleOutcome, match, timeout_seconds=ctx.settings.stage_timeout_seconds
-    )
+def ruled(scan: ScanClassified, outcome: RuleOutcome, ctx: StageContext) -> Progress:
     rule = ctx.rules.get(outcome.rule_id) if outcome.rule_id else None
-    recorded = await ctx.store.transition(
-        scan.job_id,
-        scan.user_id,
-        Stage.RULE,
-        JobStatus.RUNNING,
-        message=f"배출 규칙을 찾았어요: {rule.display_name}" if rule else "맞는 배출 규칙이 없어요",
-        data={"rule_id": outcome.rule_id},
+    return Progress(
+        f"배출 규칙을 찾았어요: {rule.display_name}" if rule else "맞는 배출 규칙이 없어요",
+        {"rule_id": outcome.rule_id},
+        ScanRuled(**scan.model_dump(), rule_id=outcome.rule_id),
     )
-    if recorded.outcome is TransitionOutcome.REFUSED:
-        return None
-    reply = ScanRuled(**scan.model_dump(), rule_id=outcome.rule_id)
-    return new_event(EventType.SCAN_RULED, reply, source=ctx.source, job_id=scan.job_id, parent=event)
 
 
 def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
@@ -195,41 +234,26 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
     return rule
 
 
-async def answer(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
-    scan = parse_data(event, ScanRuled)
-    if await ctx.should_drop(scan.job_id):
-        return None
+async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
     rule = rule_of(scan.rule_id, ctx.rules)
-    model = model_for(scan.model, ctx.settings.answer_model, ctx.settings)
-
-    async def write() -> FinalAnswer:
-        return await ctx.model.answer(
-            model=model,
-            classification=scan.classification,
-            disposal_rules=rule.as_disposal_rules() if rule else None,
-            user_input=scan.user_input,
-            job_id=scan.job_id,
-        )
-
-    final = await ctx.store.once(
-        scan.job_id, Stage.ANSWER, FinalAnswer, write, timeout_seconds=ctx.settings.stage_timeout_seconds
+    return await ctx.model.answer(
+        model=model_for(scan.model, ctx.settings.answer_model, ctx.settings),
+        classification=scan.classification,
+        disposal_rules=rule.as_disposal_rules() if rule else None,
+        user_input=scan.user_input,
+        job_id=scan.job_id,
     )
-    recorded = await ctx.store.transition(
-        scan.job_id,
-        scan.user_id,
-        Stage.ANSWER,
-        JobStatus.RUNNING,
-        message="답변을 작성했어요",
-        data={"final_answer": final.model_dump(mode="json")},
+
+
+def answered(scan: ScanRuled, final: FinalAnswer, ctx: StageContext) -> Progress:
+    return Progress(
+        "답변을 작성했어요",
+        {"final_answer": final.model_dump(mode="json")},
+        ScanAnswered(**scan.model_dump(), final_answer=final),
     )
-    if recorded.outcome is TransitionOutcome.REFUSED:
-        return None
-    reply = ScanAnswered(**scan.model_dump(), final_answer=final)
-    return new_event(EventType.SCAN_ANSWERED, reply, source=ctx.source, job_id=scan.job_id, parent=event)
 
 
-@dataclass(frozen=True, slots=True)
-class RewardDecision:
+class RewardDecision(BaseModel):
     character: GrantedCharacter | None
     reason: str  # machine-readable: granted, not_recyclable, no_rule, insufficient, no_character
     message: str
@@ -237,18 +261,24 @@ class RewardDecision:
 
 def decide_reward(scan: ScanAnswered, rule: Rule | None, catalog: CharacterCatalog) -> RewardDecision:
     """Only a recyclable item, with a rule found and nothing insufficient, earns its category's character."""
+
+    def none(reason: str, message: str) -> RewardDecision:
+        return RewardDecision(character=None, reason=reason, message=message)
+
     if scan.classification.major_category != RECYCLABLE_MAJOR:
-        return RewardDecision(None, "not_recyclable", "재활용 대상이 아니어서 캐릭터는 지급되지 않았어요")
+        return none("not_recyclable", "재활용 대상이 아니어서 캐릭터는 지급되지 않았어요")
     if rule is None:
-        return RewardDecision(None, "no_rule", "배출 규칙을 찾지 못해 캐릭터는 지급되지 않았어요")
+        return none("no_rule", "배출 규칙을 찾지 못해 캐릭터는 지급되지 않았어요")
     if scan.final_answer.insufficiencies or rule.insufficiencies(scan.classification.situation_tags):
-        return RewardDecision(None, "insufficient", "배출 준비가 부족해서 이번에는 캐릭터가 지급되지 않았어요")
+        return none("insufficient", "배출 준비가 부족해서 이번에는 캐릭터가 지급되지 않았어요")
     middle = scan.classification.middle_category or ""
     character = catalog.for_middle_category(middle)
     if character is None:
-        return RewardDecision(None, "no_character", "이 품목에는 아직 캐릭터가 없어요")
+        return none("no_character", "이 품목에는 아직 캐릭터가 없어요")
     granted = GrantedCharacter(character_id=character.character_id, name=character.name, middle_category=middle)
-    return RewardDecision(granted, "granted", f"잘 분리배출했어요! {character.name} 캐릭터를 얻었어요")
+    return RewardDecision(
+        character=granted, reason="granted", message=f"잘 분리배출했어요! {character.name} 캐릭터를 얻었어요"
+    )
 
 
 def reward_id(user_id: str, character_id: str) -> str:
@@ -268,36 +298,69 @@ def final_result(scan: ScanAnswered, rule: Rule | None, decision: RewardDecision
     }
 
 
-async def reward(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
-    scan = parse_data(event, ScanAnswered)
-    if await ctx.should_drop(scan.job_id):
+def granted_event_data(scan: ScanAnswered, decision: RewardDecision) -> RewardGranted | None:
+    if decision.character is None:
         return None
-    rule = rule_of(scan.rule_id, ctx.rules)
-    decision = decide_reward(scan, rule, ctx.characters)
-    result = final_result(scan, rule, decision)
-    await ctx.store.transition(
-        scan.job_id,
-        scan.user_id,
-        Stage.REWARD,
-        JobStatus.RUNNING,
-        message=decision.message,
-        data={"reward": result["reward"], "reward_reason": decision.reason},
-    )
-    done = await ctx.store.transition(
-        scan.job_id,
-        scan.user_id,
-        Stage.DONE,
-        JobStatus.DONE,
-        message="완료되었어요",
-        data={"result": result},
-        fields={"result": json.dumps(result, ensure_ascii=False)},
-    )
-    if done.outcome is TransitionOutcome.REFUSED or decision.character is None:
-        return None
-    granted = RewardGranted(
+    return RewardGranted(
         reward_id=reward_id(scan.user_id, decision.character.character_id),
         job_id=scan.job_id,
         user_id=scan.user_id,
         character=decision.character,
     )
-    return new_event(EventType.REWARD_GRANTED, granted, source=ctx.source, job_id=scan.job_id, parent=event)
+
+
+async def decide(scan: ScanAnswered, ctx: StageContext) -> RewardDecision:
+    return decide_reward(scan, rule_of(scan.rule_id, ctx.rules), ctx.characters)
+
+
+class RewardStep(Step[ScanAnswered, RewardDecision]):
+    """The last stage: records the reward, then `done` with the result; a reward id is passed on once, ever."""
+
+    async def finish(
+        self, scan: ScanAnswered, decision: RewardDecision, ctx: StageContext, event: CloudEvent
+    ) -> CloudEvent | None:
+        result = final_result(scan, rule_of(scan.rule_id, ctx.rules), decision)
+        await ctx.store.transition(
+            scan.job_id,
+            scan.user_id,
+            Stage.REWARD,
+            JobStatus.RUNNING,
+            message=decision.message,
+            data={"reward": result["reward"], "reward_reason": decision.reason},
+        )
+        granted = granted_event_data(scan, decision)
+        claim = None if granted is None else Claim(keys.reward(granted.reward_id), scan.job_id, REWARD_CLAIM_SECONDS)
+        done = await ctx.store.transition(
+            scan.job_id,
+            scan.user_id,
+            Stage.DONE,
+            JobStatus.DONE,
+            message="완료되었어요",
+            data={"result": result},
+            fields={"result": json.dumps(result, ensure_ascii=False)},
+            claim=claim,
+        )
+        # Emitted by the delivery that claimed the reward id only: a redelivery, a replayed chain or another
+        # scan of the same character never grants it again (persist dedupes on reward_id all the same).
+        if granted is None or not done.claimed:
+            return None
+        emits = FUNCTION_EVENTS[self.function][1][0]
+        return new_event(emits, granted, source=ctx.source, job_id=scan.job_id, parent=event)
+
+
+STEPS: dict[str, Step[Any, Any]] = {
+    "vision": Step("vision", ScanRequested, Classification, classify, classified),
+    "rules": Step("rules", ScanClassified, RuleOutcome, match_rule, ruled),
+    "answer": Step("answer", ScanRuled, FinalAnswer, write_answer, answered),
+    "reward": RewardStep("reward", ScanAnswered, RewardDecision, decide),
+}
+
+
+def function(name: str) -> EventFunction[StageContext]:
+    """The stage function `name`, as functions/<name>/main.py serves it; it accepts only its own event type."""
+    step = STEPS[name]
+
+    async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
+        return await run(step, event, ctx)
+
+    return EventFunction(name, StageContext.create, handle, accepts=FUNCTION_EVENTS[name][0])
