@@ -9,10 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
+from eco2 import keys
+from eco2.jobs import JobStore
 from eco2.serving import load_function
+from tests.support import REDIS_TEST_URL
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -20,7 +24,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app, function = load_function("echo", FIXTURES)
-    await function.start({"ECO2_STAGE_TIMEOUT_SECONDS": "1", "ECO2_MAX_EVENT_BYTES": "2048"})
+    env = {"ECO2_STAGE_TIMEOUT_SECONDS": "1", "ECO2_STORE_GRACE_SECONDS": "0", "ECO2_MAX_EVENT_BYTES": "2048"}
+    await function.start(env)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
         yield http
     await function.stop()
@@ -128,3 +133,79 @@ async def test_health_metrics_and_unknown_routes(client: httpx.AsyncClient) -> N
 def test_structured_reply_round_trips_json() -> None:
     _headers, body = to_structured(echo_event("reply"))
     assert json.loads(body)["data"] == {"mode": "reply"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "needle"),
+    [
+        ({"content-type": "application/cloudevents-batch+json"}, b"[]", "batched"),
+        (
+            {"content-type": "application/cloudevents+json"},
+            json.dumps({"specversion": "1.0", "id": "1", "source": "/t", "type": "test.echo", "data_base64": "!!"}),
+            "data_base64",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            json.dumps({"specversion": "1.0", "id": "1", "source": "/t", "type": "test.echo", "MyExt": "x"}),
+            "'MyExt'",
+        ),
+        (
+            {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/t", "ce-type": "test.echo", "ce-my_ext": "x"},
+            b"{}",
+            "'my_ext'",
+        ),
+        ({"ce-specversion": "1.0", "ce-source": "/t", "ce-type": "test.echo"}, b"{}", "missing required attribute: id"),
+        ({"ce-specversion": "1.0", "ce-id": "1", "ce-type": "test.echo"}, b"{}", "attribute: source"),
+        ({"ce-specversion": "0.3", "ce-id": "1", "ce-source": "/t", "ce-type": "test.echo"}, b"{}", "specversion"),
+    ],
+    ids=["batch", "bad-base64", "structured-uppercase", "underscore", "no-id", "no-source", "old-spec"],
+)
+async def test_what_the_spec_refuses_is_a_400_naming_the_problem(
+    client: httpx.AsyncClient, headers: dict[str, str], body: str | bytes, needle: str
+) -> None:
+    response = await client.post("/", headers={"content-type": "application/json", **headers}, content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_cloudevent"
+    assert needle in response.json()["message"]
+
+
+async def test_readiness_follows_redis_and_liveness_does_not() -> None:
+    app, function = load_function("vision")
+    await function.start({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert (ready.status_code, ready.json()["status"]) == (503, "not_ready")
+    finally:
+        await function.stop()
+    app, function = load_function("vision")
+    await function.start({"REDIS_URL": REDIS_TEST_URL})
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
+            assert (await http.get("/readyz")).json() == {"status": "ready", "function": "vision"}
+    finally:
+        await function.stop()
+
+
+async def test_a_delivery_waiting_on_a_busy_stage_answers_stage_busy_before_the_outer_timeout(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The lease wait ends inside the stage's budget, so `stage_busy` (not a generic timeout) is answered."""
+    await JobStore(redis_client, ttl_seconds=60).create("busy", "u")
+    await redis_client.set(keys.stage_lease("busy", "vision"), "another-delivery", px=60_000)
+    app, function = load_function("vision")
+    await function.start(
+        {"REDIS_URL": REDIS_TEST_URL, "ECO2_STAGE_TIMEOUT_SECONDS": "1", "ECO2_STORE_GRACE_SECONDS": "1"}
+    )
+    event = CloudEvent(
+        {"type": "eco2.scan.requested", "source": "/t", "id": "1", "subject": "busy"},
+        {"job_id": "busy", "user_id": "u", "image_url": "http://127.0.0.1:9/x.png"},
+    )
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
+            headers, body = to_binary(event)
+            response = await http.post("/", headers=headers, content=body)
+        assert (response.status_code, response.json()["error"]) == (503, "stage_busy")
+    finally:
+        await function.stop()

@@ -9,8 +9,12 @@ failures 5xx/429 (retried by the broker); no error body ever carries exception t
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -32,16 +36,25 @@ from eco2.errors import (
     error_response,
     internal_error,
 )
+from eco2.events import SPECVERSION
 from eco2.observability import FunctionMetrics, configure_logging, log_context
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.adapter")
+STRUCTURED_CONTENT_TYPE = "application/cloudevents"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch"
+# CloudEvents 1.0: attribute names are lower-case ASCII letters and digits.
+ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+")
 
 
 class Resources(Protocol):
     """What a function builds once per process (clients, caches) and closes on shutdown."""
 
     async def aclose(self) -> None: ...
+
+    async def ready(self) -> bool:
+        """Readiness: the dependencies this function needs answer (Redis, a warmed cache)."""
+        ...
 
 
 R = TypeVar("R", bound=Resources)
@@ -104,7 +117,10 @@ class EventFunction(Generic[R]):
         """The functions-framework http target: events on POST /, health and metrics beside them."""
         path, method = request.url.path.rstrip("/") or "/", request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
+            # Liveness: the process serves. Readiness (below) is what Knative routes by.
             return JSONResponse({"status": "ok", "function": self.name, "started": self._resources is not None})
+        if path == "/readyz" and method in ("GET", "HEAD"):
+            return await self._readiness()
         if path == "/metrics" and method == "GET":
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
         if path != "/":
@@ -117,6 +133,16 @@ class EventFunction(Generic[R]):
             )
         return await self._deliver(request)
 
+    async def _readiness(self) -> Response:
+        try:
+            resources = self._resources if self._resources is not None else await self.start()
+            ready = await resources.ready()
+        except Exception:
+            log.exception("readiness check failed")
+            ready = False
+        body = {"status": "ready" if ready else "not_ready", "function": self.name}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     async def _deliver(self, request: Request) -> Response:
         started = time.perf_counter()
         # The lock in start() is only for the first requests of a process; later ones skip it.
@@ -128,7 +154,9 @@ class EventFunction(Generic[R]):
             if self.accepts is not None and event_type != self.accepts:
                 raise PoisonEvent("unexpected_type", f"{self.name} accepts {self.accepts}, not {event_type}")
             with log_context(event.get("subject"), event.get("traceparent")):
-                async with asyncio.timeout(self.settings.stage_timeout_seconds):
+                # The stage's own budget (model call, lease wait) plus the grace its writes get: a timed-out
+                # model call or a busy lease answers its own clean 5xx before this fires.
+                async with asyncio.timeout(self.settings.stage_timeout_seconds + self.settings.store_grace_seconds):
                     reply = await self._handle(event, resources)
                 log.info("handled", extra={"fields": {"type": event_type, "replied": reply is not None}})
         except Eco2Error as exc:
@@ -171,17 +199,61 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def decode(headers: Any, body: bytes) -> CloudEvent:
-    """Binary or structured CloudEvent from an HTTP request; anything else is a 400 naming what is wrong."""
+    """One binary or structured CloudEvent from an HTTP request; anything else is a 400 naming what is wrong."""
+    content_type = str(headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type.startswith(BATCH_CONTENT_TYPE):
+        raise _invalid("batched CloudEvents are not accepted: send one event per request")
+    if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        attributes = _structured_attributes(body)
+    else:
+        attributes = {k[3:]: str(v) for k, v in headers.items() if k.lower().startswith("ce-")}
+        if not attributes:
+            raise _invalid(
+                "not a valid CloudEvent: binary mode needs ce-specversion, ce-id, ce-source and ce-type headers; "
+                f"structured mode the content type {STRUCTURED_CONTENT_TYPE}+json"
+            )
+    _check_attributes(attributes)
     try:
-        event = from_http(headers, body)
+        return from_http(headers, body)
     except CloudEventError as exc:
-        raise BadRequest("invalid_cloudevent", _describe(exc)) from None
+        raise _invalid(_describe(exc)) from None
     except (ValueError, TypeError, UnicodeDecodeError):
-        raise BadRequest("invalid_cloudevent", "the body is not a CloudEvent") from None
-    for attribute in ("id", "source", "type"):
-        if not event.get(attribute):
-            raise BadRequest("invalid_cloudevent", f"missing required attribute: {attribute}")
-    return event
+        raise _invalid("the body is not a CloudEvent") from None
+
+
+def _structured_attributes(body: bytes) -> dict[str, str]:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid("not a valid CloudEvent: the structured body is not JSON") from None
+    if not isinstance(document, dict):
+        raise _invalid("not a valid CloudEvent: the structured body must be one JSON object")
+    if "data" in document and "data_base64" in document:
+        raise _invalid("data and data_base64 must not both be present")
+    encoded = document.get("data_base64")
+    if encoded is not None:
+        try:
+            base64.b64decode(str(encoded), validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid("data_base64 is not valid base64") from None
+    return {k: str(v) for k, v in document.items() if k not in ("data", "data_base64")}
+
+
+def _check_attributes(attributes: dict[str, str]) -> None:
+    # HTTP header names are case-insensitive (RFC 9110), so ce-MyExt arrives as `myext`; a structured
+    # document's names are taken as written.
+    for name in attributes:
+        if not ATTRIBUTE_NAME.fullmatch(name):
+            raise _invalid(f"attribute name {name[:40]!r} is invalid: lower-case letters and digits only")
+    for required in ("specversion", "id", "source", "type"):
+        if not attributes.get(required):
+            raise _invalid(f"missing required attribute: {required}")
+    if attributes["specversion"] != SPECVERSION:
+        raise _invalid(f"specversion {attributes['specversion'][:20]!r} is not supported (only {SPECVERSION})")
+
+
+def _invalid(message: str) -> BadRequest:
+    return BadRequest("invalid_cloudevent", message)
 
 
 def _describe(exc: CloudEventError) -> str:

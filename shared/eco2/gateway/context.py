@@ -101,6 +101,9 @@ class GatewayContext:
             log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
         return context
 
+    async def ready(self) -> bool:
+        return await self.store.ping()
+
     async def aclose(self) -> None:
         await self.hub.aclose()
         await self.sink.aclose()
