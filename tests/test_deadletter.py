@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,6 +32,11 @@ def letter(event_type: str, job_id: str = "job1", *, own_id: bool = True) -> Clo
     )
 
 
+async def recorded(redis_client: aioredis.Redis) -> list[dict[str, str]]:
+    entries = await redis_client.xrange(keys.dead_letters())
+    return [cast(dict[str, str], fields) for _, fields in entries or []]
+
+
 async def at_rule_stage(store: JobStore, job_id: str = "job1") -> None:
     await store.create(job_id, "user-1")
     await store.transition(job_id, "user-1", Stage.VISION, JobStatus.RUNNING)
@@ -42,9 +48,9 @@ async def test_a_dead_letter_fails_its_job_and_is_recorded_once(store: JobStore,
     context = DeadLetterContext(store)
     for _ in range(2):  # the sink itself may receive a letter twice
         assert await record(letter(EventType.SCAN_RULED), context) is None
-    entries = await redis_client.xrange(keys.dead_letters())
+    entries = await recorded(redis_client)
     assert len(entries) == 1
-    attributes = json.loads(entries[0][1]["attributes"])
+    attributes = json.loads(entries[0]["attributes"])
     assert attributes["knativeerrorcode"] == "503"
     job = await store.get("job1")
     assert job is not None
@@ -58,7 +64,7 @@ async def test_a_letter_of_another_type_is_recorded_without_touching_jobs(
     store: JobStore, redis_client: aioredis.Redis
 ) -> None:
     await record(letter("someone.else.event"), DeadLetterContext(store))
-    assert len(await redis_client.xrange(keys.dead_letters())) == 1
+    assert len(await recorded(redis_client)) == 1
     assert await store.get("job1") is None
 
 
@@ -74,7 +80,7 @@ async def test_a_foreign_event_naming_a_running_job_leaves_it_running(store: Job
 async def test_a_letter_for_an_unknown_job_creates_nothing(store: JobStore, redis_client: aioredis.Redis) -> None:
     await record(letter(EventType.SCAN_REQUESTED, "ghost"), DeadLetterContext(store))
     assert await store.get("ghost") is None
-    assert len(await redis_client.xrange(keys.dead_letters())) == 1
+    assert len(await recorded(redis_client)) == 1
 
 
 async def test_a_failed_write_leaves_the_letter_unrecorded_so_the_retry_records_it(
@@ -85,7 +91,7 @@ async def test_a_failed_write_leaves_the_letter_unrecorded_so_the_retry_records_
         await record(letter(EventType.SCAN_REQUESTED, "ghost"), DeadLetterContext(store))
     await redis_client.delete(keys.dead_letters())
     await record(letter(EventType.SCAN_REQUESTED, "ghost"), DeadLetterContext(store))
-    assert len(await redis_client.xrange(keys.dead_letters())) == 1
+    assert len(await recorded(redis_client)) == 1
 
 
 async def test_an_unreachable_redis_is_a_transient_error_not_a_crash() -> None:

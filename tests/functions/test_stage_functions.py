@@ -73,6 +73,12 @@ async def run_chain(
     return inputs, event
 
 
+def data_of(event: CloudEvent) -> dict[str, Any]:
+    data = event.get_data()
+    assert isinstance(data, dict)
+    return data
+
+
 def standin_calls(standin_url: str, job_id: str) -> dict[str, int]:
     stats = httpx.get(f"{standin_url}/v1/standin/stats", timeout=5).json()
     return dict(stats["by_job"].get(job_id, {}))
@@ -88,7 +94,7 @@ async def test_one_scan_through_the_four_functions(
 
     assert granted is not None
     assert granted["type"] == EventType.REWARD_GRANTED
-    assert granted.get_data()["character"]["name"] == "페티"
+    assert data_of(granted)["character"]["name"] == "페티"
     job = await store.get(job_id)
     assert job is not None
     assert (job["status"], job["stage"], job["progress"]) == ("done", "done", "100")
@@ -251,7 +257,7 @@ async def test_every_sample_image_classifies_to_its_label(
     http: httpx.AsyncClient, stage_servers: dict[str, Child], standin_url: str, sample: Any
 ) -> None:
     reply = reply_of(await post(http, stage_servers["vision"].url, requested(standin_url, sample=sample.name)))
-    classification = reply.get_data()["classification"]
+    classification = data_of(reply)["classification"]
     assert classification["major_category"] == sample.major_category
     assert classification["middle_category"] == sample.middle_category
     assert classification["situation_tags"] == list(sample.situation_tags)

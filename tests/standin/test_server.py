@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -68,7 +69,8 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def sdk(app: Starlette) -> AsyncIterator[openai.AsyncOpenAI]:
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    # The openai SDK's own HTTP client (httpx2), over the stand-in's ASGI app.
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
     async with openai.AsyncOpenAI(base_url=f"{BASE}/v1", api_key="standin", http_client=http, max_retries=0) as client:
         yield client
 
@@ -190,7 +192,7 @@ async def test_the_answer_echoes_rule_steps_and_insufficiencies(model_client: Mo
         user_input="이거 어디에 버려요?",
         job_id="j1",
     )
-    assert answer.disposal_steps == tuple(PET_RULE["steps"])
+    assert list(answer.disposal_steps) == PET_RULE["steps"]
     assert answer.insufficiencies == ("라벨을 아직 떼지 않았어요.",)
     assert "(stand-in)" in answer.user_answer
     assert "이거 어디에 버려요?" in answer.user_answer
