@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
 STANDIN_API_KEY = "eco2-standin-no-key"
@@ -13,32 +14,31 @@ class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
 
 
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:
-    """A number from the environment, or the default when unset or empty; a bad value names its variable."""
+N = TypeVar("N", int, float)
+
+
+def _env_number(env: Mapping[str, str], name: str, default: N, kind: type[N], minimum: N | None) -> N:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:
+    """A number from the environment, or the default when unset or empty; a bad value names its variable."""
+    return _env_number(env, name, default, float, minimum)
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
     """A whole number from the environment, as env_float."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _env_number(env, name, default, int, minimum)
 
 
 @dataclass(frozen=True)
