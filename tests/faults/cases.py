@@ -1,0 +1,159 @@
+"""The fault cases: each runs N scans through a fresh local pack while one kind of fault happens, then audits.
+
+`python -m tests.faults` runs them all (N = 200) and writes docs/faults.md and results/faults.json;
+tests/faults/test_faults.py runs a CI-sized subset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from tests.faults.pack import Pack
+from tests.faults.scans import Audit, RewardCounter, audit, submit_all
+
+# What a case does to the running pack while its scans are submitted and processed; returns notes.
+Disruptor = Callable[[Pack, asyncio.Event], Coroutine[Any, Any, list[str]]]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    disrupt: Disruptor | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # How long, after the last submit, every job gets to end (retries come 4 s, 8 s, 16 s apart here).
+    settle_seconds: float = 90.0
+
+
+async def kill_functions(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """Every second, SIGKILL the running process of a function picked at random (the runner starts another).
+
+    The function is picked, not the process: with one process per function, each is hit every few seconds,
+    as a pod would be on a cluster losing a node a second.
+    """
+    kills = 0
+    names = sorted(pack.state().get("functions", {}).keys() - {"gateway"})
+    while not stop.is_set():
+        victim = random.choice(names)
+        pids = [pid for pid, name in pack.function_pids().items() if name == victim]
+        if pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(random.choice(pids), signal.SIGKILL)
+                kills += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return [f"{kills} function processes SIGKILLed"]
+
+
+async def kill_runner(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """SIGKILL the runner (and with it every function process) once, mid-run, then start it again."""
+    await asyncio.sleep(2.0)
+    in_flight = pack.in_flight()
+    pack.kill_runner()
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(pack.start)
+    return [f"runner SIGKILLed with {in_flight} jobs in flight, then started again"]
+
+
+async def restart_broker(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """RabbitMQ's app stopped for a few seconds mid-run (`rabbitmqctl stop_app` / `start_app`)."""
+    await asyncio.sleep(2.0)
+    in_flight = pack.in_flight()
+    await asyncio.to_thread(_rabbitmqctl, "stop_app")
+    await asyncio.sleep(5.0)
+    await asyncio.to_thread(_rabbitmqctl, "start_app")
+    return [f"RabbitMQ stopped for 5 s with {in_flight} jobs in flight"]
+
+
+def _rabbitmqctl(command: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)
+
+
+async def pause_redis(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """Redis paused (`CLIENT PAUSE ALL`) for 5 s mid-run, then every pack connection dropped (`CLIENT KILL`)."""
+    await asyncio.sleep(2.0)
+    in_flight = pack.in_flight()
+    admin = aioredis.from_url(pack.redis_url)
+    try:
+        await admin.client_pause(5000, all=True)
+        await asyncio.sleep(6.0)
+        killed = await admin.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        await admin.aclose()
+    return [f"Redis paused 5 s with {in_flight} jobs in flight", f"{killed} Redis connections dropped"]
+
+
+async def model_recovers(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """The stand-in fails 30 % of calls with 429, 20 % with 500 and hangs 5 % (set by the case's env)."""
+    await stop.wait()
+    stats = httpx.get(f"{pack.standin}/v1/standin/stats", timeout=5).json()
+    return [f"stand-in faults injected: {stats.get('faults_injected', '?')}"]
+
+
+CASES: dict[str, Case] = {
+    "baseline": Case("baseline"),
+    "kill-functions": Case("kill-functions", kill_functions),
+    # The stand-in at a fifth of the seed's latencies, so work is in flight when the fault hits.
+    "kill-runner": Case("kill-runner", kill_runner, env={"STANDIN_LATENCY_SCALE": "0.2"}),
+    "restart-broker": Case("restart-broker", restart_broker, env={"STANDIN_LATENCY_SCALE": "0.2"}),
+    "pause-redis": Case("pause-redis", pause_redis, env={"STANDIN_LATENCY_SCALE": "0.2"}),
+    "model-faults": Case(
+        "model-faults",
+        model_recovers,
+        env={"STANDIN_FAULT_429": "0.3", "STANDIN_FAULT_500": "0.2", "STANDIN_FAULT_HANG": "0.05"},
+        settle_seconds=180.0,
+    ),
+}
+
+
+@contextlib.contextmanager
+def _workdir(name: str, keep: bool) -> Iterator[str]:
+    if keep:
+        path = tempfile.mkdtemp(prefix=f"eco2-fault-{name}-")
+        print(f"{name}: logs and state in {path}")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"eco2-fault-{name}-") as path:
+        yield path
+
+
+async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
+    result = Audit(case.name, scans)
+    # ECO2_FAULT_KEEP=1 keeps the run's logs and state (its folder is printed) for a look afterwards.
+    keep = bool(os.environ.get("ECO2_FAULT_KEEP"))
+    with _workdir(case.name, keep) as workdir:
+        redis = aioredis.from_url(redis_url, decode_responses=True)
+        await redis.flushdb()  # the suite's own DB: no claims or jobs left from an earlier run
+        pack = Pack(Path(workdir), redis_url, env_extra=case.env)
+        await asyncio.to_thread(pack.start)
+        rewards = RewardCounter(pack)
+        started = time.monotonic()
+        try:
+            await rewards.start()
+            stop = asyncio.Event()
+            disruption = asyncio.create_task(case.disrupt(pack, stop)) if case.disrupt else None
+            job_ids = await submit_all(pack, scans)
+            await audit(result, pack, redis, job_ids, rewards, case.settle_seconds)
+            if disruption is not None:
+                stop.set()
+                result.notes += await disruption
+        finally:
+            result.seconds = time.monotonic() - started
+            await rewards.aclose()
+            await redis.aclose()
+            await asyncio.to_thread(pack.stop)
+            await pack.delete_topology()
+    return result
