@@ -37,63 +37,56 @@ class Eco2Error(Exception):
         self.headers = dict(headers or {})
         super().__init__(self.message)
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        # Each kind of error names its default status and code in its class line.
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+
     def body(self) -> dict[str, str]:
         return {"error": self.code, "message": self.message}
 
 
-class PoisonEvent(Eco2Error):
+class PoisonEvent(Eco2Error, status=422, code="invalid_event"):
     """The event can never succeed (undecodable, missing attributes, invalid data): 422, not retried."""
 
-    status = 422
-    code = "invalid_event"
 
-
-class BadRequest(PoisonEvent):
+class BadRequest(PoisonEvent, status=400, code="bad_request"):
     """The request is malformed (not a CloudEvent, not JSON, a bad header): 400."""
 
-    status = 400
-    code = "bad_request"
+
+class PayloadTooLarge(BadRequest, status=413, code="body_too_large"):
+    pass
 
 
-class PayloadTooLarge(BadRequest):
-    status = 413
-    code = "body_too_large"
+class NotFound(Eco2Error, status=404, code="not_found"):
+    pass
 
 
-class NotFound(Eco2Error):
-    status = 404
-    code = "not_found"
+class Conflict(Eco2Error, status=409, code="conflict"):
+    pass
 
 
-class Conflict(Eco2Error):
-    status = 409
-    code = "conflict"
-
-
-class TransientError(Eco2Error):
+class TransientError(Eco2Error, status=503, code="unavailable"):
     """A dependency failed in a way a later retry may fix (Redis, model 5xx, timeout): 503, retried."""
 
-    status = 503
-    code = "unavailable"
+
+class StoreUnavailable(TransientError, code="store_unavailable"):
+    pass
 
 
-class RateLimited(TransientError):
+class ModelUnavailable(TransientError, code="model_unavailable"):
+    pass
+
+
+class RateLimited(TransientError, status=429, code="rate_limited"):
     """Too many requests (ours, or the model's): 429 with Retry-After, retried."""
-
-    status = 429
-    code = "rate_limited"
 
     def __init__(self, message: str = "", retry_after: float = 1.0, *, code: str | None = None) -> None:
         super().__init__(code, message, headers={"Retry-After": str(max(1, round(retry_after)))})
         self.retry_after = retry_after
-
-
-class StoreUnavailable(TransientError):
-    code = "store_unavailable"
-
-
-class ModelUnavailable(TransientError):
-    code = "model_unavailable"
 
 
 def error_response(error: Eco2Error) -> JSONResponse:
