@@ -88,3 +88,22 @@ class Children:
         for process in reversed(list(self._processes)):
             with contextlib.suppress(Exception):
                 self.stop(process)
+
+
+# --- measurements of a process -----------------------------------------------------------------------------
+
+STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+SMAPS_FIELDS = ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty")
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """kB: VmRSS and friends from /proc/<pid>/status, Pss and the shared/private split from smaps_rollup,
+    and USS = Private_Clean + Private_Dirty (what the process alone holds: freed when it exits)."""
+    fields: dict[str, int] = {}
+    for path, wanted in ((f"/proc/{pid}/status", STATUS_FIELDS), (f"/proc/{pid}/smaps_rollup", SMAPS_FIELDS)):
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in wanted:
+                fields[name] = int(value.split()[0])
+    fields["USS"] = fields["Private_Clean"] + fields["Private_Dirty"]
+    return fields
