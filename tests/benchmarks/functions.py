@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,7 +50,8 @@ from eco2.local.processes import container_command
 from eco2.local.replicas import free_port
 from eco2.manifests import Manifests, ServiceSpec
 from tests.benchmarks import harness
-from tests.benchmarks.processes import ROOT, Children, proc_memory
+from tests.benchmarks.harness import BenchError
+from tests.benchmarks.processes import ROOT, Children, function_env, proc_memory
 from tests.benchmarks.report import Row, rows_table, sample_row
 
 REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -62,10 +62,6 @@ START_TIMEOUT = 30.0
 BUDGET_SECONDS = 170.0
 TARGET_FIRST_EVENT = 0.5
 TARGET_STAGE_USS_MB = 45.0  # MB = 10**6 bytes
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure something; the message says what."""
 
 
 def event_for(function: str, job_id: str, standin_url: str) -> CloudEvent | None:
@@ -151,8 +147,7 @@ class Rig:
         service = self.services[function]
         port = free_port()
         url = f"http://{HOST}:{port}"
-        env = {**os.environ, **service.env, **self.env, "PORT": str(port), "HOST": HOST}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as the runner (eco2.local.replicas)
+        env = {**function_env(), **service.env, **self.env, "PORT": str(port), "HOST": HOST}  # as the runner
         post, log_name = self._event_post(function, url), f"{function}-{tag}"
         launched = time.perf_counter()
         process = self.children.spawn(container_command(service.command), env=env, log_name=log_name)
@@ -292,12 +287,9 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmarks.functions", description=(__doc__ or "").split("\n")[0]
-    )
+    parser = harness.argument_parser("functions", __doc__)
     parser.add_argument("--runs", type=int, default=3, help="measured starts per function (default 3)")
     parser.add_argument("--only", nargs="*", default=[], help="these functions only (default: every Service)")
-    parser.add_argument("--out", type=Path, default=Path("results/functions.json"))
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 10:
         parser.error("--runs must be between 1 and 10 (the run must stay under 3 minutes)")

@@ -3,6 +3,7 @@ always cleans up, and the results written as JSON (results/*.json, git-ignored).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -23,6 +24,20 @@ from tests.benchmarks.processes import Children
 from tests.benchmarks.report import Row
 
 NOISY = "(a shared, noisy machine)"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure something; the message says what."""
+
+
+def argument_parser(benchmark: str, doc: str | None) -> argparse.ArgumentParser:
+    """`python -m tests.benchmarks.BENCHMARK`, described by its docstring's first line, with --out."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tests.benchmarks.{benchmark}", description=(doc or "").split("\n")[0]
+    )
+    out = Path(f"results/{benchmark}.json")
+    parser.add_argument("--out", type=Path, default=out, help=f"JSON results file (default {out})")
+    return parser
 
 
 def machine_info() -> dict[str, Any]:

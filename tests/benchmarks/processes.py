@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import resource
 import signal
 import subprocess
@@ -107,3 +108,33 @@ def proc_memory(pid: int) -> dict[str, int]:
                 fields[name] = int(value.split()[0])
     fields["USS"] = fields["Private_Clean"] + fields["Private_Dirty"]
     return fields
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def function_env() -> dict[str, str]:
+    """This process's environment as the runner passes it on to function processes (bytecode writes allowed)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return float(int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rabbitmq_pid() -> int | None:
+    """The RabbitMQ node's Erlang VM on this machine, if it runs here (only read, for its CPU time)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() == "beam.smp" and b"rabbit" in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+    return None
