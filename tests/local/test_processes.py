@@ -161,6 +161,16 @@ async def test_without_readyz_a_new_replica_is_ready_once_healthz_answers_200() 
     assert asked == ["/readyz", "/healthz"]
 
 
+async def test_waiting_for_a_process_that_exits_fails_at_once_naming_its_status() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    exiting = subprocess.Popen([sys.executable, "-S", "-c", "raise SystemExit(3)"])  # a Popen nobody polls
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refused)) as http:
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            await wait_healthy(http, "http://fn", exiting, timeout=20)
+
+
 async def test_a_sigkilled_replica_is_detected_and_replaced(
     start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
 ) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ LIVENESS = "/healthz"
 
 
 class Running(Protocol):
-    """A started process as far as waiting for it goes (asyncio's and subprocess's both qualify)."""
+    """A started process as far as waiting for it goes (asyncio's and subprocess's both qualify; a Popen's
+    returncode is refreshed by polling it)."""
 
     @property
     def returncode(self) -> int | None: ...
@@ -54,6 +56,8 @@ async def wait_healthy(
     deadline = time.monotonic() + timeout
     probe = READINESS
     while time.monotonic() < deadline:
+        if isinstance(process, subprocess.Popen):
+            process.poll()
         if process.returncode is not None:
             raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
         with contextlib.suppress(httpx.TransportError):
