@@ -22,7 +22,7 @@ from rich.console import Console
 from eco2 import keys
 from eco2.gateway.auth import issue_token
 from eco2.gateway.sse_client import aparse
-from eco2.jobs import JobStatus, JobStore, Stage
+from eco2.jobs import JobStore, Stage
 from tests.benchmarks.gateway_rig import (
     IMAGE_ORIGIN,
     LIVE_EVENTS_PER_JOB,
@@ -52,6 +52,7 @@ from tests.benchmarks.report import (
     percentile,
     sample_row,
 )
+from tests.gateway.support import advance, finish
 
 # --- 2. SSE fan-out ----------------------------------------------------------------------------------------
 
@@ -163,22 +164,14 @@ async def write_transitions(store: JobStore, jobs: Sequence[tuple[str, str]], ra
     """vision, rule, answer, reward, done for every job, stage by stage, `rate` writes per second."""
     plan = [(job_id, user, stage) for stage in (*PIPELINE, Stage.DONE) for job_id, user in jobs]
     round_trips: list[float] = []
-    result = json.dumps(RESULT)
 
     async def write(job_id: str, user: str, stage: Stage) -> None:
+        # As the stage functions write them (the same calls as the gateway tests' fixtures).
         started = time.perf_counter()
         if stage is Stage.DONE:
-            await store.transition(
-                job_id,
-                user,
-                Stage.DONE,
-                JobStatus.DONE,
-                message="완료되었어요",
-                data={"result": RESULT},
-                fields={"result": result},
-            )
+            await finish(store, job_id, RESULT, user)
         else:
-            await store.transition(job_id, user, stage, JobStatus.RUNNING, message=f"{stage.value} 완료")
+            await advance(store, job_id, (stage,), user)
         round_trips.append(time.perf_counter() - started)
 
     tasks: list[asyncio.Task[None]] = []
