@@ -15,8 +15,14 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
+# Resolved here, before any fork: between fork and exec the child only calls it (dlopen or dlsym there could
+# deadlock on a lock another thread of the runner held when it forked).
+_PRCTL: Any = None
+with contextlib.suppress(OSError, AttributeError):  # no prctl: not Linux
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class CommandNotFound(FileNotFoundError):
@@ -26,8 +32,8 @@ class CommandNotFound(FileNotFoundError):
 def die_with_parent() -> None:
     """In a child before exec: SIGTERM it when the runner dies (a SIGKILLed runner must not leave processes
     holding ports). Linux only; elsewhere a no-op."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def resolve_program(program: str) -> str:
