@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from eco2.local.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
-
-_LIBC: Any = None
-with contextlib.suppress(OSError):
-    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork: preexec_fn only calls into it
 
 
 # --- limits and child processes ----------------------------------------------------------------------------
@@ -33,8 +28,7 @@ def raise_nofile(wanted: int) -> tuple[int, int]:
 
 def _child_setup(nofile: int) -> None:
     # In the child between fork and exec: C calls only (no imports, no locks).
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies
+    die_with_parent()  # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies
     with contextlib.suppress(ValueError, OSError):
         raise_nofile(nofile)
 
