@@ -64,9 +64,9 @@ def _response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_sdk() -> ModuleType:
-    """The openai SDK, imported on first use: it costs ~20 MB and ~0.4 s of start-up, and the functions that
-    never call a model (rules, reward, dead-letter) should not pay for it. The local runner's template process
-    calls this once, so that its forks have it for free."""
+    """The openai SDK, imported when a model client is built: it costs ~20 MB and ~0.4 s of start-up, and the
+    functions that never call a model (rules, reward, dead-letter) must not pay for it. vision and answer build
+    their client at start (functions/<name>/main.py), so the import is done before the process reports ready."""
     import openai
     from openai.resources.chat import AsyncChat  # noqa: F401  imported by the client on its first `chat`
 

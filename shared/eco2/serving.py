@@ -1,24 +1,28 @@
-"""Serve one function from `functions/<name>/main.py` with functions-framework's ASGI variant under uvicorn."""
+"""`eco2 serve NAME`: one function from `functions/<name>/main.py`, on functions-framework's ASGI variant under uvicorn.
+
+This is the container command of every Knative Service, so it imports only what the named function needs:
+no CLI framework, no local runtime, no stand-in, no manifest parser (`eco2.cli` hands `serve` straight here).
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
-import uvicorn
-from functions_framework import _function_registry
-from functions_framework.aio import create_asgi_app_from_module
-from starlette.types import ASGIApp
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
-from eco2.adapter import EventFunction, Lifespan
+    from eco2.adapter import ServedFunction
 
 FUNCTION_TARGET = "handle_http"
 
 
 class UnknownFunction(LookupError):
-    """No `functions/<name>/main.py` exists."""
+    """No `functions/<name>/main.py` exists, or it defines no `function` to serve."""
 
 
 def project_root() -> Path:
@@ -42,38 +46,71 @@ def function_source(name: str, root: Path | None = None) -> Path:
     if not source.is_file():
         known = ", ".join(function_names(root)) or "none"
         raise UnknownFunction(f"no function {name!r} (known: {known})")
-    return source
+    return source.resolve()
 
 
-def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, EventFunction[Any]]:
-    """The function's ASGI app (wrapped so its resources are built at start) and its function object."""
-    source = str(function_source(name, root))
-    module, spec = _function_registry.load_function_module(source)  # type: ignore[no-untyped-call]
-    spec.loader.exec_module(module)
+def _loaded_module(source: Path) -> ModuleType:
+    """The module functions-framework just executed from `source` (it registers it in sys.modules)."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(source):
+            return module
+    raise UnknownFunction(f"{source} was not loaded as a module")
+
+
+def _served_function(module: ModuleType, source: Path) -> ServedFunction:
     function = getattr(module, "function", None)
-    if not isinstance(function, EventFunction):
-        raise UnknownFunction(f"{source} defines no `function = EventFunction(...)`")
-    app = create_asgi_app_from_module(FUNCTION_TARGET, source, "http", module, spec)  # type: ignore[no-untyped-call]
+    if not isinstance(getattr(function, "name", None), str) or not all(
+        callable(getattr(function, method, None)) for method in ("start", "stop")
+    ):
+        raise UnknownFunction(f"{source} defines no `function` with a name, start() and stop()")
+    return cast("ServedFunction", function)
+
+
+def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, ServedFunction]:
+    """The function's ASGI app (wrapped so its resources are built at start) and its function object.
+
+    The app comes from functions-framework's public `create_asgi_app` (the `handle_http` http target), exactly
+    what `functions-framework --asgi --target handle_http --source …/main.py` serves.
+    """
+    from functions_framework.aio import create_asgi_app
+
+    from eco2.adapter import Lifespan
+
+    source = function_source(name, root)
+    app: ASGIApp = create_asgi_app(FUNCTION_TARGET, str(source), signature_type="http")  # type: ignore[no-untyped-call]
+    function = _served_function(_loaded_module(source), source)
     return Lifespan(app, function), function
 
 
 def serve(name: str, *, host: str, port: int) -> None:
+    import uvicorn
+
     app, function = load_function(name)
-    loop, http = ("uvloop", "httptools") if function.fast_http else ("asyncio", "h11")
+    loop, http = ("uvloop", "httptools") if getattr(function, "fast_http", False) else ("asyncio", "h11")
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False, lifespan="on")
 
 
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="eco2 serve", description="Serve one function on its own port, as Knative would: POST it a CloudEvent."
+    )
+    parser.add_argument("name", help="function folder under functions/, e.g. vision")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on ($HOST)")
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"), help="port to listen on ($PORT)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    """`python -m eco2.serving NAME`: what `eco2 serve NAME` does, without loading the CLI (faster cold starts)."""
-    if len(argv) != 1:
-        print("usage: python -m eco2.serving NAME  (PORT and HOST from the environment)", file=sys.stderr)
-        return 2
+    """`eco2 serve NAME [--host H] [--port P]` (also `python -m eco2.serving NAME`)."""
+    args = _arguments(argv)
     try:
-        function_source(argv[0])
+        function_source(args.name)
     except UnknownFunction as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve(argv[0], host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8080")))
+    where = f"http://{args.host}:{args.port}/"
+    print(f"serving function {args.name} on {where} (POST a CloudEvent; GET /healthz, /readyz)", flush=True)
+    serve(args.name, host=args.host, port=args.port)
     return 0
 
 

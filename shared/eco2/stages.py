@@ -85,7 +85,7 @@ class StageContext:
 
     @property
     def model(self) -> ModelClient:
-        # Built on first use: only vision and answer call a model, so only they load the openai SDK.
+        # Built once, at start by the steps that use it (vision, answer): the others never load the openai SDK.
         if self._model is None:
             self._model = ModelClient(
                 base_url=self.settings.openai_base_url,
@@ -138,6 +138,8 @@ class Step(Generic[In, Out]):
     compute: Callable[[In, StageContext], Awaitable[Out]]
     # What to record and pass on; a step that records more than one transition overrides `finish` instead.
     progress: Callable[[In, Out, StageContext], Progress] | None = None
+    # Calls the model: its client (and the openai SDK's ~0.4 s of imports) is built at start, before readiness.
+    uses_model: bool = False
 
     @property
     def stage(self) -> Stage:
@@ -349,9 +351,9 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
 
 
 STEPS: dict[str, Step[Any, Any]] = {
-    "vision": Step("vision", ScanRequested, Classification, classify, classified),
+    "vision": Step("vision", ScanRequested, Classification, classify, classified, uses_model=True),
     "rules": Step("rules", ScanClassified, RuleOutcome, match_rule, ruled),
-    "answer": Step("answer", ScanRuled, FinalAnswer, write_answer, answered),
+    "answer": Step("answer", ScanRuled, FinalAnswer, write_answer, answered, uses_model=True),
     "reward": RewardStep("reward", ScanAnswered, RewardDecision, decide),
 }
 
@@ -360,7 +362,13 @@ def function(name: str) -> EventFunction[StageContext]:
     """The stage function `name`, as functions/<name>/main.py serves it; it accepts only its own event type."""
     step = STEPS[name]
 
+    async def setup(settings: Settings) -> StageContext:
+        context = await StageContext.create(settings)
+        if step.uses_model:
+            _ = context.model
+        return context
+
     async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return await run(step, event, ctx)
 
-    return EventFunction(name, StageContext.create, handle, accepts=FUNCTION_EVENTS[name][0])
+    return EventFunction(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])

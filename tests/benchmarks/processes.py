@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import os
 import resource
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from eco2.local.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
-
-_LIBC: Any = None
-with contextlib.suppress(OSError):
-    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork: preexec_fn only calls into it
 
 
 # --- limits and child processes ----------------------------------------------------------------------------
@@ -32,8 +28,7 @@ def raise_nofile(wanted: int) -> tuple[int, int]:
 
 def _child_setup(nofile: int) -> None:
     # In the child between fork and exec: C calls only (no imports, no locks).
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies
+    die_with_parent()  # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies
     with contextlib.suppress(ValueError, OSError):
         raise_nofile(nofile)
 
@@ -88,3 +83,52 @@ class Children:
         for process in reversed(list(self._processes)):
             with contextlib.suppress(Exception):
                 self.stop(process)
+
+
+# --- measurements of a process -----------------------------------------------------------------------------
+
+STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+SMAPS_FIELDS = ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty")
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """kB: VmRSS and friends from /proc/<pid>/status, Pss and the shared/private split from smaps_rollup,
+    and USS = Private_Clean + Private_Dirty (what the process alone holds: freed when it exits)."""
+    fields: dict[str, int] = {}
+    for path, wanted in ((f"/proc/{pid}/status", STATUS_FIELDS), (f"/proc/{pid}/smaps_rollup", SMAPS_FIELDS)):
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in wanted:
+                fields[name] = int(value.split()[0])
+    fields["USS"] = fields["Private_Clean"] + fields["Private_Dirty"]
+    return fields
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def function_env() -> dict[str, str]:
+    """This process's environment as the runner passes it on to function processes (bytecode writes allowed)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return float(int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rabbitmq_pid() -> int | None:
+    """The RabbitMQ node's Erlang VM on this machine, if it runs here (only read, for its CPU time)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() == "beam.smp" and b"rabbit" in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+    return None

@@ -12,23 +12,33 @@ import contextlib
 import logging
 import os
 import socket
-import sys
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.processes import ForkedProcess, FunctionProcess, Template, TemplateUnavailable, die_with_parent
+from eco2.local.processes import start_process
 from eco2.manifests import ServiceSpec
 
 log = logging.getLogger("eco2.local.replicas")
 # Knative's max-scale 0 means "unbounded"; one machine is not, so cap it.
 LOCAL_MAX_SCALE = 8
 COLD_START_TIMEOUT = 30.0
+READINESS = "/readyz"
+LIVENESS = "/healthz"
+
+
+class Running(Protocol):
+    """A started process as far as waiting for it goes (asyncio's and subprocess's both qualify; a Popen's
+    returncode is refreshed by polling it)."""
+
+    @property
+    def returncode(self) -> int | None: ...
 
 
 def free_port() -> int:
@@ -37,45 +47,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def served_function(command: tuple[str, ...]) -> str | None:
-    """NAME when the container command is `eco2 serve NAME`: the one command a template fork can run."""
-    if len(command) == 3 and command[:2] == ("eco2", "serve"):
-        return command[2]
-    return None
-
-
-def local_command(command: tuple[str, ...]) -> list[str]:
-    """The manifest's container command, run with this interpreter.
-
-    `eco2 serve NAME` becomes `python -m eco2.serving NAME`: the same server without loading the CLI.
-    """
-    function = served_function(command)
-    if function is not None:
-        return [sys.executable, "-m", "eco2.serving", function]
-    if command and command[0] == "eco2":
-        return [sys.executable, "-m", "eco2.cli", *command[1:]]
-    return list(command)
-
-
 async def wait_healthy(
-    http: httpx.AsyncClient, url: str, process: FunctionProcess, timeout: float = COLD_START_TIMEOUT
+    http: httpx.AsyncClient, url: str, process: Running, timeout: float = COLD_START_TIMEOUT
 ) -> None:
-    """Poll GET /healthz until 200; fail if the process exits first or the deadline passes."""
+    """Poll GET /readyz until 200 (started, and its dependencies reachable), as Knative's readiness probe
+    would; GET /healthz for a process without /readyz (404: an older function, the stand-in model).
+    Fail if the process exits first or the deadline passes."""
     deadline = time.monotonic() + timeout
+    probe = READINESS
     while time.monotonic() < deadline:
+        if isinstance(process, subprocess.Popen):
+            process.poll()
         if process.returncode is not None:
             raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
         with contextlib.suppress(httpx.TransportError):
-            if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
+            status = (await http.get(f"{url}{probe}", timeout=1)).status_code
+            if status == 200:
                 return
+            if status == 404 and probe == READINESS:
+                probe = LIVENESS
+                continue
         await asyncio.sleep(0.01)
-    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f}s")
+    raise TimeoutError(f"{url} did not become ready in {timeout:.0f}s")
 
 
 @dataclass(eq=False)
 class Replica:
     port: int
-    process: FunctionProcess
+    process: asyncio.subprocess.Process
     started_at: float
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -84,10 +83,6 @@ class Replica:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def forked(self) -> bool:
-        return isinstance(self.process, ForkedProcess)
 
 
 class FunctionPool:
@@ -101,7 +96,6 @@ class FunctionPool:
         metrics: RunnerMetrics,
         log_dir: Path,
         fixed_port: int | None = None,
-        template: Template | None = None,
     ) -> None:
         self.service = service
         self._env = dict(env)
@@ -110,10 +104,10 @@ class FunctionPool:
         self._metrics = metrics
         self._log_dir = log_dir
         self._fixed_port = fixed_port
-        self._template = template
-        self._said_why_not_forked = False
         self.replicas: list[Replica] = []
         self._starting: asyncio.Task[Replica] | None = None
+        # Crash watchers, one per replica: kept here, or asyncio may collect a task nobody references.
+        self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._rr = 0
         self.cold_starts = 0
@@ -165,10 +159,13 @@ class FunctionPool:
     async def _start_replica(self) -> Replica:
         spawn = time.perf_counter()
         port = self._fixed_port if self._fixed_port and not self.replicas else free_port()
-        process = await self._spawn(port, self._log_dir / f"{self.name}-{port}.log")
+        env, log_path = self._process_env(port), self._log_dir / f"{self.name}-{port}.log"
+        process = await start_process(self.service.command, env=env, cwd=self._cwd, log_path=log_path)
         replica = Replica(port=port, process=process, started_at=time.monotonic())
         self.replicas.append(replica)
-        asyncio.get_running_loop().create_task(self._watch(replica))
+        watcher = asyncio.create_task(self._watch(replica))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         try:
             await wait_healthy(self._http, replica.url, replica.process)
         except BaseException:
@@ -176,41 +173,10 @@ class FunctionPool:
             raise
         replica.ready = True
         self.cold_starts += 1
-        via = "fork" if replica.forked else "interpreter"
-        self._metrics.cold_start(self.name, time.perf_counter() - spawn, via)
+        self._metrics.cold_start(self.name, time.perf_counter() - spawn, "interpreter")
         self._metrics.replicas.labels(self.name).set(len(self.replicas))
-        log.info("replica up", extra={"fields": {"function": self.name, "port": port, "via": via}})
+        log.info("replica up", extra={"fields": {"function": self.name, "port": port, "pid": process.pid}})
         return replica
-
-    async def _spawn(self, port: int, log_path: Path) -> FunctionProcess:
-        """A fork of the template when it can run this Service, else a fresh interpreter as the manifest says."""
-        env = self._process_env(port)
-        function = served_function(self.service.command)
-        if function is not None and self._template is not None and self._forkable(self._template, env):
-            with contextlib.suppress(TemplateUnavailable):  # the template logged why, once
-                return await self._template.spawn(function, env=env, cwd=self._cwd, log_path=log_path)
-        with log_path.open("ab") as log_file:
-            return await asyncio.create_subprocess_exec(
-                *local_command(self.service.command),
-                cwd=self._cwd,
-                env=env,
-                stdout=log_file,
-                stderr=log_file,
-                preexec_fn=die_with_parent,
-            )
-
-    def _forkable(self, template: Template, env: dict[str, str]) -> bool:
-        if not template.available:
-            return False
-        if template.compatible(env):
-            return True
-        if not self._said_why_not_forked:
-            self._said_why_not_forked = True
-            log.info(
-                "this Service sets a variable read at import time; its processes start as fresh interpreters",
-                extra={"fields": {"function": self.name}},
-            )
-        return False
 
     def _process_env(self, port: int) -> dict[str, str]:
         # The runner's local addresses (REDIS_URL, K_SINK, OPENAI_BASE_URL) win over the manifest's cluster ones.
@@ -258,13 +224,14 @@ class FunctionPool:
         if self._starting is not None:
             self._starting.cancel()
         await asyncio.gather(*(self._terminate(r) for r in list(self.replicas)), return_exceptions=True)
+        await asyncio.gather(*self._watchers, return_exceptions=True)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "replicas": [
-                {"url": r.url, "pid": r.process.pid, "forked": r.forked, "inflight": r.inflight, "ready": r.ready}
-                for r in self.replicas
+                {"url": r.url, "pid": r.process.pid, "inflight": r.inflight, "ready": r.ready} for r in self.replicas
             ],
+            "command": list(self.service.command),
             "min_scale": self.service.min_scale,
             "max_scale": self.max_scale,
             "target": self.service.target,

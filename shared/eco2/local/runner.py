@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractRobustConnection
 from eco2.local.dispatcher import DeadLetterConsumer, Endpoint, TriggerConsumer
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.processes import Template, die_with_parent, prefork_supported
+from eco2.local.processes import die_with_parent
 from eco2.local.replicas import FunctionPool, wait_healthy
 from eco2.local.topology import Topology
 from eco2.manifests import Manifests
@@ -52,9 +52,6 @@ class RunnerOptions:
     state_dir: Path | None = None
     reap_interval: float = 1.0
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Fork `eco2 serve NAME` processes from a template that has the imports done (Linux); off: a fresh
-    # interpreter per process, as `ECO2_PREFORK=0`.
-    prefork: bool = True
 
     @classmethod
     def from_env(cls, root: Path, env: dict[str, str]) -> RunnerOptions:
@@ -70,7 +67,6 @@ class RunnerOptions:
             standin_port=int(env.get("ECO2_STANDIN_PORT") or cls.standin_port),
             prefix=env.get("ECO2_TOPOLOGY_PREFIX") or cls.prefix,
             state_dir=Path(state).resolve() if state else None,
-            prefork=env.get("ECO2_PREFORK", "1").strip().lower() not in ("0", "false", "no", "off"),
         )
 
     @property
@@ -93,7 +89,6 @@ class LocalPack:
         self._ingress_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._standin: asyncio.subprocess.Process | None = None
-        self.template: Template | None = None
         self.model_url: str | None = None
         self.started_at = time.time()
 
@@ -109,7 +104,6 @@ class LocalPack:
         await check_dependencies(self.options)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        await self._start_template()
         await self._start_model()
         self._connection = await aio_pika.connect_robust(self.options.amqp_url)
         setup_channel = await self._connection.channel()
@@ -137,16 +131,6 @@ class LocalPack:
             env.setdefault("ECO2_IMAGE_URL_TRUSTED", self.model_url)
         return env
 
-    async def _start_template(self) -> None:
-        # Not awaited until ready: it imports while the broker is set up; spawn requests wait in its pipe.
-        if not self.options.prefork or not prefork_supported():
-            why = "ECO2_PREFORK=0" if not self.options.prefork else f"not supported on {sys.platform}"
-            log.info(f"function processes start as fresh interpreters ({why})")
-            return
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as _process_env
-        self.template = Template(cwd=self.options.root, env=env, log_path=self.state_dir / "logs" / "template.log")
-        await self.template.start()
-
     def _build_pools(self) -> None:
         env = self._function_env()
         for name, service in sorted(self.manifests.services.items()):
@@ -158,7 +142,6 @@ class LocalPack:
                 metrics=self.metrics,
                 log_dir=self.state_dir / "logs",
                 fixed_port=self.options.gateway_port if name == "gateway" else None,
-                template=self.template,
             )
 
     async def endpoint(self, service: str) -> Endpoint:
@@ -275,9 +258,6 @@ class LocalPack:
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
             "model_is_standin": self._standin is not None,
-            "template": None
-            if self.template is None
-            else {"pid": self.template.pid, "available": self.template.available},
             "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
         }
 
@@ -306,8 +286,6 @@ class LocalPack:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
-        if self.template is not None:
-            await self.template.stop()
         if self._standin is not None and self._standin.returncode is None:
             self._standin.terminate()
             await self._standin.wait()
