@@ -73,7 +73,7 @@ def flaky_manifests(
     }
     if retry is not None:
         delivery["retry"] = retry
-    trigger = {
+    trigger: dict[str, Any] = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
         "metadata": {
@@ -90,7 +90,7 @@ def flaky_manifests(
     }
     triggers = [trigger]
     if vip_parallelism is not None:
-        vip = json.loads(json.dumps(trigger))
+        vip: dict[str, Any] = json.loads(json.dumps(trigger))
         vip["metadata"]["name"] = "flaky-vip"
         vip["metadata"]["annotations"]["rabbitmq.eventing.knative.dev/parallelism"] = str(vip_parallelism)
         vip["spec"]["filter"]["attributes"]["priority"] = "high"
@@ -118,7 +118,8 @@ async def attempts(redis_client: aioredis.Redis, event_id: str) -> int:
 
 
 async def dead_letter(redis_client: aioredis.Redis, event_id: str) -> dict[str, str] | None:
-    for _, fields in await redis_client.xrange(keys.dead_letters()):
+    entries: list[tuple[str, dict[str, str]]] = await redis_client.xrange(keys.dead_letters()) or []  # type: ignore[assignment]
+    for _, fields in entries:
         attributes: dict[str, str] = json.loads(fields["attributes"])
         if attributes["id"] == event_id:
             return attributes
