@@ -23,6 +23,7 @@ from cloudevents.http import CloudEvent
 from eco2.local import control
 from eco2.local.messages import to_message
 from eco2.local.runner import LocalPack
+from eco2.local.topology import TopologyConflict
 from tests.local.conftest import AMQP_URL, delete_topology, options
 from tests.local.test_runner import FLAKY, dead_letter, flaky_manifests, send
 from tests.support import wait_for
@@ -115,25 +116,53 @@ async def test_a_message_that_never_gets_an_outcome_reaches_the_dead_letter_sink
     assert deliveries(pack) == 2  # the first delivery and one more, as x-delivery-limit 1 allows
 
 
-async def test_messages_left_in_a_generation_1_queue_are_moved_and_the_queue_removed(
+async def test_messages_left_in_generation_1_queues_are_moved_and_the_queues_removed(
     tmp_path: Path, amqp: AbstractChannel, redis_client: aioredis.Redis
 ) -> None:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    pack = LocalPack(options(tmp_path, flaky_manifests(tmp_path / "m"), prefix))
-    legacy = pack.topology.triggers["flaky"].legacy_queue
-    await amqp.declare_queue(legacy, durable=True, arguments={"x-queue-type": "quorum"})  # as the old runner did
-    event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, {"mode": "ok"})
-    await amqp.default_exchange.publish(to_message(event), routing_key=legacy)
+    pack = LocalPack(options(tmp_path, flaky_manifests(tmp_path / "m", retry=1, backoff="PT1S"), prefix))
+    plan = pack.topology.triggers["flaky"]
+    legacy, legacy_retry = plan.legacy_queue, plan.retry_queue(1, legacy=True)
+    # As the old runner declared them: no delivery limit; its delay queue dead-letters into the old queue.
+    await amqp.declare_queue(legacy, durable=True, arguments={"x-queue-type": "quorum"})
+    retry_arguments: dict[str, Any] = {"x-queue-type": "classic", "x-message-ttl": 1000}
+    retry_arguments |= {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": legacy}
+    await amqp.declare_queue(legacy_retry, durable=True, arguments=retry_arguments)
+    attributes = {"type": "test.flaky", "source": "/test"}
+    events = [CloudEvent({**attributes, "id": uuid.uuid4().hex}, {"mode": "ok"}) for _ in range(2)]
+    await amqp.default_exchange.publish(to_message(events[0]), routing_key=legacy)
+    await amqp.default_exchange.publish(to_message(events[1], attempt=1), routing_key=legacy_retry)
     try:
         await pack.start()
-        await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event['id']}"), timeout=30, what="the moved event")
+
+        async def both_done() -> bool:
+            return all([await redis_client.exists(f"{FLAKY}:done:{e['id']}") for e in events])
+
+        await wait_for(both_done, timeout=30, what="the moved events")
         async with await aio_pika.connect(AMQP_URL) as connection:
-            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
-                await (await connection.channel()).declare_queue(legacy, passive=True)
+            for name in (legacy, legacy_retry):
+                with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                    await (await connection.channel()).declare_queue(name, passive=True)
     finally:
         await pack.stop()
         await delete_topology(pack)
-        await amqp.queue_delete(legacy)
+        for name in (legacy, legacy_retry):
+            await amqp.queue_delete(name)
+
+
+async def test_a_queue_declared_with_other_arguments_stops_the_start_with_what_to_do(
+    tmp_path: Path, amqp: AbstractChannel
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    pack = LocalPack(options(tmp_path, flaky_manifests(tmp_path / "m"), prefix))
+    queue = pack.topology.triggers["flaky"].queue
+    await amqp.declare_queue(queue, durable=True, arguments={"x-queue-type": "classic"})  # another queueType
+    try:
+        with pytest.raises(TopologyConflict, match=f"rabbitmqctl delete_queue {queue}"):
+            await pack.start()
+    finally:
+        await pack.stop()
+        await delete_topology(pack)
 
 
 async def test_status_lists_recorded_dead_letters_by_function_and_reason(

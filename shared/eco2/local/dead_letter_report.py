@@ -19,6 +19,7 @@ from eco2 import keys
 
 READ_LIMIT = 1000  # the newest entries summarized; `total` is the whole stream
 REASON_LENGTH = 80
+UNREADABLE = "(unreadable entry)"
 
 
 @dataclass(slots=True)
@@ -58,7 +59,7 @@ def summarize(entries: Iterable[tuple[str, Mapping[str, str]]], routes: list[dic
     groups: dict[tuple[str, str], LetterGroup] = {}
     for entry_id, fields in entries:
         attributes = _attributes(fields)
-        key = (function_of(attributes, routes), reason_of(attributes))
+        key = (function_of(attributes, routes), reason_of(attributes)) if attributes else (UNREADABLE, UNREADABLE)
         at = _recorded_at(entry_id, fields)
         group = groups.get(key)
         if group is None:
@@ -101,8 +102,8 @@ def _attributes(fields: Mapping[str, str]) -> dict[str, Any]:
     try:
         attributes = json.loads(fields.get("attributes", ""))
     except (TypeError, ValueError):
-        return {"type": "(unreadable entry)"}
-    return attributes if isinstance(attributes, dict) else {"type": "(unreadable entry)"}
+        return {}
+    return attributes if isinstance(attributes, dict) else {}
 
 
 def _recorded_at(entry_id: str, fields: Mapping[str, str]) -> float:

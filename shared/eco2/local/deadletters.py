@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -62,7 +63,7 @@ class DeadLetterConsumer:
                 await self._queue.cancel(self._tag)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        extra = broker_error_extensions(message, self.plan.trigger.subscriber_service)
+        extra = broker_error_extensions(message.headers or {}, self.plan.trigger.subscriber_service)
         attempt = await deliver(
             self._http, self._endpoints, self._service, message, DEFAULT_TIMEOUT, extra_headers=extra
         )
@@ -86,9 +87,8 @@ class DeadLetterConsumer:
         await message.nack(requeue=True)
 
 
-def broker_error_extensions(message: AbstractIncomingMessage, subscriber: str) -> dict[str, str]:
+def broker_error_extensions(headers: Mapping[str, Any], subscriber: str) -> dict[str, str]:
     """The knativeerror* headers for a letter RabbitMQ dead-lettered itself (delivery limit); {} for ours."""
-    headers = message.headers or {}
     if "knativeerrorcode" in headers:
         return {}
     deaths: Any = headers.get("x-death")

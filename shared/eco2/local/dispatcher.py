@@ -189,6 +189,9 @@ class TriggerConsumer:
                 await self._queue.cancel(self._tag)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace_seconds)
+        # Still running (a pause before a requeue, a slow subscriber): unacked, so RabbitMQ redelivers them.
+        for task in list(self._inflight):
+            task.cancel()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
