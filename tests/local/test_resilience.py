@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,15 +19,16 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractQueue
+from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.local import control
 from eco2.local.messages import to_message
 from eco2.local.runner import LocalPack
 from eco2.local.topology import TopologyConflict
-from tests.local.conftest import AMQP_URL, delete_topology, options
+from tests.local.conftest import AMQP_URL, delete_topology, options, runner_env
 from tests.local.test_runner import FLAKY, dead_letter, flaky_manifests, send
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 
 def echo_manifests(target: Path, **settings: Any) -> Path:
@@ -281,3 +283,43 @@ async def test_a_retry_is_logged_with_the_event_the_status_and_the_delay(
     assert retries[0]["event_type"] == "test.flaky"
     assert retries[0]["attempt"] == 0
     assert retries[0]["delay_seconds"] == pytest.approx(0.2)
+
+
+async def test_eco2_up_logs_why_it_retries_an_event(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+) -> None:
+    manifests = flaky_manifests(tmp_path / "m", retry=2, backoff="PT0.2S")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    ingress_port = free_port()
+    runner = runner_process(manifests, runner_env(tmp_path / "state", prefix, ingress_port))
+    state_file = tmp_path / "state" / "runner.json"
+
+    async def ready() -> bool:
+        return state_file.exists()
+
+    try:
+        await wait_for(ready, timeout=30, what="the runner")
+        event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, {"mode": "fail-once"})
+        headers, body = to_binary(event)
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)
+        assert response.status_code == 202
+        await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event['id']}"), timeout=30, what="the retry")
+        runner.send_signal(signal.SIGINT)
+        runner.wait(timeout=30)
+        lines = [
+            json.loads(line) for line in (tmp_path / "runner-0.log").read_text().splitlines() if line.startswith("{")
+        ]
+        retries = [line for line in lines if line.get("event_id") == event["id"]]
+        assert len(retries) == 1, lines
+        assert retries[0]["msg"] == "delivery failed; retrying after the backoff"
+        assert retries[0]["status"] == 503
+        assert retries[0]["event_type"] == "test.flaky"
+        assert retries[0]["retry"] == 1
+        assert retries[0]["delay_seconds"] == pytest.approx(0.2)
+        assert not [line for line in lines if "HTTP Request" in line.get("msg", "")], "one line per delivery"
+    finally:
+        pack = LocalPack(options(tmp_path / "cleanup", manifests, prefix))
+        await delete_topology(pack)

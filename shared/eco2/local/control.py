@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from rich.table import Table
 from eco2.local.dead_letter_report import read_dead_letters
 from eco2.local.runner import DependencyMissing, LocalPack, RunnerOptions, run_until_stopped
 from eco2.manifests import ManifestError
+from eco2.observability import configure_logging
 
 console = Console()
 # A state file older than this means the runner is not writing it: stuck, or its event loop is blocked.
@@ -58,7 +60,16 @@ def up_foreground(options: RunnerOptions) -> int:
     except ManifestError as exc:
         console.print(f"[red]manifest error:[/] {exc}")
         return 2
+    configure_runner_logging(os.environ.get("LOG_LEVEL") or "INFO")
     return asyncio.run(_serve(pack))
+
+
+def configure_runner_logging(level: str) -> None:
+    """JSON lines on stderr (`.eco2/runner.log` when detached), as the functions log: retries, requeues, dead
+    letters and housekeeping failures with their fields. Not one line per HTTP delivery: httpx stays quiet."""
+    configure_logging("eco2-runner", level.upper())
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 async def _serve(pack: LocalPack) -> int:

@@ -271,7 +271,8 @@ class TriggerConsumer:
         attempt = attempt_of(message) + 1
         assert self.plan.delivery is not None
         delay = backoff_seconds(self.plan.delivery, attempt)
-        log.info("delivery failed; retrying after the backoff", extra={"fields": self._failure(message, failed, delay)})
+        fields = {**self._failure(message, failed, delay), "retry": attempt, "retries": self.plan.delivery.retry}
+        log.info("delivery failed; retrying after the backoff", extra={"fields": fields})
         parked = with_bookkeeping(
             message.body, attributes_of(message), message.content_type, attempt=attempt, published_at=None
         )
