@@ -19,16 +19,23 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractQueue
-from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.local import control
 from eco2.local.messages import to_message
 from eco2.local.runner import LocalPack
 from eco2.local.topology import TopologyConflict
-from tests.local.conftest import AMQP_URL, delete_topology, options, runner_env
-from tests.local.test_runner import FLAKY, dead_letter, flaky_manifests, send
-from tests.support import free_port, wait_for
+from tests.local.conftest import AMQP_URL, RunnerProcess, delete_topology, options
+from tests.local.test_runner import (
+    FLAKY,
+    child_settings,
+    dead_letter,
+    flaky_manifests,
+    post_event,
+    send,
+    until_ready,
+)
+from tests.support import wait_for
 
 
 def echo_manifests(target: Path, **settings: Any) -> Path:
@@ -269,57 +276,32 @@ async def test_housekeeping_failures_are_logged_and_it_keeps_going(
     assert calls >= 2
 
 
-async def test_a_retry_is_logged_with_the_event_the_status_and_the_delay(
-    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="eco2.local.dispatcher")
-    pack = await start_pack(flaky_manifests(tmp_path / "m", retry=2, backoff="PT0.2S"))
-    event_id = await send(pack, "test.flaky", {"mode": "fail-once"})
-    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event_id}"), timeout=30, what="the retried delivery")
-    fields = [getattr(r, "fields", {}) for r in caplog.records if r.name == "eco2.local.dispatcher"]
-    retries = [f for f in fields if f.get("event_id") == event_id]
-    assert len(retries) == 1, fields
-    assert retries[0]["status"] == 503
-    assert retries[0]["event_type"] == "test.flaky"
-    assert retries[0]["attempt"] == 0
-    assert retries[0]["delay_seconds"] == pytest.approx(0.2)
-
-
-async def test_eco2_up_logs_why_it_retries_an_event(
-    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
-    tmp_path: Path,
-    redis_client: aioredis.Redis,
-) -> None:
+async def test_eco2_up_logs_why_it_retries_an_event(runner_process: RunnerProcess, tmp_path: Path) -> None:
     manifests = flaky_manifests(tmp_path / "m", retry=2, backoff="PT0.2S")
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    ingress_port = free_port()
-    runner = runner_process(manifests, runner_env(tmp_path / "state", prefix, ingress_port))
-    state_file = tmp_path / "state" / "runner.json"
+    prefix, ingress_port, env = child_settings(tmp_path)
+    runner = runner_process(manifests, env)
+    log = tmp_path / "runner-0.log"
 
-    async def ready() -> bool:
-        return state_file.exists()
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
     try:
-        await wait_for(ready, timeout=30, what="the runner")
-        event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, {"mode": "fail-once"})
-        headers, body = to_binary(event)
-        async with httpx.AsyncClient() as http:
-            response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)
-        assert response.status_code == 202
-        await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event['id']}"), timeout=30, what="the retry")
+        await until_ready(tmp_path / "state" / "runner.json")
+        event_id = await post_event(ingress_port, {"mode": "fail-once"})
+
+        async def retry_logged() -> list[dict[str, Any]] | None:
+            return [line for line in lines() if line.get("event_id") == event_id] or None
+
+        retries = await wait_for(retry_logged, timeout=30, what="the retry's line in runner.log")
         runner.send_signal(signal.SIGINT)
         runner.wait(timeout=30)
-        lines = [
-            json.loads(line) for line in (tmp_path / "runner-0.log").read_text().splitlines() if line.startswith("{")
-        ]
-        retries = [line for line in lines if line.get("event_id") == event["id"]]
-        assert len(retries) == 1, lines
+        assert len(retries) == 1, retries
         assert retries[0]["msg"] == "delivery failed; retrying after the backoff"
         assert retries[0]["status"] == 503
         assert retries[0]["event_type"] == "test.flaky"
         assert retries[0]["retry"] == 1
         assert retries[0]["delay_seconds"] == pytest.approx(0.2)
-        assert not [line for line in lines if "HTTP Request" in line.get("msg", "")], "one line per delivery"
+        assert not [line for line in lines() if "HTTP Request" in line.get("msg", "")], "no line per delivery"
     finally:
         pack = LocalPack(options(tmp_path / "cleanup", manifests, prefix))
         await delete_topology(pack)
