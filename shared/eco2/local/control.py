@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from eco2 import keys
 from eco2.local.dead_letter_report import read_dead_letters
 from eco2.local.runner import DependencyMissing, LocalPack, RunnerOptions, run_until_stopped
 from eco2.manifests import ManifestError
@@ -201,7 +202,8 @@ def _print_dead_letters(letters: dict[str, Any]) -> None:
     if not letters.get("total"):
         console.print("  dead letters: none recorded")
         return
-    console.print(f"  [red]dead letters: {letters['total']} recorded[/] (eco2:deadletters; newest first)")
+    where = f"Redis stream {keys.dead_letters()}; newest first"
+    console.print(f"  [red]dead letters: {letters['total']} recorded[/] ({where})")
     table = Table("function", "reason", "count", "newest")
     now = time.time()
     for group in letters.get("groups", []):

@@ -4,6 +4,10 @@ A letter reaches the queue two ways: the dispatcher published it with the knativ
 exhausted, a 4xx), or RabbitMQ dead-lettered it from the trigger queue when it hit the delivery limit (it kept
 coming back without an outcome). The second kind carries no extensions of ours; they are added here from the
 broker's `x-death` record so the sink records why.
+
+The dead-letter queue itself has no delivery limit of ours (RabbitMQ 3.x: none; RabbitMQ 4 applies its default
+of 20 to quorum queues): a sink that keeps failing is asked again after a pause that doubles up to 30 s, so
+those 20 deliveries span minutes, not seconds.
 """
 
 from __future__ import annotations
