@@ -5,13 +5,15 @@ on its filter attributes; a delay queue per backoff step (queue-wide TTL, dead-l
 trigger's queue, so a message waiting out its backoff survives a killed runner); a dead-letter exchange and
 queue when it has a deadLetterSink. Declaring twice changes nothing; a changed filter is re-bound.
 
-Delivery limit. A quorum trigger queue carries `x-delivery-limit` (DELIVERY_LIMIT) and dead-letters to the
-trigger's dead-letter exchange (`x-dead-letter-exchange`, at-least-once), as the real broker's queues do: a
-message that keeps coming back without an outcome (the runner cannot publish its reply, is killed mid-delivery
-again and again) reaches the deadLetterSink instead of circling forever (RabbitMQ 3.x) or being dropped after
-RabbitMQ 4's default limit of 20. A trigger without a deadLetterSink gets the limit too: the message is then
-dropped, as Knative drops what fails with nowhere to go. Classic queues have no delivery limit; there the
-dispatcher's growing pause before a requeue is the only brake.
+Delivery limit. The real broker gives each trigger queue a dead-letter exchange through a RabbitMQ policy
+(`dead-letter-exchange`: the trigger's, else the broker's); policies cannot be set over AMQP, so here it is a
+queue argument (`x-dead-letter-exchange`, at-least-once). A quorum trigger queue also carries
+`x-delivery-limit` (DELIVERY_LIMIT, 20: RabbitMQ 4's default for quorum queues, made explicit so RabbitMQ 3.x
+behaves the same): a message that keeps coming back without an outcome (the runner cannot publish its reply,
+is killed mid-delivery again and again) reaches the deadLetterSink instead of circling forever (3.x) or being
+silently dropped (4.x without a dead-letter exchange). A trigger without a deadLetterSink gets the limit too:
+the message is then dropped, as Knative drops what fails with nowhere to go. Classic queues have no delivery
+limit; there the dispatcher's growing pause before a requeue is the only brake.
 
 Queue generations. RabbitMQ refuses to redeclare a queue with other arguments (PRECONDITION_FAILED), and
 policies cannot be set over AMQP, so the trigger queues that carry the limit have new names: generation 2,
