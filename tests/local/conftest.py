@@ -19,6 +19,8 @@ from eco2.local.runner import LocalPack, RunnerOptions
 from tests.support import REDIS_TEST_URL, ROOT, free_port
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The `runner_process` fixture: starts `eco2 up` on a manifest root with an environment.
+RunnerProcess = Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]
 
 
 def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: Any) -> RunnerOptions:
@@ -84,7 +86,7 @@ def runner_env(state_dir: Path, prefix: str, ingress_port: int) -> dict[str, str
 
 
 @pytest.fixture
-def runner_process(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]]:
+def runner_process(tmp_path: Path) -> Iterator[RunnerProcess]:
     """`eco2 up` in a child process; stopped with Ctrl-C (SIGINT) at the end if a test left it running."""
     started: list[subprocess.Popen[bytes]] = []
 

@@ -73,7 +73,7 @@ def flaky_manifests(
     }
     if retry is not None:
         delivery["retry"] = retry
-    trigger = {
+    trigger: dict[str, Any] = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
         "metadata": {
@@ -90,7 +90,7 @@ def flaky_manifests(
     }
     triggers = [trigger]
     if vip_parallelism is not None:
-        vip = json.loads(json.dumps(trigger))
+        vip: dict[str, Any] = json.loads(json.dumps(trigger))
         vip["metadata"]["name"] = "flaky-vip"
         vip["metadata"]["annotations"]["rabbitmq.eventing.knative.dev/parallelism"] = str(vip_parallelism)
         vip["spec"]["filter"]["attributes"]["priority"] = "high"
@@ -113,12 +113,39 @@ async def send(pack: LocalPack, event_type: str, data: dict[str, Any], *, priori
     return event_id
 
 
+def child_settings(tmp_path: Path) -> tuple[str, int, dict[str, str]]:
+    """A throwaway topology prefix, an ingress port and the environment of an `eco2 up` child using them."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    ingress_port = free_port()
+    return prefix, ingress_port, runner_env(tmp_path / "state", prefix, ingress_port)
+
+
+async def until_ready(state_file: Path) -> None:
+    """Until an `eco2 up` child has written its state file: it is ready."""
+
+    async def ready() -> bool:
+        return state_file.exists()
+
+    await wait_for(ready, timeout=30, what="the runner")
+
+
+async def post_event(ingress_port: int, data: dict[str, Any]) -> str:
+    """A test.flaky event into the ingress of an `eco2 up` child; its id."""
+    event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, data)
+    headers, body = to_binary(event)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)
+    assert response.status_code == 202, response.text
+    return str(event["id"])
+
+
 async def attempts(redis_client: aioredis.Redis, event_id: str) -> int:
     return int(await redis_client.get(f"{FLAKY}:attempts:{event_id}") or 0)
 
 
 async def dead_letter(redis_client: aioredis.Redis, event_id: str) -> dict[str, str] | None:
-    for _, fields in await redis_client.xrange(keys.dead_letters()):
+    entries: list[tuple[str, dict[str, str]]] = await redis_client.xrange(keys.dead_letters()) or []  # type: ignore[assignment]
+    for _, fields in entries:
         attributes: dict[str, str] = json.loads(fields["attributes"])
         if attributes["id"] == event_id:
             return attributes
@@ -228,27 +255,18 @@ async def test_sigkill_during_backoff_loses_nothing(
     redis_client: aioredis.Redis,
 ) -> None:
     manifests = flaky_manifests(tmp_path / "m", retry=2, backoff="PT2S")
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    ingress_port = free_port()
-    env = runner_env(tmp_path / "state", prefix, ingress_port)
+    prefix, ingress_port, env = child_settings(tmp_path)
     first = runner_process(manifests, env)
     state_file = tmp_path / "state" / "runner.json"
-
-    async def ready() -> bool:
-        return state_file.exists()
-
-    await wait_for(ready, timeout=30, what="the runner")
-    event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, {"mode": "fail-once"})
-    headers, body = to_binary(event)
-    async with httpx.AsyncClient() as http:
-        assert (await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)).status_code == 202
-    await wait_for(lambda: attempts(redis_client, event["id"]), timeout=30, what="the failed first attempt")
+    await until_ready(state_file)
+    event_id = await post_event(ingress_port, {"mode": "fail-once"})
+    await wait_for(lambda: attempts(redis_client, event_id), timeout=30, what="the failed first attempt")
     first.kill()  # SIGKILL: the message is now only in the durable delay queue
     first.wait(timeout=10)
     state_file.unlink(missing_ok=True)
     second = runner_process(manifests, env)
-    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event['id']}"), timeout=40, what="the redelivery")
-    assert await attempts(redis_client, event["id"]) == 2
+    await wait_for(lambda: redis_client.get(f"{FLAKY}:done:{event_id}"), timeout=40, what="the redelivery")
+    assert await attempts(redis_client, event_id) == 2
     second.send_signal(signal.SIGINT)
     assert second.wait(timeout=30) == 0, "Ctrl-C shuts the runner down cleanly"
     pack = LocalPack(options(tmp_path / "cleanup", manifests, prefix))

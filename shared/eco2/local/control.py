@@ -1,9 +1,16 @@
-"""`eco2 up / status / down`: run the local pack in the foreground or detached, and report on it."""
+"""`eco2 up / status / down`: run the local pack in the foreground or detached, and report on it.
+
+`eco2 status` says how fresh what it shows is: whether the runner reached RabbitMQ and Redis at its last
+check and when that was, how old the state file and the queue depths are (depths kept from before an outage
+are shown with their age, never as current), and the dead letters recorded in Redis (count by function and
+reason, newest first), which the dead-letter queues' depth cannot show since they are drained at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,10 +21,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from eco2 import keys
+from eco2.local.dead_letter_report import read_dead_letters
 from eco2.local.runner import DependencyMissing, LocalPack, RunnerOptions, run_until_stopped
 from eco2.manifests import ManifestError
+from eco2.observability import configure_logging
 
 console = Console()
+# A state file older than this means the runner is not writing it: stuck, or its event loop is blocked.
+STALE_AFTER = 5.0
 
 
 def read_state(options: RunnerOptions) -> dict[str, Any] | None:
@@ -49,7 +61,16 @@ def up_foreground(options: RunnerOptions) -> int:
     except ManifestError as exc:
         console.print(f"[red]manifest error:[/] {exc}")
         return 2
+    configure_runner_logging(os.environ.get("LOG_LEVEL") or "INFO")
     return asyncio.run(_serve(pack))
+
+
+def configure_runner_logging(level: str) -> None:
+    """JSON lines on stderr (`.eco2/runner.log` when detached), as the functions log: retries, requeues, dead
+    letters and housekeeping failures with their fields. Not one line per HTTP delivery: httpx stays quiet."""
+    configure_logging("eco2-runner", level.upper())
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 async def _serve(pack: LocalPack) -> int:
@@ -124,7 +145,73 @@ def down(options: RunnerOptions, timeout: float = 30.0) -> int:
     return 0
 
 
-def print_status(state: dict[str, Any]) -> None:
+def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """Reachability and the age of every figure, as of now (the state file holds timestamps, not ages)."""
+    now = time.time() if now is None else now
+
+    def age(at: object) -> float | None:
+        return round(now - at, 1) if isinstance(at, int | float) else None
+
+    def probe(raw: object) -> dict[str, Any]:
+        info = raw if isinstance(raw, dict) else {}
+        return {
+            "reachable": bool(info.get("reachable")),
+            "checked_age_seconds": age(info.get("checked_at")),
+            "error": info.get("error") if isinstance(raw, dict) else "not reported by this runner",
+        }
+
+    raw_queues = state.get("queues_read")
+    queues: dict[str, Any] = raw_queues if isinstance(raw_queues, dict) else {}
+    broker, redis = probe(state.get("broker_health")), probe(state.get("redis_health"))
+    state_age = age(state.get("updated_at"))
+    return {
+        "healthy": broker["reachable"] and redis["reachable"] and state_age is not None and state_age < STALE_AFTER,
+        "state_age_seconds": state_age,
+        "broker": broker,
+        "redis": redis,
+        "queues_read": {
+            "ok": bool(queues.get("ok")),
+            "age_seconds": age(queues.get("read_at")),
+            "error": queues.get("error"),
+        },
+        "functions_age_seconds": age(state.get("functions_read_at", state.get("updated_at"))),
+    }
+
+
+def _print_health(report: dict[str, Any]) -> None:
+    for name in ("broker", "redis"):
+        probe = report[name]
+        checked = f"(checked {probe['checked_age_seconds']}s ago)"
+        if probe["reachable"]:
+            console.print(f"  {name:<8} reachable {checked}")
+        else:
+            console.print(f"  {name:<8} [red]UNREACHABLE[/] {probe['error'] or ''} {checked}")
+    age = report["state_age_seconds"]
+    if age is None or age >= STALE_AFTER:
+        console.print(f"  [red]state written {age}s ago: the runner is not updating it; the figures below are old[/]")
+    queues = report["queues_read"]
+    if not queues["ok"]:
+        read = f"queue depths below were read {queues['age_seconds']}s ago"
+        console.print(f"  [yellow]{read}[/]; the last read failed: {queues['error']}")
+
+
+def _print_dead_letters(letters: dict[str, Any]) -> None:
+    if letters.get("error"):
+        console.print(f"  [yellow]dead letters: cannot read them from Redis ({letters['error']})[/]")
+        return
+    if not letters.get("total"):
+        console.print("  dead letters: none recorded")
+        return
+    where = f"Redis stream {keys.dead_letters()}; newest first"
+    console.print(f"  [red]dead letters: {letters['total']} recorded[/] ({where})")
+    table = Table("function", "reason", "count", "newest")
+    now = time.time()
+    for group in letters.get("groups", []):
+        table.add_row(group["function"], group["reason"], str(group["count"]), f"{now - group['newest_at']:.0f}s ago")
+    console.print(table)
+
+
+def print_status(state: dict[str, Any], dead_letters: dict[str, Any] | None = None) -> None:
     console.print(f"[bold]Eco² pack[/] (runner pid {state.get('pid')})")
     console.print(f"  redis    {state.get('redis')}")
     console.print(f"  rabbitmq {state.get('amqp')}")
@@ -140,6 +227,8 @@ def print_status(state: dict[str, Any]) -> None:
         console.print(f"  starts   forked from the template process (pid {template.get('pid')})")
     else:
         console.print("  starts   fresh interpreters" + (" [yellow](the template is gone)[/]" if template else ""))
+    if "updated_at" in state:
+        _print_health(health(state))
     table = Table("function", "replicas", "scale", "urls", "cold starts")
     for name, info in sorted(state.get("functions", {}).items()):
         urls = ", ".join(r["url"] for r in info.get("replicas", [])) or "(scaled to zero)"
@@ -157,6 +246,8 @@ def print_status(state: dict[str, Any]) -> None:
         for name, count in sorted(queues.items()):
             depth.add_row(name + ("  [red](dead letters)[/]" if name.endswith(".dlq") and count else ""), str(count))
         console.print(depth)
+    if dead_letters is not None:
+        _print_dead_letters(dead_letters)
 
 
 def status(options: RunnerOptions, as_json: bool) -> int:
@@ -167,9 +258,12 @@ def status(options: RunnerOptions, as_json: bool) -> int:
         else:
             console.print("the pack is not running (start it with `eco2 up --detach`)")
         return 1
+    letters = read_dead_letters(str(state.get("redis") or options.redis_url), list(state.get("routes") or []))
     if as_json:
+        report = health(state)
         endpoints = {
             "running": True,
+            **report,
             "gateway": state.get("gateway"),
             "ingress": state.get("ingress"),
             "model": state.get("model"),
@@ -178,10 +272,11 @@ def status(options: RunnerOptions, as_json: bool) -> int:
                 for name, info in state.get("functions", {}).items()
             },
             "queues": state.get("queues", {}),
+            "dead_letters": letters,
         }
         print(json.dumps(endpoints, indent=2))
     else:
-        print_status(state)
+        print_status(state, letters)
     return 0
 
 

@@ -3,6 +3,13 @@
 A message is acked only after its outcome is durable: the reply published (with a publisher confirm), the
 retry parked in its delay queue, or the dead letter published. A runner killed at any point leaves the
 message either unacked (redelivered) or already safe in a queue.
+
+When the outcome cannot be made durable (the broker is back but the publisher channel is not yet, a publish
+fails), the message is given back (nack, requeue) only after a pause that grows with the consumer's run of
+such failures (Backoff: 0.5 s, doubling, at most 30 s) and once the publisher channel is open again, so a
+broker hiccup never turns into a hot redelivery loop; the trigger queue's delivery limit (eco2.local.topology)
+sends a message that never gets an outcome to the deadLetterSink. Each retry, requeue and dead letter is
+logged with the event's id, type, attempt, the status or error, and the delay chosen; successes are not.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import from_http
 
+from eco2.local.health import wait_open
 from eco2.local.messages import (
     attempt_of,
     attributes_of,
@@ -30,13 +38,15 @@ from eco2.local.messages import (
 )
 from eco2.local.metrics import RunnerMetrics
 from eco2.local.topology import TriggerTopology
-from eco2.manifests import DeliverySpec
+from eco2.manifests import backoff_seconds
 
 log = logging.getLogger("eco2.local.dispatcher")
 # Knative retries these 4xx codes like 5xx; every other 4xx goes straight to the dead-letter sink.
 RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 ERROR_DATA_LIMIT = 1024
 DEFAULT_TIMEOUT = 60.0
+PAUSE_FIRST = 0.5
+PAUSE_MAX = 30.0
 
 
 class Outcome(StrEnum):
@@ -51,6 +61,34 @@ class Outcome(StrEnum):
 class Endpoint:
     url: str
     release: Callable[[], None]
+
+
+class Backoff:
+    """A pause that doubles with each failure in a row, up to `longest`; a success starts it over."""
+
+    def __init__(self, first: float = PAUSE_FIRST, longest: float = PAUSE_MAX) -> None:
+        self.first = first
+        self.longest = longest
+        self.failures = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return min(self.longest, self.first * 2.0 ** min(self.failures - 1, 30))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def event_fields(message: AbstractIncomingMessage) -> dict[str, object]:
+    """What a log line needs to trace one delivery of an event."""
+    headers = message.headers or {}
+    return {
+        "event_id": message.message_id or str(headers.get("id", "")),
+        "event_type": str(headers.get("type", "")),
+        "attempt": attempt_of(message),
+        "redelivered": bool(message.redelivered),
+        "delivery_count": headers.get("x-delivery-count"),
+    }
 
 
 # Given a Service name, a ready endpoint for one request (may cold-start a process and wait for it).
@@ -81,8 +119,12 @@ async def deliver(
     service: str,
     message: AbstractIncomingMessage,
     timeout: float,
+    *,
+    extra_headers: dict[str, str] | None = None,
 ) -> Attempt:
     headers, body = http_request(message)
+    if extra_headers:
+        headers.update(extra_headers)
     try:
         endpoint = await endpoints(service)
     except Exception as exc:  # a function that cannot start is a failed delivery, retried like a 503
@@ -115,6 +157,7 @@ class TriggerConsumer:
         http: httpx.AsyncClient,
         metrics: RunnerMetrics,
         default_timeout: float = DEFAULT_TIMEOUT,
+        pause_max: float = PAUSE_MAX,
     ) -> None:
         self.plan = plan
         self._channel = channel
@@ -127,6 +170,7 @@ class TriggerConsumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._backoff = Backoff(longest=pause_max)
 
     @property
     def name(self) -> str:
@@ -145,6 +189,9 @@ class TriggerConsumer:
                 await self._queue.cancel(self._tag)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace_seconds)
+        # Still running (a pause before a requeue, a slow subscriber): unacked, so RabbitMQ redelivers them.
+        for task in list(self._inflight):
+            task.cancel()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -152,18 +199,37 @@ class TriggerConsumer:
             self._inflight.add(task)
         try:
             outcome = await self.handle(message)
+            self._backoff.reset()
             self._metrics.deliveries.labels(self.name, outcome.value).inc()
-        except Exception:
-            # The outcome could not be made durable (broker connection lost mid-publish): leave the message
-            # to RabbitMQ, which redelivers it; never ack what was not handled.
-            log.exception(
-                "delivery not completed; the message will be redelivered", extra={"fields": {"trigger": self.name}}
-            )
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+        except Exception as exc:
+            await self._give_back(message, exc)
         finally:
             if task is not None:
                 self._inflight.discard(task)
+
+    async def _give_back(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        """The outcome could not be made durable: pause, wait for the publisher, then let RabbitMQ redeliver.
+
+        Never ack what was not handled. The message stays unacked meanwhile, so prefetch keeps this consumer
+        from taking more while the broker is in trouble.
+        """
+        pause = self._backoff.next()
+        self._metrics.deliveries.labels(self.name, "requeued").inc()
+        log.warning(
+            "delivery not completed; the message goes back to the queue after a pause",
+            extra={
+                "fields": {
+                    "trigger": self.name,
+                    **event_fields(message),
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                    "pause_seconds": pause,
+                }
+            },
+        )
+        await asyncio.sleep(pause)
+        await wait_open(self._publisher, self._backoff.longest)
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
 
     async def handle(self, message: AbstractIncomingMessage) -> Outcome:
         published = published_at_of(message)
@@ -175,7 +241,7 @@ class TriggerConsumer:
         if attempt.ok:
             outcome = await self._publish_reply(attempt)
         elif attempt.retryable and self._may_retry(message):
-            await self._park_for_retry(message)
+            await self._park_for_retry(message, attempt)
             outcome = Outcome.RETRIED
         else:
             outcome = await self._dead_letter(message, attempt)
@@ -201,8 +267,12 @@ class TriggerConsumer:
         delivery = self.plan.delivery
         return delivery is not None and attempt_of(message) < delivery.retry
 
-    async def _park_for_retry(self, message: AbstractIncomingMessage) -> None:
+    async def _park_for_retry(self, message: AbstractIncomingMessage, failed: Attempt) -> None:
         attempt = attempt_of(message) + 1
+        assert self.plan.delivery is not None
+        delay = backoff_seconds(self.plan.delivery, attempt)
+        fields = {**self._failure(message, failed, delay), "retry": attempt, "retries": self.plan.delivery.retry}
+        log.info("delivery failed; retrying after the backoff", extra={"fields": fields})
         parked = with_bookkeeping(
             message.body, attributes_of(message), message.content_type, attempt=attempt, published_at=None
         )
@@ -211,8 +281,11 @@ class TriggerConsumer:
 
     async def _dead_letter(self, message: AbstractIncomingMessage, attempt: Attempt) -> Outcome:
         if self.plan.dead_letter_exchange is None:
-            log.warning("event dropped: failed with no dead-letter sink", extra={"fields": {"trigger": self.name}})
+            log.warning(
+                "event dropped: failed with no dead-letter sink", extra={"fields": self._failure(message, attempt)}
+            )
             return Outcome.DROPPED
+        log.warning("delivery failed; dead-lettered", extra={"fields": self._failure(message, attempt)})
         attributes = {
             **attributes_of(message),
             "knativeerrordest": attempt.url,
@@ -224,57 +297,18 @@ class TriggerConsumer:
         await exchange.publish(letter, routing_key="")
         return Outcome.DEAD_LETTERED
 
+    def _failure(
+        self, message: AbstractIncomingMessage, attempt: Attempt, delay: float | None = None
+    ) -> dict[str, object]:
+        fields = {"trigger": self.name, **event_fields(message), "status": attempt.status, "url": attempt.url}
+        if attempt.error:
+            fields["error"] = attempt.error
+        if delay is not None:
+            fields["delay_seconds"] = delay
+        return fields
+
 
 def _error_data(attempt: Attempt) -> str:
     if attempt.response is not None:
         return attempt.response.text[:ERROR_DATA_LIMIT]
     return attempt.error[:ERROR_DATA_LIMIT]
-
-
-class DeadLetterConsumer:
-    """Delivers a Trigger's dead letters to its deadLetterSink; a failing sink keeps them queued, never lost."""
-
-    def __init__(
-        self,
-        plan: TriggerTopology,
-        delivery: DeliverySpec,
-        *,
-        channel: AbstractChannel,
-        endpoints: EndpointSource,
-        http: httpx.AsyncClient,
-        metrics: RunnerMetrics,
-        retry_pause: float = 1.0,
-    ) -> None:
-        assert plan.dead_letter_queue is not None
-        assert delivery.dead_letter_service is not None
-        self.plan = plan
-        self._service = delivery.dead_letter_service
-        self._channel = channel
-        self._endpoints = endpoints
-        self._http = http
-        self._metrics = metrics
-        self._pause = retry_pause
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-
-    async def start(self) -> None:
-        await self._channel.set_qos(prefetch_count=1)
-        self._queue = await self._channel.get_queue(self.plan.dead_letter_queue or "")
-        self._tag = await self._queue.consume(self._on_message)
-
-    async def stop(self) -> None:
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        attempt = await deliver(self._http, self._endpoints, self._service, message, DEFAULT_TIMEOUT)
-        if attempt.ok or not attempt.retryable:
-            # A sink that refuses a letter outright (4xx) will refuse it forever; it is logged and dropped.
-            if not attempt.ok:
-                log.error("dead-letter sink refused a letter", extra={"fields": {"status": attempt.status}})
-            await message.ack()
-            self._metrics.deliveries.labels(f"{self.plan.trigger.name}.dlq", "acked").inc()
-            return
-        await asyncio.sleep(self._pause)
-        await message.nack(requeue=True)

@@ -1,8 +1,13 @@
-"""The broker ingress: accepts CloudEvents over HTTP and publishes them persistently, 202 only after the confirm."""
+"""The broker ingress: accepts CloudEvents over HTTP and publishes them persistently, 202 only after the confirm.
+
+`/healthz` is liveness (the process answers); `/readyz` is readiness: 503 while the broker connection or the
+publisher channel is down, when a POST would only get a 503 too.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractExchange
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,11 +21,14 @@ from eco2.errors import BadRequest, error_response
 from eco2.local.messages import to_message
 from eco2.local.metrics import RunnerMetrics
 
+# Why the ingress cannot publish right now, or None when it can.
+Readiness = Callable[[], str | None]
+
 log = logging.getLogger("eco2.local.ingress")
 MAX_EVENT_BYTES = 512 * 1024
 
 
-def create_ingress(exchange: AbstractExchange, metrics: RunnerMetrics) -> Starlette:
+def create_ingress(exchange: AbstractExchange, metrics: RunnerMetrics, readiness: Readiness | None = None) -> Starlette:
     async def accept(request: Request) -> Response:
         try:
             event = decode(request.headers, await read_body(request, MAX_EVENT_BYTES))
@@ -40,6 +48,12 @@ def create_ingress(exchange: AbstractExchange, metrics: RunnerMetrics) -> Starle
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "component": "ingress"})
 
+    async def ready(_: Request) -> Response:
+        problem = readiness() if readiness is not None else None
+        if problem is not None:
+            return JSONResponse({"error": "broker_unavailable", "message": problem}, 503)
+        return JSONResponse({"status": "ready", "component": "ingress"})
+
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -49,6 +63,7 @@ def create_ingress(exchange: AbstractExchange, metrics: RunnerMetrics) -> Starle
             # Knative's broker ingress path is /<namespace>/<broker>; accept it too so K_SINK URLs carry over.
             Route("/{namespace}/{broker}", accept, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
         ]
     )

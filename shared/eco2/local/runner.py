@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -19,14 +18,18 @@ import aio_pika
 import httpx
 import redis.asyncio as aioredis
 import uvicorn
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from eco2.local.dispatcher import DeadLetterConsumer, Endpoint, TriggerConsumer
+from eco2.local.deadletters import DeadLetterConsumer
+from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
+from eco2.local.health import broker_problem
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
+from eco2.local.migration import migrate_legacy_queues
 from eco2.local.processes import die_with_parent
 from eco2.local.replicas import FunctionPool, wait_healthy
-from eco2.local.topology import Topology
+from eco2.local.state import StateReporter
+from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
 
 log = logging.getLogger("eco2.local.runner")
@@ -52,6 +55,11 @@ class RunnerOptions:
     state_dir: Path | None = None
     reap_interval: float = 1.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Deliveries of one message without an outcome before RabbitMQ dead-letters it (quorum trigger queues);
+    # a queue's arguments cannot change, so this is for throwaway topologies (tests) only.
+    delivery_limit: int = DELIVERY_LIMIT
+    # The longest pause before a message whose outcome could not be made durable goes back to its queue.
+    pause_max: float = PAUSE_MAX
 
     @classmethod
     def from_env(cls, root: Path, env: dict[str, str]) -> RunnerOptions:
@@ -78,12 +86,14 @@ class LocalPack:
     def __init__(self, options: RunnerOptions) -> None:
         self.options = options
         self.manifests = Manifests.load(options.manifests_dir or options.root)
-        self.topology = Topology.plan(self.manifests, options.prefix)
+        self.topology = Topology.plan(self.manifests, options.prefix, delivery_limit=options.delivery_limit)
         self.metrics = RunnerMetrics()
         self.pools: dict[str, FunctionPool] = {}
         self._consumers: list[TriggerConsumer] = []
         self._dead_letter_consumers: list[DeadLetterConsumer] = []
         self._connection: AbstractRobustConnection | None = None
+        self.publisher: AbstractChannel | None = None  # publisher confirms: the ingress's and every reply's
+        self.state = StateReporter(options.state_path, self.topology, options.redis_url)
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
         self._ingress: uvicorn.Server | None = None
         self._ingress_task: asyncio.Task[None] | None = None
@@ -105,10 +115,14 @@ class LocalPack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         await self._start_model()
-        self._connection = await aio_pika.connect_robust(self.options.amqp_url)
+        # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.
+        self._connection = await aio_pika.connect_robust(
+            self.options.amqp_url, client_properties={"connection_name": f"eco2-runner {self.options.prefix}"}
+        )
         setup_channel = await self._connection.channel()
         exchange = await self.topology.declare(setup_channel, self.state_dir / f"bindings-{self.options.prefix}.json")
-        publisher = await self._connection.channel(publisher_confirms=True)
+        await migrate_legacy_queues(self.options.amqp_url, self.topology)
+        publisher = self.publisher = await self._connection.channel(publisher_confirms=True)
         broker_exchange = await publisher.get_exchange(exchange.name)
         self._build_pools()
         await self._start_ingress(broker_exchange)
@@ -177,9 +191,13 @@ class LocalPack:
         await wait_healthy(self._http, url, self._standin)
         self.model_url = url
 
+    def readiness(self) -> str | None:
+        """Why the ingress cannot take events now (the broker connection or the publisher is down), or None."""
+        return broker_problem(self._connection, self.publisher)
+
     async def _start_ingress(self, exchange: Any) -> None:
         config = uvicorn.Config(
-            create_ingress(exchange, self.metrics),
+            create_ingress(exchange, self.metrics, self.readiness),
             host=self.options.host,
             port=self.options.ingress_port,
             log_level="warning",
@@ -213,6 +231,7 @@ class LocalPack:
                 endpoints=self.endpoint,
                 http=self._http,
                 metrics=self.metrics,
+                pause_max=self.options.pause_max,
             )
             await consumer.start()
             self._consumers.append(consumer)
@@ -231,20 +250,21 @@ class LocalPack:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(self.options.reap_interval)
-            for pool in self.pools.values():
-                with contextlib.suppress(Exception):
-                    await pool.reap_idle()
-            with contextlib.suppress(Exception):
-                await self.write_state(ready=True)
+            await self.housekeeping_tick()
 
-    async def queue_depths(self) -> dict[str, int]:
-        if self._connection is None:
-            return {}
-        channel = await self._connection.channel()
+    async def housekeeping_tick(self) -> None:
+        """Reap idle processes and write the state; a failure is logged and the next tick tries again."""
+        for name, pool in self.pools.items():
+            try:
+                await pool.reap_idle()
+            except Exception:
+                log.exception("housekeeping: reaping idle processes failed", extra={"fields": {"function": name}})
         try:
-            return await self.topology.depths(channel)
-        finally:
-            await channel.close()
+            await self.write_state(ready=True)
+        except Exception:
+            log.exception(
+                "housekeeping: writing the state file failed", extra={"fields": {"path": str(self.options.state_path)}}
+            )
 
     def snapshot(self) -> dict[str, Any]:
         gateway = self.pools.get("gateway")
@@ -259,18 +279,16 @@ class LocalPack:
             "model": self.model_url,
             "model_is_standin": self._standin is not None,
             "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
+            # Which function a dead letter's event was for (`eco2 status` groups the recorded letters by it).
+            "routes": [
+                {"function": plan.trigger.subscriber_service, "filter": plan.trigger.filter_attributes}
+                for plan in self.topology.triggers.values()
+            ],
         }
 
     async def write_state(self, *, ready: bool) -> None:
-        state = {
-            **self.snapshot(),
-            "ready": ready,
-            "queues": await self.queue_depths(),
-            "updated_at": time.time(),
-        }
-        tmp = self.options.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.options.state_path)
+        await self.state.refresh(self._connection, self.publisher)
+        self.state.write(self.snapshot(), ready=ready)
 
     async def stop(self) -> None:
         for consumer in self._consumers:
@@ -292,6 +310,7 @@ class LocalPack:
         if self._connection is not None:
             await self._connection.close()
         await self._http.aclose()
+        await self.state.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.options.state_path.unlink()
 
