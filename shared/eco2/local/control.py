@@ -222,11 +222,6 @@ def print_status(state: dict[str, Any], dead_letters: dict[str, Any] | None = No
     if model:
         tag = " [yellow](STAND-IN model server, not a real model)[/]" if state.get("model_is_standin") else ""
         console.print(f"  model    {model}{tag}")
-    template = state.get("template")
-    if template and template.get("available"):
-        console.print(f"  starts   forked from the template process (pid {template.get('pid')})")
-    else:
-        console.print("  starts   fresh interpreters" + (" [yellow](the template is gone)[/]" if template else ""))
     if "updated_at" in state:
         _print_health(health(state))
     table = Table("function", "replicas", "scale", "urls", "cold starts")

@@ -28,14 +28,14 @@ class RunnerMetrics:
         )
         self.cold_starts = Counter(
             "eco2_runner_cold_starts_total",
-            "Function processes started, by how: forked from the template or a fresh interpreter",
-            ["function", "via"],
+            "Function processes started (each the manifest's command, a fresh interpreter)",
+            ["function"],
             registry=self.registry,
         )
         self.cold_start_seconds = Histogram(
             "eco2_runner_cold_start_seconds",
-            "Spawn → healthy of a function process",
-            ["function", "via"],
+            "Spawn → ready of a function process",
+            ["function"],
             registry=self.registry,
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
         )
@@ -43,6 +43,6 @@ class RunnerMetrics:
             "eco2_runner_replicas", "Running function processes", ["function"], registry=self.registry
         )
 
-    def cold_start(self, function: str, seconds: float, via: str) -> None:
-        self.cold_starts.labels(function, via).inc()
-        self.cold_start_seconds.labels(function, via).observe(seconds)
+    def cold_start(self, function: str, seconds: float) -> None:
+        self.cold_starts.labels(function).inc()
+        self.cold_start_seconds.labels(function).observe(seconds)

@@ -173,7 +173,7 @@ class FunctionPool:
             raise
         replica.ready = True
         self.cold_starts += 1
-        self._metrics.cold_start(self.name, time.perf_counter() - spawn, "interpreter")
+        self._metrics.cold_start(self.name, time.perf_counter() - spawn)
         self._metrics.replicas.labels(self.name).set(len(self.replicas))
         log.info("replica up", extra={"fields": {"function": self.name, "port": port, "pid": process.pid}})
         return replica
