@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from cloudevents.conversion import to_binary
@@ -92,11 +92,11 @@ class EventFunction(Generic[R]):
 
         self.handle_http = handle_http
 
-    async def start(self, env: dict[str, str] | None = None) -> R:
+    async def start(self, env: Mapping[str, str] | None = None) -> R:
         """Build settings and resources once; concurrent first requests share the one build."""
         async with self._lock:
             if self._resources is None:
-                settings = Settings.from_env(dict(os.environ) if env is None else env, self.name)
+                settings = Settings.from_env(os.environ if env is None else env, self.name)
                 self._resources = await self._setup(settings)
                 self._settings = settings
             return self._resources
@@ -265,14 +265,14 @@ def _describe(exc: CloudEventError) -> str:
 class ServedFunction(Protocol):
     """What `eco2 serve` needs of the `function` object in `functions/<name>/main.py` (beside `handle_http`).
 
-    `start` builds the per-process resources (idempotent); `stop` closes them.
-    `fast_http` picks uvloop + httptools over asyncio + h11.
+    `start` builds the per-process resources (idempotent) from `env` (default: the process environment);
+    `stop` closes them. `fast_http` picks uvloop + httptools over asyncio + h11.
     """
 
     name: str
     fast_http: ClassVar[bool]
 
-    async def start(self) -> object: ...
+    async def start(self, env: Mapping[str, str] | None = None) -> object: ...
 
     async def stop(self) -> None: ...
 
