@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
 from tests.gateway.conftest import Gateway
@@ -124,10 +125,22 @@ async def test_the_events_of_a_finished_job_replay_and_close(gateway: Gateway) -
     }
 
 
-async def test_categories_come_from_the_rule_book(gateway: Gateway) -> None:
+async def test_categories_are_the_apps_bare_array_from_the_rule_book(gateway: Gateway) -> None:
+    """D14: the Eco² app reads a bare array of {id, name, display_name, instructions}."""
     response = await gateway.client.get("/api/v1/scan/categories")
     assert response.status_code == 200
-    assert response.json() == {"categories": RuleBook.load().categories()}
+    served = response.json()
+    assert isinstance(served, list)
+    book = RuleBook.load().categories()
+    assert [c["id"] for c in served] == [c["rule_id"] for c in book]
+    for category, rule in zip(served, book, strict=True):
+        assert category["name"] == (rule["middle_category"] or rule["major_category"])
+        assert category["display_name"] == rule["display_name"]
+        assert category["instructions"] == rule["steps"]
+        assert all(isinstance(step, str) and step for step in category["instructions"])
+        models.Category.model_validate(category)  # what openapi.json promises
+    pet = next(c for c in served if c["id"] == "recyclable_clear_pet")
+    assert pet["name"] == "무색페트병"
 
 
 async def test_health_and_metrics(gateway: Gateway) -> None:
@@ -146,7 +159,7 @@ async def test_the_served_openapi_document_is_the_repo_file(gateway: Gateway) ->
     served = (await gateway.client.get("/openapi.json")).json()
     kept = (ROOT / "openapi.json").read_text(encoding="utf-8")
     assert served == json.loads(kept)
-    assert kept == render(), "regenerate: python -m eco2.gateway.openapi > openapi.json"
+    assert kept == render(), "regenerate: python -m eco2.gateway.openapi --write"
     assert set(served["paths"]) >= {
         "/api/v1/scan",
         "/api/v1/scan/{job_id}/result",
