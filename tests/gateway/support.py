@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent, from_http
 
 from eco2.gateway.auth import issue_token
-from eco2.gateway.sse_client import SseMessage, aparse
+from eco2.gateway.sse_client import SseMessage, amessages
 from eco2.jobs import JobStatus, JobStore, Stage
 
 SECRET = "gateway-tests-secret-0123456789abcdef0123456789"
@@ -136,7 +136,7 @@ async def read_stream(
     messages: list[SseMessage] = []
     async with asyncio.timeout(timeout), client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
-        async for message in aparse(response.aiter_lines()):
+        async for message in amessages(response):
             messages.append(message)
     return messages
 
@@ -147,7 +147,7 @@ async def open_stream(
     request = client.build_request("GET", url, headers=headers)
     response = await client.send(request, stream=True)
     assert response.status_code == 200, await response.aread()
-    return response, aparse(response.aiter_lines())
+    return response, amessages(response)
 
 
 async def metric(client: httpx.AsyncClient, name: str) -> float:

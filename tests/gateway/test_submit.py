@@ -20,8 +20,9 @@ from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
 
 async def jobs_of(redis: aioredis.Redis, user: str) -> list[str]:
     """Ids of the jobs in Redis that belong to `user`."""
-    found = []
-    for key in await redis.keys(keys.job("*")):
+    found: list[str] = []
+    for raw in await redis.keys(keys.job("*")):
+        key = str(raw)
         if key.count(":") == 2 and await redis.hget(key, "user_id") == user:
             found.append(key.rsplit(":", 1)[1])
     return found
@@ -164,7 +165,7 @@ async def test_a_bad_idempotency_key_is_400(gateway: Gateway, key: str) -> None:
     response = await gateway.client.post(
         "/api/v1/scan",
         json={"image_url": PUBLIC_IMAGE},
-        headers={**bearer(), "X-Idempotency-Key": key.encode()},
+        headers=[(name.encode(), value.encode()) for name, value in {**bearer(), "X-Idempotency-Key": key}.items()],
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_idempotency_key"
@@ -207,7 +208,9 @@ async def test_a_supported_model_is_passed_on(gateway: Gateway, sink: RecordingS
         "/api/v1/scan", json={"image_url": PUBLIC_IMAGE, "model": "gpt-4.1"}, headers=bearer()
     )
     assert response.status_code == 202
-    assert sink.events()[0].event.get_data()["model"] == "gpt-4.1"
+    data = sink.events()[0].event.get_data()
+    assert isinstance(data, dict)
+    assert data["model"] == "gpt-4.1"
 
 
 async def test_a_body_over_16_kib_is_413(gateway: Gateway) -> None:

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings, SettingsError, env_float, env_int
+
+__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "origin_of"]
 
 log = logging.getLogger("eco2.gateway")
 
-# Used only when ECO2_ENV=development and no key is configured; logged loudly at start.
-DEV_JWT_SECRET = "eco2-development-secret-do-not-use-in-production"  # noqa: S105
 # HS256 keys shorter than this are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 # The stand-in model server's default sample origin, allowlisted in development.
