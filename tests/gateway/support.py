@@ -174,14 +174,24 @@ async def advance(store: JobStore, job_id: str, stages: tuple[Stage, ...], user:
         await store.transition(job_id, user, stage, JobStatus.RUNNING, message=f"{stage.value} 완료")
 
 
+DONE_MESSAGE = "완료되었어요"
+
+
 async def finish(store: JobStore, job_id: str, result: dict[str, Any], user: str = "user-1") -> None:
     """Play the reward function's last part: the job is done with `result`."""
+    stored = {"result": json.dumps(result, ensure_ascii=False)}
     await store.transition(
-        job_id,
-        user,
-        Stage.DONE,
-        JobStatus.DONE,
-        message="완료되었어요",
-        data={"result": result},
-        fields={"result": json.dumps(result, ensure_ascii=False)},
+        job_id, user, Stage.DONE, JobStatus.DONE, message=DONE_MESSAGE, data={"result": result}, fields=stored
     )
+
+
+def done_event(result: dict[str, Any]) -> dict[str, Any]:
+    """The data of the SSE message a job finished by `finish` ends its stream with."""
+    return {
+        "seq": 6,
+        "stage": "done",
+        "status": "done",
+        "progress": 100,
+        "message": DONE_MESSAGE,
+        "data": {"result": result},
+    }

@@ -12,7 +12,7 @@ from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
 from tests.gateway.conftest import Gateway
-from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, finish
+from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, done_event, finish
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = {
@@ -115,14 +115,7 @@ async def test_the_events_of_a_finished_job_replay_and_close(gateway: Gateway) -
     last = blocks[-1].splitlines()
     assert last[:2] == ["id: 6", "event: done"]
     data = json.loads(last[2].removeprefix("data: "))
-    assert data == {
-        "seq": 6,
-        "stage": "done",
-        "status": "done",
-        "progress": 100,
-        "message": "완료되었어요",
-        "data": {"result": RESULT},
-    }
+    assert data == done_event(RESULT)
 
 
 async def test_categories_are_the_apps_bare_array_from_the_rule_book(gateway: Gateway) -> None:

@@ -19,6 +19,7 @@ from tests.gateway.support import (
     TERMINAL,
     advance,
     bearer,
+    done_event,
     finish,
     gateway_connections,
     metric,
@@ -70,14 +71,7 @@ async def test_replay_then_live_events_in_order_and_the_stream_closes_after_done
         ("6", "done", 100),
     ]
     last = received[-1].json()
-    assert last == {
-        "seq": 6,
-        "stage": "done",
-        "status": "done",
-        "progress": 100,
-        "message": "완료되었어요",
-        "data": {"result": RESULT},
-    }
+    assert last == done_event(RESULT)
     assert [m.json()["seq"] for m in received] == [int(m.id or 0) for m in received]
     await wait_for(lambda: sse_clients(live, 0), what="the stream to be released")
 

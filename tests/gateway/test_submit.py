@@ -38,12 +38,8 @@ async def test_submit_answers_202_and_sends_a_binary_scan_requested(gateway: Gat
     assert response.status_code == 202, response.text
     body = response.json()
     job_id = body["job_id"]
-    assert body == {
-        "job_id": job_id,
-        "stream_url": f"/api/v1/scan/{job_id}/events",
-        "result_url": f"/api/v1/scan/{job_id}/result",
-        "status": "queued",
-    }
+    urls = {"stream_url": f"/api/v1/scan/{job_id}/events", "result_url": f"/api/v1/scan/{job_id}/result"}
+    assert body == {"job_id": job_id, **urls, "status": "queued"}
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
     [received] = sink.events()
     assert received.headers["ce-type"] == EventType.SCAN_REQUESTED

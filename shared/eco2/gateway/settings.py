@@ -147,9 +147,7 @@ class GatewaySettings:
             outbox_backoff_seconds=env_float(
                 env, "ECO2_OUTBOX_BACKOFF_SECONDS", cls.outbox_backoff_seconds, minimum=0.01
             ),
-            outbox_backoff_cap_seconds=env_float(
-                env, "ECO2_OUTBOX_BACKOFF_CAP_SECONDS", cls.outbox_backoff_cap_seconds, minimum=0.01
-            ),
+            outbox_backoff_cap_seconds=env_float(env, "ECO2_OUTBOX_BACKOFF_CAP_SECONDS", 30.0, minimum=0.01),
             instance=_instance(env.get("ECO2_GATEWAY_INSTANCE")),
             image_url_allowlist=allowlist,
             image_url_trusted=trusted,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 
 from eco2.errors import StoreUnavailable
 from eco2.gateway.metrics import GatewayMetrics
@@ -16,25 +17,16 @@ log = logging.getLogger("eco2.gateway.outbox")
 BATCH = 50
 
 
+@dataclass
 class Sweeper:
-    def __init__(
-        self,
-        outbox: Outbox,
-        sink: EventSink,
-        metrics: GatewayMetrics,
-        *,
-        interval_seconds: float,
-        backoff_seconds: float,
-        backoff_cap_seconds: float,
-    ) -> None:
-        self._outbox = outbox
-        self._sink = sink
-        self._metrics = metrics
-        self._interval = interval_seconds
-        self._backoff = backoff_seconds
-        self._cap = backoff_cap_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+    outbox: Outbox
+    sink: EventSink
+    metrics: GatewayMetrics
+    interval_seconds: float
+    backoff_seconds: float
+    backoff_cap_seconds: float
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def start(self) -> None:
         self._stopping.clear()
@@ -49,7 +41,7 @@ class Sweeper:
 
     def backoff(self, attempts: int) -> float:
         """Seconds until the next try after `attempts` failed ones: doubling from the base, capped."""
-        return float(min(self._cap, self._backoff * 2 ** min(max(0, attempts - 1), 30)))
+        return float(min(self.backoff_cap_seconds, self.backoff_seconds * 2 ** min(max(0, attempts - 1), 30)))
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -63,23 +55,23 @@ class Sweeper:
                 claimed = 0
             if claimed < BATCH:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._interval)
+                    await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
 
     async def sweep_once(self) -> int:
         """Send every due entry once; returns how many were claimed."""
-        claimed = await self._outbox.claim(BATCH)
+        claimed = await self.outbox.claim(BATCH)
         if claimed:
             await asyncio.gather(*(self._resend(pending) for pending in claimed))
-        self._metrics.outbox_depth.set(await self._outbox.depth())
+        self.metrics.outbox_depth.set(await self.outbox.depth())
         return len(claimed)
 
     async def _resend(self, pending: Pending) -> None:
-        outcome = await self._sink.send(pending.headers, pending.body)
-        self._metrics.sink_sends.labels("outbox", outcome.value).inc()
+        outcome = await self.sink.send(pending.headers, pending.body)
+        self.metrics.sink_sends.labels("outbox", outcome.value).inc()
         fields = {"job_id": pending.job_id, "outcome": outcome.value, "attempts": pending.attempts}
         if outcome is SendOutcome.OK:
-            await self._outbox.remove(pending.job_id)
+            await self.outbox.remove(pending.job_id)
             log.info("outbox entry delivered", extra={"fields": fields})
         else:
-            await self._outbox.retry_later(pending.job_id, self.backoff(pending.attempts))
+            await self.outbox.retry_later(pending.job_id, self.backoff(pending.attempts))
             log.warning("outbox entry not delivered yet", extra={"fields": fields})
