@@ -117,7 +117,7 @@ async def test_a3_a_store_failure_after_the_send_still_answers_202(
     client.connection_pool = healthy
     await dead.disconnect()
     assert response.status_code == 202, response.text
-    assert "outbox entry could not be removed" in caplog.text
+    assert "outbox entry could not be updated" in caplog.text
     await wait_for(lambda: outbox_empty(gateway), what="the sweeper to settle the entry left behind")
     assert set(sink.ids()) == {requested_id("store-down")}
 

@@ -118,14 +118,19 @@ class Submit:
         outcome = await sink.send(headers, body)
         metrics.sink_seconds.labels(outcome.value).observe(time.perf_counter() - sending)
         metrics.sink_sends.labels("submit", outcome.value).inc()
-        if outcome is not SendOutcome.OK:
-            log.warning("scan send deferred to the outbox", extra={"fields": {"outcome": outcome.value}})
-            return
         try:
-            await outbox.remove(job_id)
+            if outcome is SendOutcome.OK:
+                await outbox.remove(job_id)
+            else:
+                log.warning("scan send deferred to the outbox", extra={"fields": {"outcome": outcome.value}})
+                # Due after the first backoff step rather than the whole lease the entry was written with.
+                await outbox.retry_later(job_id, self.ctx.settings.outbox_backoff_seconds)
         except StoreUnavailable:
-            # The broker has the event; the sweeper sends it once more (same id, the stages deduplicate).
-            log.warning("scan sent, but its outbox entry could not be removed", extra={"fields": {"job_id": job_id}})
+            # Left as written: if the broker has the event the sweeper sends it once more (same id; the stages
+            # deduplicate), else it is due when its lease ends. The scan is accepted either way.
+            log.warning(
+                "scan accepted, but its outbox entry could not be updated", extra={"fields": {"job_id": job_id}}
+            )
 
 
 def _repeat(job_id: str, job: dict[str, str], digest: str) -> Response:
