@@ -139,6 +139,7 @@ def _delivery(
         sink,
         metrics,
         interval_seconds=settings.outbox_sweep_seconds,
+        send_timeout_seconds=settings.outbox_send_timeout_seconds,
         backoff_seconds=settings.outbox_backoff_seconds,
         backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
     )

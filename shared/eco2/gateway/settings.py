@@ -79,6 +79,7 @@ class GatewaySettings:
     outbox_sweep_seconds: float = 1.0
     outbox_backoff_seconds: float = 1.0
     outbox_backoff_cap_seconds: float = 30.0
+    outbox_timeout_seconds: float = 5.0
     # Names this process's Redis connections (CLIENT LIST) and its SSE wake-up stream; random per process.
     instance: str = ""
     # Origins whose URLs may point into this network (development's stand-in, an internal image store).
@@ -106,9 +107,15 @@ class GatewaySettings:
         return self.environment == "development"
 
     @property
+    def outbox_send_timeout_seconds(self) -> float:
+        """The sweeper's timeout per send: nobody waits on it, so never shorter than a submit's (a slow ingress
+        answering every send just too late would otherwise be sent the same events again and again)."""
+        return max(self.sink_timeout_seconds, self.outbox_timeout_seconds)
+
+    @property
     def outbox_lease_seconds(self) -> float:
         """How long a claimed (or just written) outbox entry is left to its sender: a send and its retry, and more."""
-        return 2 * self.sink_timeout_seconds + 1.0
+        return 2 * self.outbox_send_timeout_seconds + 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], base: Settings) -> GatewaySettings:
@@ -148,6 +155,9 @@ class GatewaySettings:
                 env, "ECO2_OUTBOX_BACKOFF_SECONDS", cls.outbox_backoff_seconds, minimum=0.01
             ),
             outbox_backoff_cap_seconds=env_float(env, "ECO2_OUTBOX_BACKOFF_CAP_SECONDS", 30.0, minimum=0.01),
+            outbox_timeout_seconds=env_float(
+                env, "ECO2_OUTBOX_TIMEOUT_SECONDS", cls.outbox_timeout_seconds, minimum=0.05
+            ),
             instance=_instance(env.get("ECO2_GATEWAY_INSTANCE")),
             image_url_allowlist=allowlist,
             image_url_trusted=trusted,

@@ -63,23 +63,27 @@ class EventSink:
         await self._session.close()
         await self._fresh.close()
 
-    async def send(self, headers: dict[str, str], body: bytes) -> SendOutcome:
+    async def send(self, headers: dict[str, str], body: bytes, *, timeout_seconds: float | None = None) -> SendOutcome:
+        """One send (and its retry on a new connection); `timeout_seconds` overrides the sink's for each try."""
+        timeout = self._timeout if timeout_seconds is None else aiohttp.ClientTimeout(total=timeout_seconds)
         try:
-            return await self._post(self._session, headers, body)
+            return await self._post(self._session, headers, body, timeout)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 return SendOutcome.UNREACHABLE
         # A kept-alive connection the ingress closed (or reset) under the request: once more, on a new one.
         try:
-            return await self._post(self._fresh, headers, body)
+            return await self._post(self._fresh, headers, body, timeout)
         except (aiohttp.ClientError, OSError):
             return SendOutcome.UNREACHABLE
 
-    async def _post(self, session: aiohttp.ClientSession, headers: dict[str, str], body: bytes) -> SendOutcome:
+    async def _post(
+        self, session: aiohttp.ClientSession, headers: dict[str, str], body: bytes, timeout: aiohttp.ClientTimeout
+    ) -> SendOutcome:
         """The outcome of one POST; a closed or reset connection is raised to the caller, which may retry."""
         try:
             async with session.post(
-                self.url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                self.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
                 status = response.status
                 await response.read()  # drain it, so the connection goes back to the pool

@@ -23,6 +23,7 @@ class Sweeper:
     sink: EventSink
     metrics: GatewayMetrics
     interval_seconds: float
+    send_timeout_seconds: float
     backoff_seconds: float
     backoff_cap_seconds: float
     _task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -66,7 +67,7 @@ class Sweeper:
         return len(claimed)
 
     async def _resend(self, pending: Pending) -> None:
-        outcome = await self.sink.send(pending.headers, pending.body)
+        outcome = await self.sink.send(pending.headers, pending.body, timeout_seconds=self.send_timeout_seconds)
         self.metrics.sink_sends.labels("outbox", outcome.value).inc()
         fields = {"job_id": pending.job_id, "outcome": outcome.value, "attempts": pending.attempts}
         if outcome is SendOutcome.OK:
