@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 
 from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
@@ -187,3 +188,19 @@ async def test_an_unexpected_crash_is_a_bare_500(gateway: Gateway, caplog: pytes
     assert response.status_code == 500
     assert response.json() == {"error": "internal", "message": "internal error"}
     assert "secret internals" not in response.text
+
+
+async def test_functions_frameworks_path_param_does_not_leak_into_the_routes(gateway: Gateway) -> None:
+    """functions-framework's catch-all route leaves {"path": ...} in the scope; the gateway routes afresh."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/scan/abc/result",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "path_params": {"path": "api/v1/scan/abc/result"},
+    }
+    response = await gateway.function.handle(Request(scope))
+    assert response.status_code == 401, "routed to the result endpoint, which wants a token"
+    assert scope["path_params"] == {"job_id": "abc"}
