@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,8 +56,7 @@ class Submit:
 
     async def _submit(self, request: Request) -> Response:
         ctx, settings = self.ctx, self.ctx.settings
-        if ctx.sink is None or ctx.outbox is None:
-            raise TransientError("sink_unavailable", "this gateway has no broker to send scans to (K_SINK)")
+        self._delivery()
         principal = await ctx.auth.authenticate(request)
         key = validate_key(request.headers.get("x-idempotency-key"))
         scan = models.parse_scan_request(
@@ -76,32 +76,25 @@ class Submit:
         await ctx.probe.check(scan.image_url)
         traceparent = new_traceparent()
         with log_context(job_id, traceparent):
-            return await self._accept(ctx.sink, ctx.outbox, principal, job_id, scan, digest, traceparent)
+            data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
+            return await self._accept(principal, data, body, digest, traceparent)
+
+    def _delivery(self) -> tuple[EventSink, Outbox]:
+        if self.ctx.sink is None or self.ctx.outbox is None:
+            raise TransientError("sink_unavailable", "this gateway has no broker to send scans to (K_SINK)")
+        return self.ctx.sink, self.ctx.outbox
 
     async def _accept(
-        self,
-        sink: EventSink,
-        outbox: Outbox,
-        principal: Principal,
-        job_id: str,
-        scan: models.ScanRequest,
-        digest: str,
-        traceparent: str,
+        self, principal: Principal, data: ScanRequested, body: dict[str, Any], digest: str, traceparent: str
     ) -> Response:
-        data = ScanRequested(
-            job_id=job_id,
-            user_id=principal.user_id,
-            image_url=scan.image_url,
-            user_input=scan.user_input,
-            model=scan.model,
-        )
+        sink, outbox, job_id = *self._delivery(), data.job_id
         headers, payload = binary(scan_requested(data, priority=principal.priority, traceparent=traceparent))
         entry = encode(headers, payload)
         created = await self.ctx.store.create(
             job_id,
             principal.user_id,
             priority=principal.priority.value,
-            request=scan.model_dump(mode="json"),
+            request=body,
             fields={"traceparent": traceparent, "request_fingerprint": digest},
             also=lambda pipe: outbox.add(pipe, job_id, entry),
         )
