@@ -18,8 +18,8 @@ from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from pydantic import BaseModel
+from redis.asyncio.client import Pipeline
 
 from eco2 import keys
 from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call

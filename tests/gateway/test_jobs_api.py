@@ -12,8 +12,9 @@ from starlette.requests import Request
 from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, done_event, finish
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = {
@@ -145,6 +146,14 @@ async def test_health_and_metrics(gateway: Gateway) -> None:
     assert 'eco2_gateway_accept_seconds_count{status="202"} 1.0' in metrics
     for name in ("eco2_gateway_sse_clients", "eco2_gateway_redis_reader_connections"):
         assert f"\n{name} " in metrics
+
+
+async def test_readiness_follows_redis(make_gateway: MakeGateway) -> None:
+    ready = await (await make_gateway()).client.get("/readyz")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "function": "gateway"})
+    cut_off = await make_gateway(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    not_ready = await cut_off.client.get("/readyz")
+    assert (not_ready.status_code, not_ready.json()["status"]) == (503, "not_ready")
 
 
 async def test_the_served_openapi_document_is_the_repo_file(gateway: Gateway) -> None:

@@ -27,6 +27,7 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
         "ScanAccepted",
         "ScanProgress",
         "ScanRequest",
+        "Readiness",
         "ScanResult",
     }
     categories = document["paths"]["/api/v1/scan/categories"]["get"]["responses"]["200"]

@@ -90,6 +90,12 @@ class Api:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "function": "gateway", "redis": await self.ctx.store.ping()})
 
+    async def readyz(self, request: Request) -> Response:
+        """Readiness, as the other functions answer it: Redis answers."""
+        ready = await self.ctx.ready()
+        body = {"status": "ready" if ready else "not_ready", "function": "gateway"}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

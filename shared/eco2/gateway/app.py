@@ -40,6 +40,7 @@ def routes(ctx: GatewayContext) -> list[Route]:
         Route("/api/v1/scan/{job_id}", api.cancel, methods=["DELETE"]),
         Route("/api/v1/auth/logout", api.logout, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]

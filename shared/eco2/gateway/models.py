@@ -119,6 +119,11 @@ class Health(BaseModel):
     redis: bool = Field(description="whether Redis answers")
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    function: Literal["gateway"]
+
+
 def categories(book: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rule book's categories (RuleBook.categories()) in the app's shape."""
     return [

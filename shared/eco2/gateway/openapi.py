@@ -30,6 +30,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             models.JobState,
             models.Category,
             models.Health,
+            models.Readiness,
         )
     ),
 ]
@@ -169,6 +170,15 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/healthz": {"get": {"operationId": "health", "responses": {"200": _json(_ref(models.Health), "alive")}}},
+        "/readyz": {
+            "get": {
+                "operationId": "readiness",
+                "responses": {
+                    "200": _json(_ref(models.Readiness), "ready: Redis answers"),
+                    "503": _json(_ref(models.Readiness), "not ready"),
+                },
+            }
+        },
         "/metrics": {"get": {"operationId": "metrics", "responses": {"200": _text("text/plain", "Prometheus text")}}},
     }
 
