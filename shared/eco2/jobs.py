@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.asyncio.client import Pipeline
 
 from eco2 import keys
 from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
@@ -168,10 +169,12 @@ class JobStore:
         message: str = "",
         request: dict[str, Any] | None = None,
         fields: dict[str, str] | None = None,
+        also: Callable[[Pipeline], Awaitable[object]] | None = None,
     ) -> Transition:
         """Record a new job and its `queued` event; a second create of the same job is a duplicate.
 
-        `request` (the client's body, JSON) and `fields` are kept on the job hash beside the state.
+        `request` (the client's body, JSON) and `fields` are kept on the job hash beside the state. `also`
+        queues more commands in the same MULTI, after the create (the gateway's outbox entry).
         """
         extra = {"priority": priority, **(fields or {})}
         if request is not None:
@@ -184,6 +187,7 @@ class JobStore:
             message=message or "접수되었어요",
             fields=extra,
             create=True,
+            also=also,
         )
 
     async def transition(
@@ -200,6 +204,7 @@ class JobStore:
         create: bool = False,
         expect_stage: Stage | None = None,
         claim: Claim | None = None,
+        also: Callable[[Pipeline], Awaitable[object]] | None = None,
     ) -> Transition:
         """Record (stage, status) once. Only `create` makes a missing job; `expect_stage` refuses a job that
         is at another stage; `claim` sets a key (NX) together with the transition and reports who set it."""
@@ -223,7 +228,13 @@ class JobStore:
             *pairs,
         ]
         script_keys = [keys.job(job_id), keys.job_events(job_id)] + ([claim.key] if claim else [])
-        raw = await store_call(self._transition(keys=script_keys, args=argv))
+        if also is None:
+            raw = await store_call(self._transition(keys=script_keys, args=argv))
+        else:
+            pipe = self._redis.pipeline(transaction=True)
+            await self._transition(keys=script_keys, args=argv, client=pipe)
+            await also(pipe)
+            raw = (await store_call(pipe.execute()))[0]
         outcome, seq, current, at, claimed = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""), bool(claimed))
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from eco2.gateway.app import Gateway as GatewayFunction
 from eco2.gateway.context import GatewayContext
-from eco2.gateway.function import GatewayFunction
 from eco2.jobs import JobStore
 from eco2.serving import load_function
-from tests.gateway.support import SECRET, RecordingSink
+from tests.gateway.support import LIVE_INSTANCE, SECRET, RecordingSink
 from tests.support import REDIS_TEST_URL, Child, free_port, start_child
 
 
@@ -101,6 +101,7 @@ def live_gateway(session_sink: RecordingSink, child_log_dir: Path) -> Iterator[C
         ECO2_SSE_PING_SECONDS="0.5",
         ECO2_REDIS_MAX_CONNECTIONS="8",
         ECO2_IMAGE_URL_ALLOWLIST="http://127.0.0.1:9",
+        ECO2_GATEWAY_INSTANCE=LIVE_INSTANCE,
     )
     child = start_child(["serve", "gateway", "--port", str(port)], port=port, env=env, log_dir=child_log_dir)
     yield child

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import httpx
 import jwt
@@ -92,3 +94,22 @@ async def test_scan_follows_the_job_and_prints_the_answer(
 
 async def _streaming(client: httpx.AsyncClient) -> bool:
     return await metric(client, "eco2_gateway_sse_clients") == 1
+
+
+def test_the_cli_and_the_token_module_import_neither_the_server_nor_the_crypto() -> None:
+    """`eco2 token` / `eco2 scan` load no gateway server, Redis client or JWT library until they need one."""
+    heavy = ("jwt", "cryptography", "redis", "aiohttp", "starlette", "eco2.gateway.app", "eco2.gateway.auth")
+    probe = (
+        f"import sys, eco2.gateway.cli, eco2.gateway.tokens\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
+
+
+def test_the_server_imports_the_crypto_only_when_it_checks_tokens() -> None:
+    # (redis-py imports the bare `cryptography` package to see whether it is there; the cost is in hazmat.)
+    probe = (
+        "import sys, eco2.gateway.app\nprint(','.join(m for m in ('jwt', 'cryptography.hazmat') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -15,7 +16,7 @@ SCHEMA = schemathesis.openapi.from_path(Path(__file__).resolve().parents[2] / "o
 
 @SCHEMA.parametrize()
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_no_input_makes_the_gateway_fail(case: schemathesis.Case, live_gateway: Child) -> None:
+def test_no_input_makes_the_gateway_fail(case: schemathesis.Case[Any], live_gateway: Child) -> None:
     # A fresh token each time: a generated call to /auth/logout revokes the one it carries.
     headers = {"Authorization": f"Bearer {token('fuzz-user')}"}
     if case.path.endswith("/events"):

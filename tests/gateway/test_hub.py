@@ -6,9 +6,9 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from eco2.gateway.context import READER_CLIENT_NAME
+from eco2.gateway.context import client_names
 from eco2.jobs import JobStatus, JobStore, Stage, StreamEvent
-from tests.gateway.conftest import MakeGateway
+from tests.gateway.conftest import Gateway, MakeGateway
 from tests.support import wait_for
 
 
@@ -17,10 +17,11 @@ async def next_event(subscription: object) -> StreamEvent | None:
         return await subscription.next()  # type: ignore[attr-defined, no-any-return]
 
 
-async def blocked_reader(redis_client: aioredis.Redis) -> int | None:
+async def blocked_reader(redis_client: aioredis.Redis, gateway: Gateway) -> int | None:
     """The id of the gateway's reader connection while it sits in XREAD BLOCK."""
+    _, reader = client_names(gateway.context.settings.instance)
     for client in await redis_client.client_list():
-        if client.get("name") == READER_CLIENT_NAME and client.get("cmd") == "xread" and "b" in client["flags"]:
+        if client.get("name") == reader and client.get("cmd") == "xread" and "b" in client["flags"]:
             return int(client["id"])
     return None
 
@@ -34,7 +35,7 @@ async def test_a_new_job_wakes_the_blocked_reader_at_once(
     first = await hub.subscribe("first", 0)
     assert (await next_event(first)).seq == 1  # type: ignore[union-attr]
     await store.create("second", "u")
-    await wait_for(lambda: blocked_reader(redis_client), what="the reader to block on the first job")
+    await wait_for(lambda: blocked_reader(redis_client, gateway), what="the reader to block on the first job")
     second = await hub.subscribe("second", 0)
     event = await next_event(second)
     assert event is not None
@@ -78,10 +79,11 @@ async def test_a_slow_client_is_dropped_and_the_others_keep_going(make_gateway: 
 async def test_the_reader_reconnects_after_losing_redis(
     make_gateway: MakeGateway, store: JobStore, redis_client: aioredis.Redis
 ) -> None:
-    hub = (await make_gateway(ECO2_SSE_BLOCK_MS="60000")).context.hub
+    gateway = await make_gateway(ECO2_SSE_BLOCK_MS="60000")
+    hub = gateway.context.hub
     await store.create("job", "u")
     subscription = await hub.subscribe("job", 1)
-    blocked = await wait_for(lambda: blocked_reader(redis_client), what="the reader to block")
+    blocked = await wait_for(lambda: blocked_reader(redis_client, gateway), what="the reader to block")
     await redis_client.client_kill_filter(_id=blocked)
     await store.transition("job", "u", Stage.VISION, JobStatus.RUNNING)
     event = await next_event(subscription)

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 
+from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
-from tests.gateway.conftest import Gateway
-from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, finish
+from tests.gateway.conftest import Gateway, MakeGateway
+from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, done_event, finish
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = {
@@ -114,20 +117,25 @@ async def test_the_events_of_a_finished_job_replay_and_close(gateway: Gateway) -
     last = blocks[-1].splitlines()
     assert last[:2] == ["id: 6", "event: done"]
     data = json.loads(last[2].removeprefix("data: "))
-    assert data == {
-        "seq": 6,
-        "stage": "done",
-        "status": "done",
-        "progress": 100,
-        "message": "완료되었어요",
-        "data": {"result": RESULT},
-    }
+    assert data == done_event(RESULT)
 
 
-async def test_categories_come_from_the_rule_book(gateway: Gateway) -> None:
+async def test_categories_are_the_apps_bare_array_from_the_rule_book(gateway: Gateway) -> None:
+    """D14: the Eco² app reads a bare array of {id, name, display_name, instructions}."""
     response = await gateway.client.get("/api/v1/scan/categories")
     assert response.status_code == 200
-    assert response.json() == {"categories": RuleBook.load().categories()}
+    served = response.json()
+    assert isinstance(served, list)
+    book = RuleBook.load().categories()
+    assert [c["id"] for c in served] == [c["rule_id"] for c in book]
+    for category, rule in zip(served, book, strict=True):
+        assert category["name"] == (rule["middle_category"] or rule["major_category"])
+        assert category["display_name"] == rule["display_name"]
+        assert category["instructions"] == rule["steps"]
+        assert all(isinstance(step, str) and step for step in category["instructions"])
+        models.Category.model_validate(category)  # what openapi.json promises
+    pet = next(c for c in served if c["id"] == "recyclable_clear_pet")
+    assert pet["name"] == "무색페트병"
 
 
 async def test_health_and_metrics(gateway: Gateway) -> None:
@@ -140,13 +148,21 @@ async def test_health_and_metrics(gateway: Gateway) -> None:
         assert f"\n{name} " in metrics
 
 
+async def test_readiness_follows_redis(make_gateway: MakeGateway) -> None:
+    ready = await (await make_gateway()).client.get("/readyz")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "function": "gateway"})
+    cut_off = await make_gateway(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    not_ready = await cut_off.client.get("/readyz")
+    assert (not_ready.status_code, not_ready.json()["status"]) == (503, "not_ready")
+
+
 async def test_the_served_openapi_document_is_the_repo_file(gateway: Gateway) -> None:
     from eco2.gateway.openapi import render
 
     served = (await gateway.client.get("/openapi.json")).json()
     kept = (ROOT / "openapi.json").read_text(encoding="utf-8")
     assert served == json.loads(kept)
-    assert kept == render(), "regenerate: python -m eco2.gateway.openapi > openapi.json"
+    assert kept == render(), "regenerate: python -m eco2.gateway.openapi --write"
     assert set(served["paths"]) >= {
         "/api/v1/scan",
         "/api/v1/scan/{job_id}/result",
@@ -181,3 +197,19 @@ async def test_an_unexpected_crash_is_a_bare_500(gateway: Gateway, caplog: pytes
     assert response.status_code == 500
     assert response.json() == {"error": "internal", "message": "internal error"}
     assert "secret internals" not in response.text
+
+
+async def test_functions_frameworks_path_param_does_not_leak_into_the_routes(gateway: Gateway) -> None:
+    """functions-framework's catch-all route leaves {"path": ...} in the scope; the gateway routes afresh."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/scan/abc/result",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "path_params": {"path": "api/v1/scan/abc/result"},
+    }
+    response = await gateway.function.handle(Request(scope))
+    assert response.status_code == 401, "routed to the result endpoint, which wants a token"
+    assert scope["path_params"] == {"job_id": "abc"}

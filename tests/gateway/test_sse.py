@@ -8,15 +8,18 @@ import json
 import httpx
 import redis.asyncio as aioredis
 
-from eco2.gateway.context import POOL_CLIENT_NAME, READER_CLIENT_NAME
+from eco2.gateway.context import client_names
 from eco2.gateway.sse_client import SseMessage
 from eco2.jobs import JobStatus, JobStore, Stage
+from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import (
+    LIVE_INSTANCE,
     PIPELINE,
     PUBLIC_IMAGE,
     TERMINAL,
     advance,
     bearer,
+    done_event,
     finish,
     gateway_connections,
     metric,
@@ -36,6 +39,10 @@ async def submit(live: httpx.AsyncClient, user: str = "user-1") -> str:
 
 async def sse_clients(live: httpx.AsyncClient, count: int) -> bool:
     return await metric(live, "eco2_gateway_sse_clients") == count
+
+
+async def readers(live: httpx.AsyncClient, count: int) -> bool:
+    return await metric(live, "eco2_gateway_redis_reader_connections") == count
 
 
 def summary(messages: list[SseMessage]) -> list[tuple[str | None, str, int]]:
@@ -64,14 +71,7 @@ async def test_replay_then_live_events_in_order_and_the_stream_closes_after_done
         ("6", "done", 100),
     ]
     last = received[-1].json()
-    assert last == {
-        "seq": 6,
-        "stage": "done",
-        "status": "done",
-        "progress": 100,
-        "message": "완료되었어요",
-        "data": {"result": RESULT},
-    }
+    assert last == done_event(RESULT)
     assert [m.json()["seq"] for m in received] == [int(m.id or 0) for m in received]
     await wait_for(lambda: sse_clients(live, 0), what="the stream to be released")
 
@@ -139,8 +139,13 @@ async def test_heartbeats_keep_a_quiet_stream_alive(live: httpx.AsyncClient) -> 
 
 
 async def test_two_hundred_clients_share_one_redis_reader(
-    live: httpx.AsyncClient, store: JobStore, redis_client: aioredis.Redis
+    live: httpx.AsyncClient, store: JobStore, redis_client: aioredis.Redis, make_gateway: MakeGateway
 ) -> None:
+    # Another gateway on the same Redis (another copy of the pack), its reader busy too: not counted (D16).
+    neighbour = await make_gateway()
+    await store.create("neighbour-job", "someone")
+    watching = await neighbour.context.hub.subscribe("neighbour-job", 0)
+    pool_name, reader_name = client_names(LIVE_INSTANCE)
     solo, *jobs = [await submit(live) for _ in range(21)]
     headers = bearer()
 
@@ -149,7 +154,8 @@ async def test_two_hundred_clients_share_one_redis_reader(
 
     one = asyncio.create_task(follow(solo))
     await wait_for(lambda: sse_clients(live, 1), what="1 SSE client")
-    readers_at_one = await gateway_connections(redis_client, READER_CLIENT_NAME)
+    await wait_for(lambda: readers(live, 1), what="the reader to connect")
+    readers_at_one = await gateway_connections(redis_client, reader_name)
     assert readers_at_one == 1
     assert await metric(live, "eco2_gateway_redis_reader_connections") == 1
     await advance(store, solo, PIPELINE)
@@ -158,10 +164,10 @@ async def test_two_hundred_clients_share_one_redis_reader(
 
     many = [asyncio.create_task(follow(jobs[i % len(jobs)])) for i in range(200)]  # ten clients per job
     await wait_for(lambda: sse_clients(live, 200), timeout=30, what="200 SSE clients")
-    assert await gateway_connections(redis_client, READER_CLIENT_NAME) == readers_at_one
+    assert await gateway_connections(redis_client, reader_name) == readers_at_one
     assert await metric(live, "eco2_gateway_redis_reader_connections") == 1
     assert await metric(live, "eco2_gateway_watched_streams") == len(jobs)
-    pooled = await gateway_connections(redis_client, POOL_CLIENT_NAME)
+    pooled = await gateway_connections(redis_client, pool_name)
     assert pooled <= 8, f"{pooled} pooled connections: bounded by ECO2_REDIS_MAX_CONNECTIONS, not by clients"
     for job_id in jobs:
         await advance(store, job_id, PIPELINE)
@@ -170,4 +176,5 @@ async def test_two_hundred_clients_share_one_redis_reader(
         assert [m.id for m in messages] == ["1", "2", "3", "4", "5", "6"]
         assert messages[-1].json()["status"] in TERMINAL
     await wait_for(lambda: sse_clients(live, 0), what="every stream released")
+    neighbour.context.hub.unsubscribe(watching)
     assert await metric(live, "eco2_gateway_watched_streams") == 0

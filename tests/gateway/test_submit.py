@@ -1,4 +1,4 @@
-"""POST /api/v1/scan: the 202 contract, the CloudEvent at K_SINK, failures that fail the job, idempotency, limits."""
+"""POST /api/v1/scan: the 202 contract, the CloudEvent at K_SINK, failures that leave it pending, idempotency."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
 
 async def jobs_of(redis: aioredis.Redis, user: str) -> list[str]:
     """Ids of the jobs in Redis that belong to `user`."""
-    found = []
-    for key in await redis.keys(keys.job("*")):
+    found: list[str] = []
+    for raw in await redis.keys(keys.job("*")):
+        key = str(raw)
         if key.count(":") == 2 and await redis.hget(key, "user_id") == user:
             found.append(key.rsplit(":", 1)[1])
     return found
@@ -37,12 +38,8 @@ async def test_submit_answers_202_and_sends_a_binary_scan_requested(gateway: Gat
     assert response.status_code == 202, response.text
     body = response.json()
     job_id = body["job_id"]
-    assert body == {
-        "job_id": job_id,
-        "stream_url": f"/api/v1/scan/{job_id}/events",
-        "result_url": f"/api/v1/scan/{job_id}/result",
-        "status": "queued",
-    }
+    urls = {"stream_url": f"/api/v1/scan/{job_id}/events", "result_url": f"/api/v1/scan/{job_id}/result"}
+    assert body == {"job_id": job_id, **urls, "status": "queued"}
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
     [received] = sink.events()
     assert received.headers["ce-type"] == EventType.SCAN_REQUESTED
@@ -90,7 +87,7 @@ async def test_two_submits_get_fresh_trace_contexts_and_job_ids(gateway: Gateway
 
 
 @pytest.mark.parametrize("mode", ["fail", "slow", "unreachable"])
-async def test_a_sink_failure_fails_the_job_and_answers_503(
+async def test_a_sink_failure_leaves_the_scan_accepted_and_its_send_pending(
     make_gateway: MakeGateway, sink: RecordingSink, mode: str
 ) -> None:
     overrides = {"K_SINK": "http://127.0.0.1:9/"} if mode == "unreachable" else {}
@@ -99,21 +96,15 @@ async def test_a_sink_failure_fails_the_job_and_answers_503(
     response = await gateway.client.post(
         "/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers={**bearer(), "X-Idempotency-Key": mode}
     )
-    assert response.status_code == 503
-    assert response.json()["error"] == "sink_unavailable"
-    assert set(response.json()) == {"error", "message"}
+    assert response.status_code == 202, response.text
     job_id = job_id_for("user-1", mode)
     job = await gateway.store.get(job_id)
     assert job is not None
-    assert job["status"] == "failed"
-    result = await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())
-    assert result.status_code == 200
-    assert result.json()["status"] == "failed"
-    assert result.json()["error"]["code"] == "sink_unavailable"
-    assert [(e.stage, e.status) for e in await gateway.store.events(job_id)] == [
-        ("queued", "queued"),
-        ("queued", "failed"),
-    ]
+    assert job["status"] == "queued"
+    assert [(e.stage, e.status) for e in await gateway.store.events(job_id)] == [("queued", "queued")]
+    outbox = gateway.context.outbox
+    assert outbox is not None
+    assert await outbox.depth() == 1
 
 
 async def test_without_k_sink_submits_answer_503(make_gateway: MakeGateway) -> None:
@@ -165,40 +156,12 @@ async def test_reusing_a_key_for_another_request_is_refused(gateway: Gateway) ->
     assert other.json()["error"] == "idempotency_key_reused"
 
 
-async def test_a_failed_first_submit_is_replayed_to_repeats(gateway: Gateway, sink: RecordingSink) -> None:
-    sink.mode = "fail"
-    headers = {**bearer(), "X-Idempotency-Key": "flaky"}
-    first = await gateway.client.post("/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers=headers)
-    sink.mode = "ok"
-    second = await gateway.client.post("/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers=headers)
-    assert first.status_code == second.status_code == 503
-    assert first.json() == second.json()
-    assert "new X-Idempotency-Key" in first.json()["message"]
-    assert sink.events() == []
-
-
-async def test_a_repeat_restarts_a_job_whose_first_submit_never_sent(gateway: Gateway, sink: RecordingSink) -> None:
-    """The first request's process died between writing the job and sending: a repeat sends it."""
-    job_id = job_id_for("user-1", "orphan")
-    await gateway.store.create(
-        job_id, "user-1", priority="normal", request={"image_url": PUBLIC_IMAGE, "user_input": None, "model": None}
-    )
-    await gateway.store.redis.hset(keys.job(job_id), "created_at", "1000")  # long before: nobody is sending it
-    response = await gateway.client.post(
-        "/api/v1/scan", json={"image_url": PUBLIC_IMAGE}, headers={**bearer(), "X-Idempotency-Key": "orphan"}
-    )
-    assert response.status_code == 202
-    assert response.json()["job_id"] == job_id
-    [received] = sink.events()
-    assert received.event["subject"] == job_id
-
-
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "ünïcode"])
 async def test_a_bad_idempotency_key_is_400(gateway: Gateway, key: str) -> None:
     response = await gateway.client.post(
         "/api/v1/scan",
         json={"image_url": PUBLIC_IMAGE},
-        headers={**bearer(), "X-Idempotency-Key": key.encode()},
+        headers=[(name.encode(), value.encode()) for name, value in {**bearer(), "X-Idempotency-Key": key}.items()],
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_idempotency_key"
@@ -241,7 +204,9 @@ async def test_a_supported_model_is_passed_on(gateway: Gateway, sink: RecordingS
         "/api/v1/scan", json={"image_url": PUBLIC_IMAGE, "model": "gpt-4.1"}, headers=bearer()
     )
     assert response.status_code == 202
-    assert sink.events()[0].event.get_data()["model"] == "gpt-4.1"
+    data = sink.events()[0].event.get_data()
+    assert isinstance(data, dict)
+    assert data["model"] == "gpt-4.1"
 
 
 async def test_a_body_over_16_kib_is_413(gateway: Gateway) -> None:

@@ -1,23 +1,26 @@
-"""Who is calling: a Bearer JWT (HS256 or RS256) or, behind a trusted edge, X-User-ID; revoked tokens are refused."""
+"""Who is calling: a Bearer JWT (HS256 or RS256) or, behind a trusted edge, X-User-ID; revoked tokens are refused.
+
+PyJWT and cryptography are imported when the first Authenticator is built, not with this module.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import redis.asyncio as aioredis
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.requests import Request
 
 from eco2 import keys
 from eco2.errors import BadRequest, Eco2Error, store_call
 from eco2.events import Priority
 from eco2.gateway.settings import GatewaySettings
+from eco2.gateway.tokens import issue_token
+
+__all__ = ["Authenticator", "Principal", "issue_token", "priority_of"]
 
 USER_ID_MAX = 128
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
@@ -42,32 +45,6 @@ def priority_of(claim: object) -> Priority:
     return Priority.HIGH if isinstance(claim, str) and claim.lower() in _HIGH_PRIORITY_CLAIMS else Priority.NORMAL
 
 
-def issue_token(
-    sub: str,
-    secret: str,
-    ttl: float,
-    priority: str | None = None,
-    *,
-    algorithm: str = "HS256",
-    issuer: str = "eco2",
-    audience: str = "eco2",
-    now: float | None = None,
-) -> str:
-    """A signed token with the claims the gateway requires; `secret` is a PEM private key for RS256."""
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {
-        "sub": sub,
-        "iat": issued,
-        "exp": issued + int(ttl),
-        "jti": uuid.uuid4().hex,
-        "iss": issuer,
-        "aud": audience,
-    }
-    if priority:
-        claims["priority"] = priority
-    return jwt.encode(claims, secret, algorithm=algorithm)
-
-
 def _unauthorized(code: str, message: str) -> Eco2Error:
     challenge = 'Bearer realm="eco2"' if code == "missing_token" else 'Bearer realm="eco2", error="invalid_token"'
     return Eco2Error(code, message, status=401, headers={"WWW-Authenticate": challenge})
@@ -87,6 +64,8 @@ class Authenticator:
         self._key: Any = settings.jwt_secret
         self._algorithm = "HS256"
         if settings.jwt_public_key:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
             self._algorithm = "RS256"
             # A PEM pasted into one env line often arrives with literal "\n".
             pem = settings.jwt_public_key.replace("\\n", "\n").strip()
@@ -136,6 +115,8 @@ class Authenticator:
         return claims
 
     def _verify(self, token: str) -> dict[str, Any]:
+        import jwt
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

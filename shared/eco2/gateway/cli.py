@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from eco2.gateway.auth import issue_token
-from eco2.gateway.settings import DEV_JWT_SECRET
-from eco2.gateway.sse_client import SseMessage, parse
+from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
+
+if TYPE_CHECKING:
+    import httpx
+
+    from eco2.gateway.sse_client import SseMessage
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the Eco² gateway")
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -74,6 +76,8 @@ def scan(
             err=True,
         )
         raise typer.Exit(2)
+    import httpx
+
     headers = {"Authorization": f"Bearer {bearer or _mint('cli-user', 3600, False)}"}
     body: dict[str, Any] = {"image_url": image, "user_input": text, "model": model}
     console = Console()
@@ -105,6 +109,10 @@ def _fail(console: Console, response: httpx.Response) -> None:
 
 def _follow(http: httpx.Client, console: Console, stream_url: str, timeout: float) -> dict[str, Any] | None:
     """Show the SSE stream as a progress bar until the terminal event; reconnect with Last-Event-ID."""
+    import httpx
+
+    from eco2.gateway.sse_client import messages
+
     last_id: str | None = None
     last: dict[str, Any] | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:>3.0f}%"))
@@ -117,7 +125,7 @@ def _follow(http: httpx.Client, console: Console, stream_url: str, timeout: floa
                     if r.status_code != 200:
                         r.read()
                         _fail(console, r)
-                    for message in parse(r.iter_lines()):
+                    for message in messages(r):
                         last_id, last = message.id or last_id, _update(progress, task, message)
                         if last.get("status") in TERMINAL:
                             return last

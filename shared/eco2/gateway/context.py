@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from eco2.gateway import models
 from eco2.gateway.auth import Authenticator
 from eco2.gateway.hub import StreamHub
-from eco2.gateway.idempotency import IdempotencyStore
 from eco2.gateway.metrics import GatewayMetrics
+from eco2.gateway.outbox import Outbox
 from eco2.gateway.probe import ImageProbe
 from eco2.gateway.ratelimit import RateLimiter
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.sink import EventSink
+from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
 
@@ -24,6 +25,13 @@ log = logging.getLogger("eco2.gateway")
 
 POOL_CLIENT_NAME = "eco2-gateway"
 READER_CLIENT_NAME = "eco2-gateway-reader"
+
+
+def client_names(instance: str) -> tuple[str, str]:
+    """This process's Redis client names (pool, stream reader): CLIENT LIST tells the gateways on one Redis apart."""
+    return f"{POOL_CLIENT_NAME}-{instance}", f"{READER_CLIENT_NAME}-{instance}"
+
+
 # A request waits this long for a free pooled connection before answering 503.
 _POOL_WAIT_SECONDS = 5.0
 _READ_MARGIN_SECONDS = 10.0
@@ -35,9 +43,10 @@ class GatewayContext:
     store: JobStore
     auth: Authenticator
     limiter: RateLimiter
-    idempotency: IdempotencyStore
     hub: StreamHub
-    sink: EventSink
+    sink: EventSink | None  # None when K_SINK is not set: every submit answers 503
+    outbox: Outbox | None
+    sweeper: Sweeper | None
     metrics: GatewayMetrics
     categories: list[dict[str, Any]]
     probe: ImageProbe
@@ -45,13 +54,14 @@ class GatewayContext:
     @classmethod
     async def create(cls, settings: GatewaySettings) -> GatewayContext:
         url = settings.base.redis_url
+        pool_name, reader_name = client_names(settings.instance)
         # Bounded: hundreds of SSE clients replaying at once queue for a connection instead of opening hundreds.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.redis_max_connections,
             timeout=_POOL_WAIT_SECONDS,
             decode_responses=True,
-            client_name=POOL_CLIENT_NAME,
+            client_name=pool_name,
         )
         client = aioredis.Redis.from_pool(pool)
         # The read timeout must outlast XREAD's BLOCK, or every quiet period ends in a timeout and a reconnect.
@@ -59,7 +69,7 @@ class GatewayContext:
             url,
             decode_responses=True,
             single_connection_client=True,
-            client_name=READER_CLIENT_NAME,
+            client_name=reader_name,
             socket_timeout=settings.sse_block_ms / 1000 + _READ_MARGIN_SECONDS,
             socket_connect_timeout=_POOL_WAIT_SECONDS,
         )
@@ -67,11 +77,12 @@ class GatewayContext:
         hub = StreamHub(
             reader,
             client,
-            instance=uuid.uuid4().hex,
+            instance=settings.instance,
             block_ms=settings.sse_block_ms,
             queue_size=settings.sse_queue_size,
             metrics=metrics,
         )
+        sink, outbox, sweeper = _delivery(settings, client, metrics)
         context = cls(
             settings=settings,
             store=JobStore(client, ttl_seconds=settings.base.job_ttl_seconds),
@@ -82,12 +93,12 @@ class GatewayContext:
                 per_second=settings.rate_limit_per_second,
                 idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
             ),
-            idempotency=IdempotencyStore(client, ttl_seconds=settings.idempotency_ttl_seconds),
             hub=hub,
-            # Redirects are never followed: the broker ingress answers directly or not at all.
-            sink=EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds),
+            sink=sink,
+            outbox=outbox,
+            sweeper=sweeper,
             metrics=metrics,
-            categories=RuleBook.load().categories(),
+            categories=models.categories(RuleBook.load().categories()),
             probe=ImageProbe(
                 allowlist=settings.image_url_allowlist,
                 trusted=settings.image_url_trusted,
@@ -97,15 +108,39 @@ class GatewayContext:
             ),
         )
         hub.start()
-        if settings.sink_url is None:
-            log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
+        if sweeper is not None:
+            sweeper.start()
         return context
 
     async def ready(self) -> bool:
         return await self.store.ping()
 
     async def aclose(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.aclose()
         await self.hub.aclose()
-        await self.sink.aclose()
+        if self.sink is not None:
+            await self.sink.aclose()
         await self.probe.aclose()
         await self.store.aclose()
+
+
+def _delivery(
+    settings: GatewaySettings, client: aioredis.Redis, metrics: GatewayMetrics
+) -> tuple[EventSink | None, Outbox | None, Sweeper | None]:
+    """The K_SINK client, the outbox in front of it and its sweeper; none of them without K_SINK."""
+    if settings.sink_url is None:
+        log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
+        return None, None, None
+    sink = EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds)
+    outbox = Outbox(client, settings.sink_url, lease_seconds=settings.outbox_lease_seconds)
+    sweeper = Sweeper(
+        outbox,
+        sink,
+        metrics,
+        interval_seconds=settings.outbox_sweep_seconds,
+        send_timeout_seconds=settings.outbox_send_timeout_seconds,
+        backoff_seconds=settings.outbox_backoff_seconds,
+        backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
+    )
+    return sink, outbox, sweeper

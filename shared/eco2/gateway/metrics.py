@@ -39,8 +39,14 @@ class GatewayMetrics:
         )
         self.sink_sends = Counter(
             "eco2_gateway_sink_sends_total",
-            "eco2.scan.requested sends to K_SINK, by outcome (ok, failed)",
-            ["outcome"],
+            "eco2.scan.requested sends to K_SINK, by path (submit, outbox) and outcome"
+            " (ok, timeout, unreachable, rejected: all but ok leave the event in the outbox)",
+            ["path", "outcome"],
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "eco2_gateway_outbox_depth",
+            "Accepted scans whose eco2.scan.requested the broker has not taken yet (as of the last sweep)",
             registry=self.registry,
         )
         self.rate_limited = Counter(

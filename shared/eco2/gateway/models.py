@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -14,12 +14,17 @@ from eco2.jobs import TERMINAL_STATUSES
 MAX_USER_INPUT = 1000
 
 
-class ScanRequestBody(BaseModel):
+class ScanRequest(BaseModel):
     """POST /api/v1/scan. Unknown fields are ignored, so older and newer apps both keep working."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
-    image_url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    image_url: str = Field(
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        description="http(s) URL of the photo; must resolve to a public address",
+        examples=["https://93.184.216.34/photos/bottle.png"],
+    )
     user_input: str | None = Field(default=None, max_length=MAX_USER_INPUT)
     model: str | None = Field(default=None, min_length=1, max_length=64)
 
@@ -32,7 +37,7 @@ class ScanRequestBody(BaseModel):
         return value
 
 
-def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequestBody:
+def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequest:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -40,7 +45,7 @@ def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequ
     if not isinstance(document, dict):
         raise BadRequest("invalid_json", "the body must be a JSON object")
     try:
-        scan = ScanRequestBody.model_validate(document)
+        scan = ScanRequest.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
@@ -49,6 +54,88 @@ def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequ
     if scan.model is not None and scan.model not in allowed_models:
         raise BadRequest("unknown_model", f"model must be one of: {', '.join(allowed_models)}")
     return scan
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str
+    message: str
+
+
+class ScanAccepted(BaseModel):
+    """202 to POST /api/v1/scan (also to a repeat with the same X-Idempotency-Key)."""
+
+    job_id: str
+    stream_url: str
+    result_url: str
+    status: Literal["queued"]
+
+
+class ScanProgress(BaseModel):
+    """202 to GET …/result while the scan runs."""
+
+    status: str
+    message: str
+    current_stage: str
+    progress: int = Field(ge=0, le=100)
+
+
+class ScanResult(BaseModel):
+    """200 to GET …/result once the scan ended."""
+
+    task_id: str
+    status: Literal["done", "failed", "cancelled"]
+    message: str
+    pipeline_result: dict[str, Any] | None = Field(description="classification, disposal_rules, final_answer")
+    reward: dict[str, Any] | None = Field(description="the granted character, or null")
+    reward_reason: str | None = Field(description="why a character was or was not granted")
+    error: dict[str, Any] | None = Field(description="{code, message} when the scan failed")
+
+
+class JobState(ScanProgress):
+    """200 to DELETE /api/v1/scan/{job_id}."""
+
+    job_id: str
+
+
+class Category(BaseModel):
+    """One entry of GET /api/v1/scan/categories: the shape the Eco² app reads, and a little more."""
+
+    id: str = Field(description="the rule id scans carry")
+    name: str = Field(description="the category's own name (the middle category, else the major one)")
+    display_name: str
+    instructions: list[str] = Field(description="the disposal steps, in order")
+    major_category: str
+    middle_category: str | None
+    display_name_en: str
+    recyclable: bool
+    summary: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    function: Literal["gateway"]
+    redis: bool = Field(description="whether Redis answers")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    function: Literal["gateway"]
+
+
+def categories(book: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rule book's categories (RuleBook.categories()) in the app's shape."""
+    return [
+        {
+            "id": entry["rule_id"],
+            "name": entry["middle_category"] or entry["major_category"],
+            "display_name": entry["display_name"],
+            "instructions": list(entry["steps"]),
+            **{k: entry[k] for k in ("major_category", "middle_category", "display_name_en", "recyclable", "summary")},
+        }
+        for entry in book
+    ]
 
 
 def accepted(job_id: str) -> dict[str, Any]:

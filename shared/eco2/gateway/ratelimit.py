@@ -1,13 +1,12 @@
 """Per-user rate limit: a token bucket in Redis, refilled continuously, checked and spent in one Lua script.
 
 The same script settles a submit's idempotency key first, so admitting a submit is one round trip: a repeat
-whose first response is stored gets it back, a repeat of a submit that already paid rides free (a client
-retrying on a timeout is never refused as too many), and only a new submit spends a token.
+of a submit that already paid rides free (a client retrying on a timeout is never refused as too many; its
+job, if created, is the answer), and only a new submit spends a token.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -16,20 +15,15 @@ import redis.asyncio as aioredis
 
 from eco2 import keys
 from eco2.errors import store_call
-from eco2.gateway.idempotency import StoredResponse, decode_stored
 
-# KEYS: bucket hash, stored response, charge marker. ARGV: capacity, refill per second, cost, has key (0|1),
-# key TTL. Redis's clock, so every replica agrees. Returns {verdict, stored response or seconds to wait as a
-# string} (Lua numbers would be truncated to integers). A refused first submit un-marks its charge, so its
+# KEYS: bucket hash, charge marker. ARGV: capacity, refill per second, cost, has key (0|1),
+# key TTL. Redis's clock, so every replica agrees. Returns {verdict, seconds to wait as a string} (Lua
+# numbers would be truncated to integers). A refused first submit un-marks its charge, so its
 # next repeat pays again.
 _ADMIT = """
 local capacity, rate, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local keyed = ARGV[4] == '1'
-if keyed then
-  local stored = redis.call('GET', KEYS[2])
-  if stored then return {'stored', stored} end
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return {'paid', ''} end
-end
+if keyed and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return {'paid', ''} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -41,7 +35,7 @@ if tokens >= cost then
   tokens = tokens - cost
 else
   verdict, wait = 'refused', (cost - tokens) / rate
-  if keyed then redis.call('DEL', KEYS[3]) end
+  if keyed then redis.call('DEL', KEYS[2]) end
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
@@ -51,8 +45,7 @@ return {verdict, tostring(wait)}
 
 class Verdict(Enum):
     ALLOWED = "allowed"  # a token was spent
-    PAID = "paid"  # a repeat of a submit that already spent its token (it may still be in flight)
-    STORED = "stored"  # a repeat whose first response is stored: replay it
+    PAID = "paid"  # a repeat of a submit that already spent its token (its job may exist, or be in flight)
     REFUSED = "refused"  # no token left
 
 
@@ -60,7 +53,6 @@ class Verdict(Enum):
 class Admission:
     verdict: Verdict
     retry_after: int = 0  # whole seconds, at least 1 when refused
-    stored: StoredResponse | None = None
 
 
 class RateLimiter:
@@ -73,16 +65,10 @@ class RateLimiter:
     async def admit(self, user_id: str, key: str | None = None, cost: int = 1) -> Admission:
         """Settle the idempotency key (if any) and the user's bucket in one round trip."""
         keyed = key is not None
-        redis_keys = [
-            keys.rate_limit(user_id),
-            keys.idempotency(user_id, key) if key is not None else "",
-            keys.idempotency_charge(user_id, key) if key is not None else "",
-        ]
+        redis_keys = [keys.rate_limit(user_id), keys.idempotency_charge(user_id, key) if key is not None else ""]
         args = [self._burst, self._rate, cost, int(keyed), self._key_ttl]
         verdict, detail = await store_call(self._admit(keys=redis_keys, args=args))
         admission = Verdict(verdict)
-        if admission is Verdict.STORED:
-            return Admission(admission, stored=decode_stored(json.loads(detail)))
         if admission is Verdict.REFUSED:
             return Admission(admission, retry_after=max(1, math.ceil(float(detail))))
         return Admission(admission)

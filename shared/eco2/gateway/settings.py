@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings, SettingsError, env_float, env_int
+
+__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "origin_of"]
 
 log = logging.getLogger("eco2.gateway")
 
-# Used only when ECO2_ENV=development and no key is configured; logged loudly at start.
-DEV_JWT_SECRET = "eco2-development-secret-do-not-use-in-production"  # noqa: S105
 # HS256 keys shorter than this are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 # The stand-in model server's default sample origin, allowlisted in development.
 STANDIN_ORIGIN = "http://127.0.0.1:8090"
+_INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -50,6 +54,13 @@ def _origins(listed: str | None) -> frozenset[str]:
     return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
 
 
+def _instance(raw: str | None) -> str:
+    name = (raw or "").strip() or uuid.uuid4().hex[:12]
+    if not _INSTANCE.fullmatch(name):
+        raise SettingsError("ECO2_GATEWAY_INSTANCE must be 1-64 letters, digits, '-' or '_'")
+    return name
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
@@ -64,6 +75,13 @@ class GatewaySettings:
     trust_user_header: bool = False
     sink_url: str | None = None
     sink_timeout_seconds: float = 3.0
+    # The outbox sweeper: how often it looks for due sends, and the capped exponential backoff between tries.
+    outbox_sweep_seconds: float = 1.0
+    outbox_backoff_seconds: float = 1.0
+    outbox_backoff_cap_seconds: float = 30.0
+    outbox_timeout_seconds: float = 5.0
+    # Names this process's Redis connections (CLIENT LIST) and its SSE wake-up stream; random per process.
+    instance: str = ""
     # Origins whose URLs may point into this network (development's stand-in, an internal image store).
     image_url_allowlist: frozenset[str] = frozenset()
     # Origins whose URLs are not followed at submit (the operator's own upload CDN): they never redirect.
@@ -87,6 +105,17 @@ class GatewaySettings:
     @property
     def development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def outbox_send_timeout_seconds(self) -> float:
+        """The sweeper's timeout per send: nobody waits on it, so never shorter than a submit's (a slow ingress
+        answering every send just too late would otherwise be sent the same events again and again)."""
+        return max(self.sink_timeout_seconds, self.outbox_timeout_seconds)
+
+    @property
+    def outbox_lease_seconds(self) -> float:
+        """How long a claimed (or just written) outbox entry is left to its sender: a send and its retry, and more."""
+        return 2 * self.outbox_send_timeout_seconds + 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], base: Settings) -> GatewaySettings:
@@ -121,6 +150,15 @@ class GatewaySettings:
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
             sink_timeout_seconds=env_float(env, "ECO2_SINK_TIMEOUT_SECONDS", cls.sink_timeout_seconds, minimum=0.05),
+            outbox_sweep_seconds=env_float(env, "ECO2_OUTBOX_SWEEP_SECONDS", cls.outbox_sweep_seconds, minimum=0.01),
+            outbox_backoff_seconds=env_float(
+                env, "ECO2_OUTBOX_BACKOFF_SECONDS", cls.outbox_backoff_seconds, minimum=0.01
+            ),
+            outbox_backoff_cap_seconds=env_float(env, "ECO2_OUTBOX_BACKOFF_CAP_SECONDS", 30.0, minimum=0.01),
+            outbox_timeout_seconds=env_float(
+                env, "ECO2_OUTBOX_TIMEOUT_SECONDS", cls.outbox_timeout_seconds, minimum=0.05
+            ),
+            instance=_instance(env.get("ECO2_GATEWAY_INSTANCE")),
             image_url_allowlist=allowlist,
             image_url_trusted=trusted,
             image_probe=_bool(env, "ECO2_IMAGE_PROBE", default=True),

@@ -1,63 +1,36 @@
-"""A small Server-Sent Events parser for clients of the gateway (the `eco2 scan` command, the tests)."""
+"""Reading the gateway's Server-Sent Events (the `eco2 scan` command, the tests), on httpx-sse.
+
+A message's `id` is the job event's sequence number: the last one seen is what a reconnect sends as
+Last-Event-ID. The gateway's keep-alive comments dispatch nothing (the SSE spec; httpx-sse alone would yield
+an empty message for each once an id was seen, so they are dropped here).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse._decoders import SSEDecoder
+
+SseMessage = ServerSentEvent
 
 
-@dataclass(frozen=True, slots=True)
-class SseMessage:
-    event: str
-    data: str
-    id: str | None
-
-    def json(self) -> Any:
-        return json.loads(self.data)
+def messages(response: httpx.Response) -> Iterator[SseMessage]:
+    """The messages of a streamed response (raises httpx_sse.SSEError unless it is text/event-stream)."""
+    return (message for message in EventSource(response).iter_sse() if message.data)
 
 
-@dataclass
-class SseDecoder:
-    """Feed it lines (without their line break); it returns a message at each blank line that ends one."""
-
-    _event: str = ""
-    _data: list[str] = field(default_factory=list)
-    _id: str | None = None
-
-    def feed(self, line: str) -> SseMessage | None:
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            message = SseMessage(self._event or "message", "\n".join(self._data), self._id)
-            self._event, self._data = "", []
-            return message
-        if line.startswith(":"):
-            return None  # a comment: the server's heartbeat
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and "\x00" not in value:
-            self._id = value
-        return None
-
-
-def parse(lines: Iterable[str]) -> Iterator[SseMessage]:
-    decoder = SseDecoder()
-    for line in lines:
-        message = decoder.feed(line)
-        if message is not None:
+async def amessages(response: httpx.Response) -> AsyncIterator[SseMessage]:
+    async for message in EventSource(response).aiter_sse():
+        if message.data:
             yield message
 
 
 async def aparse(lines: AsyncIterable[str]) -> AsyncIterator[SseMessage]:
-    decoder = SseDecoder()
+    """The messages in lines already split (`response.aiter_lines()`); prefer `amessages(response)`."""
+    decoder = SSEDecoder()
     async for line in lines:
-        message = decoder.feed(line)
-        if message is not None:
+        message = decoder.decode(line.rstrip("\r\n"))
+        if message is not None and message.data:
             yield message

@@ -1,0 +1,135 @@
+"""POST /api/v1/scan: check the caller and the request, write the job with its outbox entry, send, answer 202.
+
+Once the job is written the scan is accepted, whatever happens next: the broker's answer to the send only
+decides whether the outbox entry goes now (a 2xx) or stays for the sweeper (anything else, including a
+timeout after which nobody knows whether the ingress published it). Nothing after the write fails the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from eco2.adapter import read_body
+from eco2.errors import Eco2Error, PoisonEvent, RateLimited, StoreUnavailable, TransientError
+from eco2.events import ScanRequested
+from eco2.gateway import models
+from eco2.gateway.auth import Principal
+from eco2.gateway.context import GatewayContext
+from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
+from eco2.gateway.outbox import Outbox, encode
+from eco2.gateway.ratelimit import Verdict
+from eco2.gateway.sink import EventSink, SendOutcome, binary, new_traceparent, scan_requested
+from eco2.jobs import TransitionOutcome
+from eco2.observability import log_context
+
+log = logging.getLogger("eco2.gateway")
+
+# Seconds a client is asked to wait when the job store cannot take the scan (nothing was created).
+STORE_RETRY_AFTER = "1"
+
+
+class Submit:
+    """The submit endpoint; times every answer into eco2_gateway_accept_seconds by status."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, request: Request) -> Response:
+        started, status = time.perf_counter(), 500
+        try:
+            response = await self._submit(request)
+            status = response.status_code
+            return response
+        except StoreUnavailable as exc:
+            status = exc.status
+            raise StoreUnavailable(message=exc.message, headers={"Retry-After": STORE_RETRY_AFTER}) from exc
+        except Eco2Error as exc:
+            status = exc.status
+            raise
+        finally:
+            self.ctx.metrics.accept_seconds.labels(str(status)).observe(time.perf_counter() - started)
+
+    async def _submit(self, request: Request) -> Response:
+        ctx, settings = self.ctx, self.ctx.settings
+        self._delivery()
+        principal = await ctx.auth.authenticate(request)
+        key = validate_key(request.headers.get("x-idempotency-key"))
+        scan = models.parse_scan_request(
+            await read_body(request, settings.max_body_bytes), settings.base.allowed_models
+        )
+        body = scan.model_dump(mode="json")
+        digest = fingerprint(body)
+        admission = await ctx.limiter.admit(principal.user_id, key)
+        if admission.verdict is Verdict.REFUSED:
+            ctx.metrics.rate_limited.inc()
+            raise RateLimited(f"too many scans; try again in {admission.retry_after} s", admission.retry_after)
+        job_id = job_id_for(principal.user_id, key)
+        if admission.verdict is Verdict.PAID:
+            job = await ctx.store.get(job_id)
+            if job is not None:
+                return _repeat(job_id, job, digest)  # a repeat costs no token and no image check
+        await ctx.probe.check(scan.image_url)
+        traceparent = new_traceparent()
+        with log_context(job_id, traceparent):
+            data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
+            return await self._accept(principal, data, body, digest, traceparent)
+
+    def _delivery(self) -> tuple[EventSink, Outbox]:
+        if self.ctx.sink is None or self.ctx.outbox is None:
+            raise TransientError("sink_unavailable", "this gateway has no broker to send scans to (K_SINK)")
+        return self.ctx.sink, self.ctx.outbox
+
+    async def _accept(
+        self, principal: Principal, data: ScanRequested, body: dict[str, Any], digest: str, traceparent: str
+    ) -> Response:
+        sink, outbox, job_id = *self._delivery(), data.job_id
+        headers, payload = binary(scan_requested(data, priority=principal.priority, traceparent=traceparent))
+        entry = encode(headers, payload)
+        created = await self.ctx.store.create(
+            job_id,
+            principal.user_id,
+            priority=principal.priority.value,
+            request=body,
+            fields={"traceparent": traceparent, "request_fingerprint": digest},
+            also=lambda pipe: outbox.add(pipe, job_id, entry),
+        )
+        if created.outcome is not TransitionOutcome.APPLIED:
+            return _repeat(job_id, await self.ctx.store.get(job_id) or {}, digest)
+        await self._send(sink, outbox, job_id, headers, payload)
+        log.info("scan accepted", extra={"fields": {"priority": principal.priority.value}})
+        return JSONResponse(models.accepted(job_id), status_code=202)
+
+    async def _send(self, sink: EventSink, outbox: Outbox, job_id: str, headers: dict[str, str], body: bytes) -> None:
+        """Send once; on a 2xx the outbox entry goes, otherwise it stays for the sweeper. Never raises."""
+        metrics = self.ctx.metrics
+        sending = time.perf_counter()
+        outcome = await sink.send(headers, body)
+        metrics.sink_seconds.labels(outcome.value).observe(time.perf_counter() - sending)
+        metrics.sink_sends.labels("submit", outcome.value).inc()
+        try:
+            if outcome is SendOutcome.OK:
+                await outbox.remove(job_id)
+            else:
+                log.warning("scan send deferred to the outbox", extra={"fields": {"outcome": outcome.value}})
+                # Due after the first backoff step rather than the whole lease the entry was written with.
+                await outbox.retry_later(job_id, self.ctx.settings.outbox_backoff_seconds)
+        except StoreUnavailable:
+            # Left as written: if the broker has the event the sweeper sends it once more (same id; the stages
+            # deduplicate), else it is due when its lease ends. The scan is accepted either way.
+            log.warning(
+                "scan accepted, but its outbox entry could not be updated", extra={"fields": {"job_id": job_id}}
+            )
+
+
+def _repeat(job_id: str, job: dict[str, str], digest: str) -> Response:
+    """A repeat of a keyed submit whose job exists: the job is the record, so the answer is the same 202."""
+    if job.get("request_fingerprint", digest) != digest:
+        raise PoisonEvent("idempotency_key_reused", "this X-Idempotency-Key was already used for a different request")
+    response = JSONResponse(models.accepted(job_id), status_code=202)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
