@@ -10,15 +10,17 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from jsonschema.protocols import Validator
 
 from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
 from eco2.manifests import (
+    DEFAULT_READINESS_PATH,
     MANIFEST_DIRS,
     DeliverySpec,
     Document,
@@ -68,6 +70,12 @@ def _raw_service(name: str) -> Body:
         if doc.kind == "Service" and doc.name == name:
             return doc.body
     raise AssertionError(f"no Service {name} in knative/")
+
+
+def _container(body: Body) -> Body:
+    """The one container of a Service's revision template."""
+    container: Body = body["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
 def _raw_trigger(name: str) -> Body:
@@ -222,7 +230,12 @@ def _list_type(
             yield jsonschema.ValidationError("duplicate entries in a list-type set")
 
 
-_validator_class = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-list-type": _list_type})
+# The stubs leave extend() untyped; this is its documented signature for the one way it is called here.
+_extend = cast(
+    "Callable[[type[Validator], dict[str, Callable[..., Iterator[jsonschema.ValidationError]]]], type[Validator]]",
+    jsonschema.validators.extend,
+)
+_validator_class = _extend(jsonschema.Draft7Validator, {"x-kubernetes-list-type": _list_type})
 
 
 @cache
@@ -459,7 +472,7 @@ def test_every_service_command_serves_its_own_name(manifests: Manifests) -> None
     for name, service in manifests.services.items():
         assert service.command == ("eco2", "serve", name)
         # The local runner reads exactly this place of the file.
-        container = _raw_service(name)["spec"]["template"]["spec"]["containers"][0]
+        container = _container(_raw_service(name))
         assert container["command"] == ["eco2", "serve", name]
         assert "args" not in container
 
@@ -482,8 +495,6 @@ def test_service_conventions(manifests: Manifests) -> None:
             {"configMapRef": {"name": "eco2-config"}},
             {"secretRef": {"name": "eco2-secrets", "optional": True}},
         ]
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"]["path"] == "/healthz", (name, probe)
         assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
         assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
         assert service.min_scale == 0
@@ -491,6 +502,17 @@ def test_service_conventions(manifests: Manifests) -> None:
         assert service.window_seconds == 60.0
         assert service.env_from == ("eco2-config",)
         assert "eco2-config" in manifests.config_maps
+
+
+def test_every_service_probes_readiness_and_liveness_apart(manifests: Manifests) -> None:
+    # Readiness includes Redis (a replica without it leaves rotation); liveness is the bare process (a Redis
+    # outage must not get every replica restarted).
+    assert manifests.services
+    for name, service in manifests.services.items():
+        container = _container(_raw_service(name))
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert service.readiness_path == "/readyz", name
 
 
 @pytest.mark.parametrize(
@@ -518,9 +540,6 @@ def test_gateway_service(manifests: Manifests) -> None:
     assert gateway.min_scale >= 1, "a submit must never wait for a cold start"
     assert gateway.env["K_SINK"].startswith("http://")
     assert gateway.timeout_seconds >= 300, "SSE streams are long requests"
-    container = body["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
 
 
 def test_timeouts_nest(manifests: Manifests) -> None:
@@ -695,133 +714,128 @@ def test_default_parallelism_is_one(project_copy: Path) -> None:
     assert Manifests.load(project_copy).triggers["rules"].parallelism == 1
 
 
+def test_readiness_path_defaults_to_healthz_without_a_readiness_probe(project_copy: Path) -> None:
+    _edit(project_copy, "knative/rules.yaml", "Service", "rules", lambda b: _container(b).pop("readinessProbe"))
+    loaded = Manifests.load(project_copy)
+    assert loaded.services["rules"].readiness_path == DEFAULT_READINESS_PATH == "/healthz"
+    assert loaded.services["vision"].readiness_path == "/readyz"
+
+
+Change = Callable[[Body], None]
+
+
 def _delivery(body: Body) -> Body:
     delivery: Body = body["spec"]["delivery"]
     return delivery
 
 
+def _annotations(body: Body) -> Body:
+    annotations: Body = body["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def _trigger_case(name: str, change: Change, expected: str, case: str) -> Any:
+    return pytest.param("eventing/triggers.yaml", "Trigger", name, change, expected, id=case)
+
+
+def _service_case(name: str, change: Change, expected: str, case: str) -> Any:
+    return pytest.param(f"knative/{name}.yaml", "Service", name, change, expected, id=case)
+
+
+def _broker_case(change: Change, expected: str, case: str) -> Any:
+    return pytest.param("eventing/broker.yaml", "Broker", "eco2", change, expected, id=case)
+
+
+def _set_probe(probe: Body) -> Change:
+    return lambda b: _container(b).update(readinessProbe=probe)
+
+
 BROKEN: list[Any] = [
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "vision",
-        lambda b: _delivery(b).update(retry="three"),
-        "retry",
-        id="retry-not-int",
+    _trigger_case("vision", lambda b: _delivery(b).update(retry="three"), "retry", "retry-not-int"),
+    _trigger_case("vision", lambda b: _delivery(b).update(backoffDelay="10s"), "backoffDelay", "backoff-delay-not-iso"),
+    _trigger_case(
+        "rules", lambda b: _delivery(b).update(backoffPolicy="fibonacci"), "backoffPolicy", "unknown-backoff-policy"
     ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "vision",
-        lambda b: _delivery(b).update(backoffDelay="10s"),
-        "backoffDelay",
-        id="backoff-delay-not-iso",
-    ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "rules",
-        lambda b: _delivery(b).update(backoffPolicy="fibonacci"),
-        "backoffPolicy",
-        id="unknown-backoff-policy",
-    ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
+    _trigger_case(
         "answer",
         lambda b: b["metadata"]["annotations"].update({"rabbitmq.eventing.knative.dev/parallelism": "5000"}),
         "parallelism",
-        id="parallelism-out-of-range",
+        "parallelism-out-of-range",
     ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "reward",
-        lambda b: b["spec"].pop("broker"),
-        "spec.broker",
-        id="trigger-without-broker",
+    _trigger_case("reward", lambda b: b["spec"].pop("broker"), "spec.broker", "trigger-without-broker"),
+    _trigger_case(
+        "reward", lambda b: b["spec"].update(subscriber={"uri": "http://example.com/"}), "uri", "subscriber-uri"
     ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "reward",
-        lambda b: b["spec"].update(subscriber={"uri": "http://example.com/"}),
-        "uri",
-        id="subscriber-uri",
+    _trigger_case(
+        "rules", lambda b: b["spec"].update(filters=[{"prefix": {"type": "eco2."}}]), "spec.filters", "spec-filters"
     ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
-        "rules",
-        lambda b: b["spec"].update(filters=[{"prefix": {"type": "eco2."}}]),
-        "spec.filters",
-        id="spec-filters",
-    ),
-    pytest.param(
-        "eventing/triggers.yaml",
-        "Trigger",
+    _trigger_case(
         "vision",
         lambda b: _delivery(b)["deadLetterSink"]["ref"].update(kind="Broker"),
         "deadLetterSink",
-        id="dead-letter-sink-not-a-service",
+        "dead-letter-sink-not-a-service",
     ),
-    pytest.param(
-        "knative/vision.yaml",
-        "Service",
+    _service_case(
         "vision",
-        lambda b: b["spec"]["template"]["metadata"]["annotations"].update({"autoscaling.knative.dev/max-scale": 10}),
+        lambda b: _annotations(b).update({"autoscaling.knative.dev/max-scale": 10}),
         "quote it",
-        id="unquoted-annotation",
+        "unquoted-annotation",
     ),
-    pytest.param(
-        "knative/rules.yaml",
-        "Service",
+    _service_case(
         "rules",
-        lambda b: b["spec"]["template"]["metadata"]["annotations"].update(
-            {"autoscaling.knative.dev/window": "1 minute"}
-        ),
+        lambda b: _annotations(b).update({"autoscaling.knative.dev/window": "1 minute"}),
         "window",
-        id="window-not-a-go-duration",
+        "window-not-a-go-duration",
     ),
-    pytest.param(
-        "knative/rules.yaml",
-        "Service",
-        "rules",
-        lambda b: b["spec"]["template"]["spec"]["containers"][0].pop("command"),
-        "command",
-        id="no-command",
-    ),
-    pytest.param(
-        "knative/answer.yaml",
-        "Service",
-        "answer",
-        lambda b: b["spec"]["template"]["spec"]["containers"][0]["env"][0].update(value=60),
-        "string value",
-        id="env-value-not-string",
-    ),
-    pytest.param(
-        "knative/reward.yaml",
-        "Service",
-        "reward",
-        lambda b: b["metadata"].update(name="rules"),
-        "defined twice",
-        id="duplicate-service",
-    ),
-    pytest.param(
-        "eventing/broker.yaml",
-        "Broker",
-        "eco2",
+    _service_case("rules", lambda b: _container(b).pop("command"), "command", "no-command"),
+    _service_case("answer", lambda b: _container(b)["env"][0].update(value=60), "string value", "env-value-not-string"),
+    _service_case("reward", lambda b: b["metadata"].update(name="rules"), "defined twice", "duplicate-service"),
+    _broker_case(
         lambda b: b["metadata"]["annotations"].update({"eventing.knative.dev/broker.class": "MTChannelBasedBroker"}),
         "RabbitMQBroker",
-        id="wrong-broker-class",
+        "wrong-broker-class",
+    ),
+    _broker_case(lambda b: b["spec"]["config"].update(name="missing"), "missing", "broker-config-missing"),
+    # Paths the pydantic models took over from hand-written checks: each must still be a ManifestError.
+    _service_case("rules", lambda b: b.update(spec="x"), "spec: must be a mapping", "spec-not-a-mapping"),
+    _service_case(
+        "rules",
+        lambda b: b["spec"]["template"]["spec"]["containers"].append(_container(b)),
+        "exactly one container",
+        "two-containers",
+    ),
+    _service_case(
+        "answer",
+        lambda b: _container(b)["env"].append(_container(b)["env"][0]),
+        "env names ECO2_STAGE_TIMEOUT_SECONDS twice",
+        "env-name-twice",
+    ),
+    _service_case(
+        "reward",
+        lambda b: _annotations(b).update({"autoscaling.knative.dev/min-scale": "9"}),
+        "min-scale 9 exceeds max-scale 5",
+        "min-above-max",
+    ),
+    _service_case(
+        "rules", _set_probe({"tcpSocket": {"port": 8080}}), "readinessProbe: must be an httpGet", "tcp-probe"
+    ),
+    _service_case("rules", _set_probe({"httpGet": {"path": "readyz"}}), "absolute path", "relative-probe-path"),
+    _trigger_case(
+        "rules",
+        lambda b: b["spec"]["subscriber"]["ref"].update(namespace="other"),
+        "spec.subscriber.ref.namespace: points into namespace 'other'",
+        "subscriber-in-another-namespace",
+    ),
+    _broker_case(
+        lambda b: _delivery(b).update(timeout="PT0S"), "spec.delivery.timeout: must be positive", "zero-timeout"
     ),
     pytest.param(
-        "eventing/broker.yaml",
-        "Broker",
-        "eco2",
-        lambda b: b["spec"]["config"].update(name="missing"),
-        "missing",
-        id="broker-config-missing",
+        "eventing/broker-config.yaml",
+        "RabbitmqBrokerConfig",
+        "eco2-broker-config",
+        lambda b: b["spec"].update(queueType="stream"),
+        "spec.queueType",
+        id="unknown-queue-type",
     ),
 ]
 

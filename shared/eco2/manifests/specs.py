@@ -1,0 +1,139 @@
+"""What the manifests mean to the pack: typed specs of Services, Triggers and the Broker, with Knative's defaults."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_BACKOFF_DELAY_SECONDS",
+    "DEFAULT_BACKOFF_POLICY",
+    "DEFAULT_READINESS_PATH",
+    "DEFAULT_RETRY",
+    "BackoffPolicy",
+    "BrokerSpec",
+    "DeliverySpec",
+    "QueueType",
+    "ServiceSpec",
+    "TriggerSpec",
+    "backoff_seconds",
+]
+
+BackoffPolicy = Literal["exponential", "linear"]
+QueueType = Literal["quorum", "classic"]
+
+SERVING_API = "serving.knative.dev/v1"
+EVENTING_API = "eventing.knative.dev/v1"
+RABBITMQ_BROKER_CONFIG_API = "eventing.knative.dev/v1alpha1"
+RABBITMQ_BROKER_CLASS = "RabbitMQBroker"
+BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"
+PARALLELISM_ANNOTATION = "rabbitmq.eventing.knative.dev/parallelism"
+AUTOSCALING = "autoscaling.knative.dev/"
+
+# Knative Eventing's defaults (reference/knative-crds/SOURCES.md): a delivery spec without `retry` retries 5
+# times; backoffDelay defaults to 50 ms; backoffPolicy to exponential.
+DEFAULT_RETRY = 5
+DEFAULT_BACKOFF_DELAY_SECONDS = 0.05
+DEFAULT_BACKOFF_POLICY: BackoffPolicy = "exponential"
+# Knative Serving's defaults: target 100 concurrent requests, stable window 60 s (bounds 6 s..1 h), no pod
+# retention after scale-to-zero, max-scale 0 meaning unbounded, revision timeout 300 s.
+DEFAULT_TARGET = 100
+DEFAULT_WINDOW_SECONDS = 60.0
+MIN_WINDOW_SECONDS = 6.0
+MAX_WINDOW_SECONDS = 3600.0
+DEFAULT_TIMEOUT_SECONDS = 300
+# The RabbitMQ broker's bounds for the parallelism annotation (default 1: one event at a time, FIFO).
+MIN_PARALLELISM = 1
+MAX_PARALLELISM = 1000
+# Where a Service without a readinessProbe is asked whether it is ready: the liveness path every function
+# serves (a process that answers is taken as ready, as the local runner always did).
+DEFAULT_READINESS_PATH = "/healthz"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A Knative Serving Service, reduced to what running the function needs."""
+
+    name: str
+    command: tuple[str, ...]
+    env: dict[str, str] = field(hash=False)  # literal `env` entries; `valueFrom` entries are left out
+    annotations: dict[str, str] = field(hash=False)  # spec.template.metadata.annotations
+    env_from: tuple[str, ...]  # ConfigMap names from `envFrom` (Secrets are not in the repository)
+    min_scale: int
+    max_scale: int  # 0 = unbounded, as in Knative
+    target: int  # soft concurrency target per replica
+    container_concurrency: int  # hard limit per replica; 0 = unlimited
+    timeout_seconds: int  # revision request timeout
+    window_seconds: float  # autoscaling stable window: idle this long before scaling to zero
+    retention_seconds: float  # scale-to-zero-pod-retention-period: keep the last replica this much longer
+    # The readinessProbe's httpGet path: a replica takes requests once this answers 200.
+    readiness_path: str = DEFAULT_READINESS_PATH
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long the last replica outlives its last request: the stable window, then the retention."""
+        return self.window_seconds + self.retention_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySpec:
+    """A Trigger's or Broker's `spec.delivery`, with Knative's defaults applied."""
+
+    retry: int
+    backoff_policy: BackoffPolicy
+    backoff_delay_seconds: float
+    timeout_seconds: float | None
+    dead_letter_service: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerSpec:
+    """A Knative Eventing Trigger as the RabbitMQ broker reads it."""
+
+    name: str
+    broker: str
+    filter_attributes: dict[str, str] = field(hash=False)
+    subscriber_service: str
+    delivery: DeliverySpec | None  # the Trigger's own; see Manifests.effective_delivery
+    parallelism: int = 1
+
+    def matches(self, attributes: Mapping[str, object]) -> bool:
+        """Whether the broker delivers an event with these CloudEvent attributes: exact match on every one."""
+        return all(key in attributes and str(attributes[key]) == value for key, value in self.filter_attributes.items())
+
+    def may_match_type(self, event_type: str) -> bool:
+        """Whether some event of this type can pass the filter (it filters on this type, or not on type)."""
+        wanted = self.filter_attributes.get("type")
+        return wanted is None or wanted == event_type
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSpec:
+    name: str
+    delivery: DeliverySpec | None
+    queue_type: QueueType
+
+
+def backoff_seconds(delivery: DeliverySpec, attempt: int) -> float:
+    """The wait before retry number `attempt` (1-based: 1 is the first redelivery after the first failure).
+
+    The formula is the RabbitMQ broker's, whose dispatcher hands each event to the CloudEvents Go SDK's retry
+    loop (`ContextWithRetriesExponentialBackoff` / `...LinearBackoff`); that loop calls
+    `RetryParams.BackoffFor(retries so far + 1)`, so:
+
+        exponential: delay * 2 ** attempt      (PT10S -> 20 s, 40 s, 80 s)
+        linear:      delay * attempt           (PT10S -> 10 s, 20 s, 30 s)
+
+    Knative's core (channel-based) broker differs by one step: go-retryablehttp passes the 0-based retry
+    index, giving delay * 2 ** (attempt - 1) and delay * (attempt - 1). The CRD text ("backoffDelay *
+    2^<numberOfRetries>") fits the RabbitMQ broker's reading, which is the broker this pack deploys and the
+    local runner emulates.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    delay = delivery.backoff_delay_seconds
+    if delivery.backoff_policy == "linear":
+        return delay * attempt
+    return delay * math.ldexp(1.0, attempt)
