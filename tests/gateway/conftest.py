@@ -18,7 +18,6 @@ from eco2.serving import load_function
 from tests.gateway.support import LIVE_INSTANCE, SECRET, RecordingSink
 from tests.support import REDIS_TEST_URL, Child, free_port, start_child
 
-
 BLACKLIST_EXCHANGE = f"test-{uuid4().hex[:8]}.eco2.auth.blacklist"
 
 

@@ -21,7 +21,7 @@ MAX_CHARACTERS = 500
 
 
 class SyncEventType(StrEnum):
-    TOKEN_REVOKED = "eco2.auth.token.revoked"
+    TOKEN_REVOKED = "eco2.auth.token.revoked"  # noqa: S105 - an event type, not a secret
     CATALOG_UPDATED = "eco2.character.catalog.updated"
 
 

@@ -13,9 +13,7 @@ CATALOG = frozenset({SyncEventType.CATALOG_UPDATED})
 BOTH = BLACKLIST | CATALOG
 
 
-def start_sync(
-    env: Mapping[str, str], redis_url: str, kinds: frozenset[SyncEventType], *, name: str
-) -> CacheSync:
+def start_sync(env: Mapping[str, str], redis_url: str, kinds: frozenset[SyncEventType], *, name: str) -> CacheSync:
     """A started consumer over fresh caches (the catalog begins as the package's file, version 0)."""
     caches = LocalCaches(RevokedTokens(), CatalogCache())
     sync = CacheSync(SyncSettings.from_env(env, redis_url), caches, kinds, name=name)
