@@ -67,12 +67,15 @@ def role_token(role: str) -> str:
 
 async def publish(exchange: str, kind: SyncEventType, data: Any) -> None:
     """Publish an event the way other systems do: binary-mode CloudEvent on the fanout exchange."""
-    headers, body = amqp_message(kind, data, source="/tests/cachesync")
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        channel = await connection.channel()
-        target = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-        await target.publish(aio_pika.Message(body, headers=dict(headers), content_type="application/json"), "")
+        await publish_on(await connection.channel(), exchange, kind, data)
+
+
+async def publish_on(channel: aio_pika.abc.AbstractChannel, exchange: str, kind: SyncEventType, data: Any) -> None:
+    headers, body = amqp_message(kind, data, source="/tests/cachesync")
+    target = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    await target.publish(aio_pika.Message(body, headers=dict(headers), content_type="application/json"), "")
 
 
 def function_env(exchanges: Exchanges, **overrides: str) -> dict[str, str]:

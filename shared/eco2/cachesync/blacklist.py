@@ -18,6 +18,7 @@ from eco2 import keys
 from eco2.cachesync.events import SyncEventType, TokenRevoked, amqp_message
 from eco2.cachesync.replica import CacheSync
 from eco2.cachesync.store import store_revocation
+from eco2.errors import store_call
 
 # A revocation found in Redis during an outage is kept locally this long at least (its TTL if longer).
 _FOUND_SECONDS = 60.0
@@ -36,6 +37,8 @@ class Blacklist:
         return len(self.sync.caches.revoked)
 
     async def is_revoked(self, jti: str) -> bool:
+        if self.sync.settings.redis_per_request:
+            return bool(await store_call(self._redis.exists(keys.revoked_token(jti))))
         tokens = self.sync.caches.revoked
         if tokens.contains(jti):
             return True

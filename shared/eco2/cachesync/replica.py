@@ -46,6 +46,8 @@ class SyncSettings:
     backoff_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
     tick_seconds: float = 0.2  # how often the thread looks up from consuming (stop, purge of expired entries)
+    # ECO2_BLACKLIST_LOOKUP=redis: ask Redis on every request, as before the cache (the benchmark's baseline).
+    redis_per_request: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], redis_url: str) -> SyncSettings:
@@ -58,6 +60,7 @@ class SyncSettings:
                 env, "ECO2_CACHE_FALLBACK_TIMEOUT_SECONDS", cls.fallback_timeout_seconds, minimum=0.01
             ),
             backoff_cap_seconds=env_float(env, "ECO2_CACHE_BACKOFF_CAP_SECONDS", cls.backoff_cap_seconds, minimum=0.1),
+            redis_per_request=(env.get("ECO2_BLACKLIST_LOOKUP") or "cache").lower() == "redis",
         )
 
     def exchange(self, kind: SyncEventType) -> str:
