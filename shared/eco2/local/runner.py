@@ -140,6 +140,7 @@ class LocalPack:
         env = {
             "REDIS_URL": self.options.redis_url,
             "K_SINK": self.ingress_url,
+            "AMQP_URL": self.options.amqp_url,  # the cache-sync consumers (gateway, authz, reward)
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
             **self.options.extra_env,
         }
