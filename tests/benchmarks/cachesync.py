@@ -36,7 +36,16 @@ from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens
 from eco2.cachesync.replica import CacheSync, SyncSettings
 from tests.benchmarks import harness
 from tests.benchmarks.report import Row, rows_table, sample_row
-from tests.cachesync.support import AMQP_URL, Exchanges, function_env, new_token, publish_on, start_fleet, stop_all
+from tests.cachesync.support import (
+    AMQP_URL,
+    Exchanges,
+    delete_made_exchanges,
+    function_env,
+    new_token,
+    publish_on,
+    start_fleet,
+    stop_all,
+)
 from tests.support import REDIS_TEST_URL
 
 HELD = 10_000
@@ -200,6 +209,7 @@ async def run(results: dict[str, Any], seconds: float, rounds: int, logs: Path) 
     finally:
         await cleanup(client)
         await client.aclose()
+        await delete_made_exchanges()
 
 
 async def cleanup(client: aioredis.Redis) -> None:

@@ -25,16 +25,33 @@ CLOSED_AMQP_URL = "amqp://guest:guest@127.0.0.1:1/%2F"  # nothing listens on por
 
 @dataclass(frozen=True)
 class Exchanges:
+    """A test's own pair of fanout exchanges (durable, as the real ones: deleted by delete_made_exchanges)."""
+
     blacklist: str
     catalog: str
 
     @classmethod
     def fresh(cls) -> Exchanges:
         prefix = f"test-cachesync-{uuid.uuid4().hex[:8]}"
-        return cls(f"{prefix}.eco2.auth.blacklist", f"{prefix}.eco2.character.catalog")
+        made = cls(f"{prefix}.eco2.auth.blacklist", f"{prefix}.eco2.character.catalog")
+        MADE.append(made)
+        return made
 
     def env(self) -> dict[str, str]:
         return {"ECO2_BLACKLIST_EXCHANGE": self.blacklist, "ECO2_CATALOG_EXCHANGE": self.catalog}
+
+
+MADE: list[Exchanges] = []
+
+
+async def delete_made_exchanges() -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        while MADE:
+            made = MADE.pop()
+            for name in (made.blacklist, made.catalog):
+                await channel.exchange_delete(name)
 
 
 @dataclass(frozen=True)
