@@ -80,6 +80,7 @@ class CacheSync:
         self.warmed = threading.Event()  # the first warm-up from Redis is done: the process may report ready
         self.live = False  # consuming, and warmed since this connection began: the caches are current
         self.events_applied = 0
+        self.sessions = 0  # broker connections that reached `live` (1 + the reconnects)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: pika.BlockingConnection | None = None
@@ -139,6 +140,7 @@ class CacheSync:
             self._warm()
             self._connection, self._channel = connection, channel
             self.live = True
+            self.sessions += 1
             log.info("cache sync live", extra={"fields": {"queue": queue, "revoked": len(self.caches.revoked)}})
             while not self._stopping.is_set():
                 connection.process_data_events(time_limit=self.settings.tick_seconds)
