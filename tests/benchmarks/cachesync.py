@@ -10,6 +10,7 @@
 3. Propagation: four authz processes; a revocation published on the fanout exchange, then each process asked
    over its own keep-alive connection about every millisecond until it answers 401; the time from just
    before the publish (on an open connection) to the last of the four refusing, per round.
+4. The consumer: pika in a thread against aio-pika in the event loop (tests.benchmarks.cachesync_consumers).
 
 Redis and RabbitMQ are the machine's (ECO2_TEST_REDIS_URL, default DB 9; this run's own exchanges); the
 processes and the keys this run wrote are removed at the end.
@@ -35,6 +36,7 @@ from eco2.cachesync.events import SyncEventType
 from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens
 from eco2.cachesync.replica import CacheSync, SyncSettings
 from tests.benchmarks import harness
+from tests.benchmarks.cachesync_consumers import consumer_rows
 from tests.benchmarks.report import Row, rows_table, sample_row
 from tests.cachesync.support import (
     AMQP_URL,
@@ -206,6 +208,7 @@ async def run(results: dict[str, Any], seconds: float, rounds: int, logs: Path) 
         results["rows"] += rows
         results["throughput"] = summary
         results["rows"].append(await propagation_row(exchanges, logs, rounds))
+        results["rows"] += await consumer_rows(rounds)
     finally:
         await cleanup(client)
         await client.aclose()

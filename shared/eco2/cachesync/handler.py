@@ -58,7 +58,7 @@ class RevokedTokens:
         return len(self._until)
 
     def add(self, jti: str, expires_at: float) -> None:
-        # Plain dict writes: atomic under the GIL, so the consumer thread and the event loop share it lock-free.
+        # Plain dict writes: the consumer and the requests share one event loop (and the GIL): no lock needed.
         if expires_at > self._until.get(jti, 0.0):
             self._until[jti] = expires_at
 
@@ -115,7 +115,7 @@ class CatalogCache:
 
 @dataclass
 class LocalCaches:
-    """A replica's in-process copies, fed by the consumer thread and read on every request."""
+    """A replica's in-process copies, fed by the consumer and read on every request."""
 
     revoked: RevokedTokens
     catalog: CatalogCache

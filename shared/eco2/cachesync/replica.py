@@ -1,8 +1,11 @@
 """The cache-sync consumer every replica runs: one exclusive, auto-delete queue bound to the fanout exchanges.
 
-pika (the design's package) in a daemon thread: connect, declare the queue and bind it, warm the caches up
+aio-pika, as a task in the process's event loop: connect, declare the queue and bind it, warm the caches up
 from Redis (SCAN the blacklist, load the catalog), then consume, feeding each event to the shared handler
-(eco2.cachesync.handler). The queue is bound before the warm-up, so nothing published in between is missed.
+(eco2.cachesync.handler). Not pika in a thread, the design's first choice: with the event loop saturated
+(a busy gateway or authz) a thread waits for the GIL at every step, and a revocation took up to ~1 s to be
+applied, against ~60 ms in the loop (p99; tests.benchmarks.cachesync_consumers, docs/benchmarks.md).
+The queue is bound before the warm-up, so nothing published in between is missed.
 A lost connection is retried with exponential backoff; until it is back (and the caches warmed again, since
 the exclusive queue and what it held are gone) `live` is False and callers ask Redis instead.
 """
@@ -10,19 +13,17 @@ the exclusive queue and what it held are gone) `live` is False and callers ask R
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import pika
-import pika.channel
-import pika.spec
+import aio_pika
 import redis
+from aio_pika import DeliveryMode, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
@@ -45,7 +46,7 @@ class SyncSettings:
     fallback_timeout_seconds: float = 0.25
     backoff_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
-    tick_seconds: float = 0.2  # how often the thread looks up from consuming (stop, purge of expired entries)
+    tick_seconds: float = 0.2  # how often the consumer looks up (a closed connection, purge of expired entries)
     # ECO2_BLACKLIST_LOOKUP=redis: ask Redis on every request, as before the cache (the benchmark's baseline).
     redis_per_request: bool = False
 
@@ -81,94 +82,100 @@ class CacheSync:
         self.live = False  # consuming, and warmed since this connection began: the caches are current
         self.events_applied = 0
         self.sessions = 0  # broker connections that reached `live` (1 + the reconnects)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: Any = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._channel: AbstractChannel | None = None
         self._redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"cachesync-{self.name}", daemon=True)
-            self._thread.start()
+        """Start consuming in the running event loop (call from a coroutine)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"cachesync-{self.name}")
 
     async def wait_warm(self, timeout: float) -> bool:
-        return await asyncio.to_thread(self.warmed.wait, timeout)
+        deadline = time.monotonic() + timeout
+        while not self.warmed.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.warmed.is_set()
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5.0)
-            self._thread = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         self._redis.close()
 
-    # -- the thread ---------------------------------------------------------------------------------------
+    # -- the consumer -------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         delay = self.settings.backoff_seconds
         while not self._stopping.is_set():
             try:
-                self._session()
+                await self._session()
                 delay = self.settings.backoff_seconds
-            except Exception as exc:  # pika's, the socket's or Redis's: all mean "try again later"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker's, the socket's or Redis's: all mean "try again later"
                 log.warning("cache sync: %s; retrying in %.1f s", type(exc).__name__, delay)
             self.live = False
             if not self.warmed.is_set():
                 # No broker yet: warm up from Redis alone, so lookups have the cache to fall back on.
                 with contextlib.suppress(Exception):
-                    self._warm()
-            if self._stopping.wait(delay):
-                break
+                    await self._warm()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, self.settings.backoff_cap_seconds)
 
-    def _session(self) -> None:
-        params = pika.URLParameters(self.settings.amqp_url)
-        params.client_properties = {"connection_name": f"eco2-cachesync {self.name}"}
-        params.socket_timeout = 2.0
-        params.heartbeat = 10
-        connection = pika.BlockingConnection(params)
+    async def _session(self) -> None:
+        connection = await aio_pika.connect(
+            self.settings.amqp_url, client_properties={"connection_name": f"eco2-cachesync {self.name}"}, timeout=5
+        )
         try:
-            channel = connection.channel()
-            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel = await connection.channel()
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
             for kind in sorted(self.kinds):
-                exchange = self.settings.exchange(kind)
-                channel.exchange_declare(exchange, "fanout", durable=True)
-                channel.queue_bind(queue, exchange)
-            channel.basic_consume(queue, self._on_message, auto_ack=True)
-            self._warm()
-            self._connection, self._channel = connection, channel
+                exchange = await channel.declare_exchange(
+                    self.settings.exchange(kind), ExchangeType.FANOUT, durable=True
+                )
+                await queue.bind(exchange)
+            await queue.consume(self._on_message, no_ack=True)
+            await self._warm()
+            self._channel = channel
             self.live = True
             self.sessions += 1
-            log.info("cache sync live", extra={"fields": {"queue": queue, "revoked": len(self.caches.revoked)}})
-            while not self._stopping.is_set():
-                connection.process_data_events(time_limit=self.settings.tick_seconds)
+            log.info("cache sync live", extra={"fields": {"queue": queue.name, "revoked": len(self.caches.revoked)}})
+            while not self._stopping.is_set() and not connection.is_closed and not channel.is_closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.settings.tick_seconds)
                 self.caches.revoked.purge()
+            if not self._stopping.is_set():
+                raise ConnectionError("the broker closed the connection")
         finally:
             self.live = False
-            self._connection = self._channel = None
+            self._channel = None
             with contextlib.suppress(Exception):
-                connection.close()
+                await connection.close()
 
-    def _warm(self) -> None:
+    async def _warm(self) -> None:
         started = time.perf_counter()
         if SyncEventType.TOKEN_REVOKED in self.kinds:
-            self.caches.revoked.merge(store.revoked_entries(self._redis))
+            self.caches.revoked.merge(await asyncio.to_thread(store.revoked_entries, self._redis))
         if SyncEventType.CATALOG_UPDATED in self.kinds:
-            stored = store.stored_catalog(self._redis)
+            stored = await asyncio.to_thread(store.stored_catalog, self._redis)
             if stored is not None:
                 self.caches.catalog.offer(stored.version, catalog_of(stored))
         self.warmed.set()
         log.info("cache sync warmed up", extra={"fields": {"seconds": round(time.perf_counter() - started, 4)}})
 
-    def _on_message(
-        self, _channel: Any, method: pika.spec.Basic.Deliver, properties: pika.spec.BasicProperties, body: bytes
-    ) -> None:
-        attributes = attributes_of(properties.headers)
-        event_type = attributes.get("type") or _type_of_exchange(self.settings, method.exchange)
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        attributes = attributes_of(message.headers)
+        event_type = attributes.get("type") or _type_of_exchange(self.settings, message.exchange or "")
         try:
-            self.caches.apply(decode(event_type, json_object(body)))
+            self.caches.apply(decode(event_type, json_object(message.body)))
             self.events_applied += 1
         except Eco2Error as exc:
             log.warning("cache sync: event dropped: %s", exc.message, extra={"fields": {"type": event_type}})
@@ -176,23 +183,16 @@ class CacheSync:
     # -- publishing (logout) ------------------------------------------------------------------------------
 
     async def publish(self, kind: SyncEventType, headers: dict[str, str], body: bytes, timeout: float = 2.0) -> bool:
-        """Put an event on the kind's fanout exchange over this thread's connection; False if it is down."""
-        connection = self._connection
-        if connection is None or not self.live:
+        """Put an event on the kind's fanout exchange over this consumer's connection; False if it is down."""
+        channel = self._channel
+        if channel is None or not self.live:
             return False
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def send() -> None:
-            try:
-                properties = pika.BasicProperties(content_type="application/json", headers=headers, delivery_mode=2)
-                self._channel.basic_publish(self.settings.exchange(kind), "", body, properties)
-                done.set_result(None)
-            except Exception as exc:
-                done.set_exception(exc)
-
+        message = aio_pika.Message(
+            body, headers=dict(headers), content_type="application/json", delivery_mode=DeliveryMode.PERSISTENT
+        )
         try:
-            connection.add_callback_threadsafe(send)
-            await asyncio.wait_for(asyncio.wrap_future(done), timeout)
+            exchange = await channel.get_exchange(self.settings.exchange(kind), ensure=False)
+            await asyncio.wait_for(exchange.publish(message, routing_key=""), timeout)
         except Exception as exc:
             log.warning("cache sync: publish failed: %s", type(exc).__name__)
             return False
