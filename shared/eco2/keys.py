@@ -1,4 +1,4 @@
-"""Every Redis key the pack uses, named in one place (each one is written with a TTL)."""
+"""Every Redis key the pack uses, named in one place (each one is written with a TTL but the catalog)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def reward(reward_id: str) -> str:
 def revoked_token(jti: str) -> str:
     """String, TTL = the token's remaining lifetime: a revoked JWT id (logout) the gateway refuses."""
     return f"{PREFIX}:auth:revoked:{jti}"
+
+
+def character_catalog() -> str:
+    """Hash {version, characters}, no TTL (the one key without one: it is the catalog's durable copy)."""
+    return f"{PREFIX}:catalog:characters"
 
 
 def rate_limit(user_id: str) -> str:

@@ -9,6 +9,7 @@ was recorded yet. The functions under `functions/` serve these over HTTP; the Ce
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from typing import Any, Generic, TypeVar
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel
 
-from eco2 import keys
+from eco2 import default_character, keys
 from eco2.adapter import EventFunction
+from eco2.cachesync.handler import CatalogCache
+from eco2.cachesync.process import CATALOG, start_sync
+from eco2.cachesync.replica import CacheSync
 from eco2.errors import PoisonEvent
 from eco2.events import (
     FUNCTION_EVENTS,
@@ -60,9 +64,10 @@ class StageContext:
     settings: Settings
     store: JobStore
     rules: RuleBook
-    characters: CharacterCatalog
+    catalog: CatalogCache  # the package's catalog, or the newer one a catalog sync delivered
     classify_prompt: str
     _model: ModelClient | None = None
+    _catalog_sync: CacheSync | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> StageContext:
@@ -75,13 +80,24 @@ class StageContext:
                 store_grace_seconds=settings.store_grace_seconds,
             ),
             rules=rules,
-            characters=CharacterCatalog.load(),
+            catalog=CatalogCache(),
             classify_prompt=CLASSIFY_SYSTEM_PROMPT.format(
                 majors=", ".join(MAJOR_CATEGORIES),
                 middles=", ".join(rules.middle_categories()),
                 tags=", ".join(SITUATION_TAGS),
             ),
         )
+
+    @property
+    def characters(self) -> CharacterCatalog:  # the current catalog, in process: no Redis read per event
+        return self.catalog.current
+
+    def sync_catalog(self) -> None:
+        """Keep `catalog` current from the catalog exchange (reward): warm-up from Redis, then every update."""
+        self._catalog_sync = start_sync(
+            os.environ, self.settings.redis_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
+        )
+        self.catalog = self._catalog_sync.caches.catalog
 
     @property
     def model(self) -> ModelClient:
@@ -95,6 +111,8 @@ class StageContext:
         return self._model
 
     async def aclose(self) -> None:
+        if self._catalog_sync is not None:
+            await self._catalog_sync.stop()
         if self._model is not None:
             await self._model.aclose()
         await self.store.aclose()
@@ -108,7 +126,7 @@ class StageContext:
         return await self.store.status(job_id) in TERMINAL_STATUSES
 
     async def ready(self) -> bool:
-        return await self.store.ping()
+        return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
 
 
 class RuleOutcome(BaseModel):
@@ -257,7 +275,7 @@ def answered(scan: ScanRuled, final: FinalAnswer, ctx: StageContext) -> Progress
 
 class RewardDecision(BaseModel):
     character: GrantedCharacter | None
-    reason: str  # machine-readable: granted, not_recyclable, no_rule, insufficient, no_character
+    reason: str  # machine-readable: granted, default, not_recyclable, no_rule, insufficient, no_character
     message: str
 
 
@@ -312,7 +330,13 @@ def granted_event_data(scan: ScanAnswered, decision: RewardDecision) -> RewardGr
 
 
 async def decide(scan: ScanAnswered, ctx: StageContext) -> RewardDecision:
-    return decide_reward(scan, rule_of(scan.rule_id, ctx.rules), ctx.characters)
+    decision = decide_reward(scan, rule_of(scan.rule_id, ctx.rules), ctx.characters)
+    if decision.character is not None:
+        return decision
+    default = await default_character.still_missing(scan.user_id, ctx.characters, ctx.store.redis, reward_id)
+    if default is None:
+        return decision
+    return RewardDecision(character=default, reason="default", message=f"첫 스캔 선물로 {default.name}를 받았어요")
 
 
 class RewardStep(Step[ScanAnswered, RewardDecision]):
@@ -364,6 +388,8 @@ def function(name: str) -> EventFunction[StageContext]:
 
     async def setup(settings: Settings) -> StageContext:
         context = await StageContext.create(settings)
+        if name == "reward":
+            context.sync_catalog()
         if step.uses_model:
             _ = context.model
         return context

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -16,6 +17,8 @@ from eco2.jobs import JobStore
 from eco2.serving import load_function
 from tests.gateway.support import LIVE_INSTANCE, SECRET, RecordingSink
 from tests.support import REDIS_TEST_URL, Child, free_port, start_child
+
+BLACKLIST_EXCHANGE = f"test-{uuid4().hex[:8]}.eco2.auth.blacklist"
 
 
 def gateway_env(sink_url: str, **overrides: str) -> dict[str, str]:
@@ -34,6 +37,9 @@ def gateway_env(sink_url: str, **overrides: str) -> dict[str, str]:
         "ECO2_RATE_LIMIT_PER_SECOND": "100000",
         "ECO2_SSE_PING_SECONDS": "15",
         "LOG_LEVEL": "WARNING",
+        # This run's own fanout exchanges: other runs on the shared RabbitMQ never hear its revocations.
+        "ECO2_BLACKLIST_EXCHANGE": BLACKLIST_EXCHANGE,
+        "ECO2_CATALOG_EXCHANGE": f"{BLACKLIST_EXCHANGE}.catalog",
     }
     env.update(overrides)
     return env

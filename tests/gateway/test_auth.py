@@ -16,6 +16,7 @@ from eco2 import keys
 from eco2.gateway.auth import issue_token
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PUBLIC_IMAGE, SECRET, bearer, token
+from tests.support import wait_for
 
 SCAN = {"image_url": PUBLIC_IMAGE}
 
@@ -104,12 +105,22 @@ async def test_logout_revokes_the_token_until_it_expires(gateway: Gateway, redis
     assert (await submit(gateway, bearer()))[0] == 202, "only that token is revoked"
 
 
-async def test_a_revocation_reaches_every_gateway_through_redis(make_gateway: MakeGateway) -> None:
+async def test_a_revocation_reaches_every_gateway_through_the_fanout_exchange(make_gateway: MakeGateway) -> None:
     first, second = await make_gateway(), await make_gateway()
+    await wait_for(lambda: _live(first, second), timeout=10, what="both gateways consuming")
     headers = {"Authorization": f"Bearer {token()}"}
     assert (await submit(second, headers))[0] == 202
     assert (await first.client.post("/api/v1/auth/logout", headers=headers)).status_code == 204
-    assert (await submit(second, headers))[1]["error"] == "token_revoked"
+
+    async def refused() -> bool:
+        return (await submit(second, headers))[1].get("error") == "token_revoked"
+
+    await wait_for(refused, timeout=2, what="the second gateway refusing the revoked token")
+    assert second.context.auth.blacklist.redis_lookups == 0, "heard on the exchange, not asked of Redis"
+
+
+async def _live(*gateways: Gateway) -> bool:
+    return all(g.context.caches.live for g in gateways)
 
 
 async def test_rs256_tokens_are_checked_with_the_public_key(make_gateway: MakeGateway) -> None:

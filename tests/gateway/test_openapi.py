@@ -7,6 +7,7 @@ from pathlib import Path
 
 from eco2.gateway import models
 from eco2.gateway.openapi import REPO_FILE, main, render
+from eco2.rules import CharacterCatalog
 
 JOB = {"status": "done", "stage": "done", "progress": "100", "message": "완료되었어요", "result": "{}"}
 
@@ -21,6 +22,8 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
     document = json.loads(target.read_text(encoding="utf-8"))
     assert set(document["components"]["schemas"]) == {
         "Category",
+        "CharacterEntry",
+        "CharacterList",
         "ErrorBody",
         "Health",
         "JobState",
@@ -38,4 +41,5 @@ def test_the_built_bodies_match_their_models() -> None:
     models.ScanAccepted.model_validate(models.accepted("job-1"))
     models.ScanProgress.model_validate(models.progress({**JOB, "status": "running"}))
     models.ScanResult.model_validate(models.final("job-1", JOB))
+    models.CharacterList.model_validate(models.characters(0, CharacterCatalog.load()))
     models.JobState.model_validate(models.job_state("job-1", JOB))

@@ -52,6 +52,8 @@ async def delete_topology(pack: LocalPack) -> None:
         if plan.dead_letter_exchange:
             await channel.exchange_delete(plan.dead_letter_exchange)
     await channel.exchange_delete(pack.topology.exchange)
+    for source in pack.sources:  # the RabbitmqSources' queues (eco2.local.sources)
+        await channel.queue_delete(source.queue_name)
     await connection.close()
 
 

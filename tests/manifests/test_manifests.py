@@ -40,6 +40,7 @@ KUBERNETES_VERSION = "1.32.0"
 NAMESPACE = "eco2"
 DEAD_LETTER = "dead-letter"
 GATEWAY = "gateway"
+AUTHZ = "authz"  # called by the ingress (Envoy ext_authz) for every request, not by the broker
 IMAGE = "ghcr.io/eco2/functions:0.1.0"
 STAGE_TIMEOUT_ENV = "ECO2_STAGE_TIMEOUT_SECONDS"
 
@@ -458,7 +459,7 @@ def test_dead_letter_is_only_a_sink(manifests: Manifests) -> None:
     assert all(t.subscriber_service != DEAD_LETTER for t in manifests.triggers.values())
     subscribers = {t.subscriber_service for t in manifests.triggers.values()}
     # The gateway is reached by mobile clients, not by the broker.
-    assert manifests.services.keys() == subscribers | {DEAD_LETTER, GATEWAY}, "a Service nothing delivers to"
+    assert manifests.services.keys() == subscribers | {DEAD_LETTER, GATEWAY, AUTHZ}, "a Service nothing delivers to"
 
 
 def test_terminal_events_are_not_consumed_by_a_stage(manifests: Manifests) -> None:
@@ -479,8 +480,8 @@ def test_every_service_command_serves_its_own_name(manifests: Manifests) -> None
 
 def test_service_conventions(manifests: Manifests) -> None:
     for name, service in manifests.services.items():
-        if name == GATEWAY:
-            continue  # public and always warm: see test_gateway_service
+        if name in (GATEWAY, AUTHZ):
+            continue  # always warm: see test_gateway_service, test_authz_service
         body = _raw_service(name)
         assert body["metadata"]["labels"]["eco2.dev/function"] == name
         assert body["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
@@ -540,6 +541,12 @@ def test_gateway_service(manifests: Manifests) -> None:
     assert gateway.min_scale >= 1, "a submit must never wait for a cold start"
     assert gateway.env["K_SINK"].startswith("http://")
     assert gateway.timeout_seconds >= 300, "SSE streams are long requests"
+
+
+def test_authz_service(manifests: Manifests) -> None:
+    authz = manifests.services[AUTHZ]
+    assert authz.min_scale >= 1, "every request waits on it: never cold"
+    assert _raw_service(AUTHZ)["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
 
 
 def test_timeouts_nest(manifests: Manifests) -> None:

@@ -87,6 +87,11 @@ class Api:
         await self.ctx.auth.revoke(principal)
         return Response(status_code=204)
 
+    async def characters(self, request: Request) -> Response:
+        """The character catalog this process holds (current from the catalog exchange), default first."""
+        catalog = self.ctx.caches.caches.catalog
+        return JSONResponse(models.characters(catalog.version, catalog.current))
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "function": "gateway", "redis": await self.ctx.store.ping()})
 

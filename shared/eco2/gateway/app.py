@@ -39,6 +39,7 @@ def routes(ctx: GatewayContext) -> list[Route]:
         Route("/api/v1/scan/{job_id}/events", api.events, methods=["GET"]),
         Route("/api/v1/scan/{job_id}", api.cancel, methods=["DELETE"]),
         Route("/api/v1/auth/logout", api.logout, methods=["POST"]),
+        Route("/api/v1/characters", api.characters, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -84,7 +85,7 @@ class Gateway:
                 self._env = dict(os.environ if env is None else env)
             if self._context is None:
                 settings = GatewaySettings.from_env(self._env, Settings.from_env(self._env, self.name))
-                self._context = await GatewayContext.create(settings)
+                self._context = await GatewayContext.create(settings, self._env)
                 self._routes = routes(self._context)
                 tune_garbage_collector()
             return self._context

@@ -1,21 +1,21 @@
 """Who is calling: a Bearer JWT (HS256 or RS256) or, behind a trusted edge, X-User-ID; revoked tokens are refused.
 
+The revocation check is the process's Blacklist (eco2.cachesync): a local copy kept current from the fanout
+exchange, Redis only while the broker is unreachable. The authz function runs this same check for Envoy.
 PyJWT and cryptography are imported when the first Authenticator is built, not with this module.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from eco2 import keys
-from eco2.errors import BadRequest, Eco2Error, store_call
+from eco2.cachesync.blacklist import Blacklist
+from eco2.errors import BadRequest, Eco2Error
 from eco2.events import Priority
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.tokens import issue_token
@@ -25,8 +25,7 @@ __all__ = ["Authenticator", "Principal", "issue_token", "priority_of"]
 USER_ID_MAX = 128
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
 _HIGH_PRIORITY_CLAIMS = frozenset({"vip", "high"})
-# Revocations are final until the token expires, so a local copy of the ones seen saves Redis round trips.
-_REVOKED_CACHE_SIZE = 10_000
+DEFAULT_ROLE = "user"
 # A mobile client sends the same token with every request: its signature and claims are checked once, and
 # only its expiry again (revocation is checked on every request). Tokens are the keys, so a forged one misses.
 _VERIFIED_CACHE_SIZE = 4096
@@ -38,6 +37,7 @@ class Principal:
     priority: Priority
     jti: str | None = None  # None when the caller was identified by a trusted edge header
     expires_at: float | None = None
+    role: str = DEFAULT_ROLE
 
 
 def priority_of(claim: object) -> Priority:
@@ -57,9 +57,9 @@ def _plain(value: str) -> bool:
 class Authenticator:
     """Checks each request's identity; one per process, built at start."""
 
-    def __init__(self, settings: GatewaySettings, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: GatewaySettings, blacklist: Blacklist) -> None:
         self._settings = settings
-        self._redis = redis
+        self.blacklist = blacklist
         self._problem = settings.auth_problem
         self._key: Any = settings.jwt_secret
         self._algorithm = "HS256"
@@ -74,7 +74,6 @@ class Authenticator:
             except (ValueError, TypeError):
                 self._key = None
                 self._problem = "ECO2_JWT_PUBLIC_KEY is not a valid PEM public key, so no token is accepted"
-        self._revoked: OrderedDict[str, float] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @property
@@ -98,8 +97,9 @@ class Authenticator:
             priority=priority_of(claims.get("priority")),
             jti=str(claims["jti"]),
             expires_at=float(claims["exp"]),
+            role=_role(claims.get("role")),
         )
-        if await self.is_revoked(principal.jti or ""):
+        if await self.blacklist.is_revoked(principal.jti or ""):
             raise _unauthorized("token_revoked", "the token was revoked (logged out)")
         return principal
 
@@ -138,28 +138,12 @@ class Authenticator:
             raise _unauthorized("invalid_token", "the token's jti must be a short string")
         return claims
 
-    async def is_revoked(self, jti: str) -> bool:
-        now = time.time()
-        cached = self._revoked.get(jti)
-        if cached is not None:
-            if cached > now:
-                return True
-            del self._revoked[jti]
-        if not await store_call(self._redis.exists(keys.revoked_token(jti))):
-            return False
-        self._remember(jti, now + 60.0)
-        return True
-
-    async def revoke(self, principal: Principal) -> None:
-        """Blacklist the caller's token for the rest of its lifetime (logout)."""
+    async def revoke(self, principal: Principal) -> bool:
+        """Blacklist the caller's token for the rest of its lifetime (logout); True if every replica was told."""
         if principal.jti is None or principal.expires_at is None:
             raise BadRequest("no_token", "only a bearer token can be revoked; this request carried none")
-        remaining = max(1, math.ceil(principal.expires_at - time.time() + self._settings.jwt_leeway_seconds))
-        await store_call(self._redis.set(keys.revoked_token(principal.jti), "1", ex=remaining))
-        self._remember(principal.jti, time.time() + remaining)
+        return await self.blacklist.revoke(principal.jti, principal.user_id, principal.expires_at)
 
-    def _remember(self, jti: str, until: float) -> None:
-        self._revoked[jti] = until
-        self._revoked.move_to_end(jti)
-        while len(self._revoked) > _REVOKED_CACHE_SIZE:
-            self._revoked.popitem(last=False)
+
+def _role(claim: object) -> str:
+    return claim if isinstance(claim, str) and _plain(claim) and len(claim) <= 32 else DEFAULT_ROLE

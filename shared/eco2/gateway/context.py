@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from eco2.cachesync.blacklist import Blacklist
+from eco2.cachesync.process import BOTH, start_sync
+from eco2.cachesync.replica import CacheSync
 from eco2.gateway import models
 from eco2.gateway.auth import Authenticator
 from eco2.gateway.hub import StreamHub
@@ -35,6 +40,7 @@ def client_names(instance: str) -> tuple[str, str]:
 # A request waits this long for a free pooled connection before answering 503.
 _POOL_WAIT_SECONDS = 5.0
 _READ_MARGIN_SECONDS = 10.0
+_WARM_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -50,9 +56,10 @@ class GatewayContext:
     metrics: GatewayMetrics
     categories: list[dict[str, Any]]
     probe: ImageProbe
+    caches: CacheSync  # the blacklist and the catalog, current from the fanout exchanges
 
     @classmethod
-    async def create(cls, settings: GatewaySettings) -> GatewayContext:
+    async def create(cls, settings: GatewaySettings, env: Mapping[str, str] | None = None) -> GatewayContext:
         url = settings.base.redis_url
         pool_name, reader_name = client_names(settings.instance)
         # Bounded: hundreds of SSE clients replaying at once queue for a connection instead of opening hundreds.
@@ -83,10 +90,12 @@ class GatewayContext:
             metrics=metrics,
         )
         sink, outbox, sweeper = _delivery(settings, client, metrics)
+        caches = start_sync(os.environ if env is None else env, url, BOTH, name=f"gateway-{settings.instance}")
+        blacklist = Blacklist(caches, client, source="/eco2/gateway", leeway_seconds=settings.jwt_leeway_seconds)
         context = cls(
             settings=settings,
             store=JobStore(client, ttl_seconds=settings.base.job_ttl_seconds),
-            auth=Authenticator(settings, client),
+            auth=Authenticator(settings, blacklist),
             limiter=RateLimiter(
                 client,
                 burst=settings.rate_limit_burst,
@@ -106,16 +115,21 @@ class GatewayContext:
                 timeout_seconds=settings.image_probe_timeout_seconds,
                 dns_timeout_seconds=settings.dns_timeout_seconds,
             ),
+            caches=caches,
         )
         hub.start()
+        # Requests wait for nothing: readiness says when the warm-up is done. A short wait here serves most starts.
+        await caches.wait_warm(_WARM_WAIT_SECONDS)
         if sweeper is not None:
             sweeper.start()
         return context
 
     async def ready(self) -> bool:
-        return await self.store.ping()
+        # Ready once the caches were warmed up from Redis (a revoked token is refused from the first request).
+        return self.caches.warmed.is_set() and await self.store.ping()
 
     async def aclose(self) -> None:
+        await self.caches.stop()
         if self.sweeper is not None:
             await self.sweeper.aclose()
         await self.hub.aclose()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eco2.errors import BadRequest, PoisonEvent
 from eco2.gateway.ssrf import MAX_URL_LENGTH
 from eco2.jobs import TERMINAL_STATUSES
+from eco2.rules import CharacterCatalog
 
 MAX_USER_INPUT = 1000
 
@@ -113,6 +114,23 @@ class Category(BaseModel):
     summary: str
 
 
+class CharacterEntry(BaseModel):
+    """One collectible character of the catalog."""
+
+    character_id: str
+    name: str
+    middle_category: str | None = Field(description="the recyclable category that earns it; null for the default")
+    is_default: bool = Field(description="granted once, with a user's first scan")
+    description: str
+
+
+class CharacterList(BaseModel):
+    """200 to GET /api/v1/characters: the catalog this gateway holds, kept current from the catalog exchange."""
+
+    version: int = Field(description="the catalog version (0: the one shipped with the pack)")
+    characters: list[CharacterEntry]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     function: Literal["gateway"]
@@ -136,6 +154,11 @@ def categories(book: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for entry in book
     ]
+
+
+def characters(version: int, catalog: CharacterCatalog) -> dict[str, Any]:
+    entries = sorted(catalog.all(), key=lambda c: not c.is_default)
+    return {"version": version, "characters": [c.model_dump(mode="json") for c in entries]}
 
 
 def accepted(job_id: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             models.ScanResult,
             models.JobState,
             models.Category,
+            models.CharacterList,
             models.Health,
             models.Readiness,
         )
@@ -111,6 +112,13 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listCategories",
                 "summary": "The supported categories with their display names and disposal instructions",
                 "responses": {"200": _json({"type": "array", "items": _ref(models.Category)}, "the categories")},
+            }
+        },
+        "/api/v1/characters": {
+            "get": {
+                "operationId": "listCharacters",
+                "summary": "The character catalog, kept current in every replica from the catalog exchange",
+                "responses": {"200": _json(_ref(models.CharacterList), "the catalog, the default character first")},
             }
         },
         "/api/v1/scan/{job_id}/result": {

@@ -28,6 +28,7 @@ from eco2.local.metrics import RunnerMetrics
 from eco2.local.migration import migrate_legacy_queues
 from eco2.local.processes import die_with_parent
 from eco2.local.replicas import FunctionPool, wait_healthy
+from eco2.local.sources import SourceConsumer, start_sources
 from eco2.local.state import StateReporter
 from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
@@ -91,6 +92,7 @@ class LocalPack:
         self.pools: dict[str, FunctionPool] = {}
         self._consumers: list[TriggerConsumer] = []
         self._dead_letter_consumers: list[DeadLetterConsumer] = []
+        self.sources: list[SourceConsumer] = []  # the manifests' RabbitmqSources (eco2.local.sources)
         self._connection: AbstractRobustConnection | None = None
         self.publisher: AbstractChannel | None = None  # publisher confirms: the ingress's and every reply's
         self.state = StateReporter(options.state_path, self.topology, options.redis_url)
@@ -127,6 +129,9 @@ class LocalPack:
         self._build_pools()
         await self._start_ingress(broker_exchange)
         await self._start_consumers(publisher, broker_exchange)
+        self.sources = await start_sources(
+            self.manifests, self._connection, self.ingress_url, self._http, self.options.prefix
+        )
         await asyncio.gather(*(pool.ensure_min_scale() for pool in self.pools.values()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         await self.write_state(ready=True)
@@ -135,6 +140,7 @@ class LocalPack:
         env = {
             "REDIS_URL": self.options.redis_url,
             "K_SINK": self.ingress_url,
+            "AMQP_URL": self.options.amqp_url,  # the cache-sync consumers (gateway, authz, reward)
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
             **self.options.extra_env,
         }
@@ -295,6 +301,8 @@ class LocalPack:
             await consumer.stop()
         for letters in self._dead_letter_consumers:
             await letters.stop()
+        for source in self.sources:
+            await source.stop()
         if self._ingress is not None:
             # Let uvicorn close its socket itself; cancelling its task would leak the listener.
             self._ingress.should_exit = True

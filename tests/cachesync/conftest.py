@@ -1,0 +1,15 @@
+"""Every exchange a cache-sync test made is deleted after it (the RabbitMQ is shared)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.cachesync.support import delete_made_exchanges
+
+
+@pytest.fixture(autouse=True)
+async def _delete_exchanges() -> AsyncIterator[None]:
+    yield
+    await delete_made_exchanges()
