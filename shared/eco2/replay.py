@@ -3,7 +3,8 @@
 A recorded letter (eco2.deadletter) is replayed when its cause was transient — a 5xx, a 429, a 408, or no
 response at all (knativeerrorcode 0 or empty: a timeout, a dropped connection, RabbitMQ's delivery limit) — at
 most `max_attempts` times per event, each attempt after a longer wait (`delay * 4^n` from the letter's record).
-A poison letter (any other 4xx) is never replayed: the same event would be refused again.
+A poison letter (any other 4xx) is never replayed: the same event would be refused again; nor is an event
+posted to the sink by hand (no error extensions at all).
 
 Replaying the live work of a failed job first reopens the job (JobStore.reopen: `failed → queued` on its stream,
 so SSE shows it), then clears the letter's recorded mark (a second failure is recorded again), then sends the
@@ -84,6 +85,10 @@ class Letter:
 
     @property
     def transient(self) -> bool:
+        """A broker gave up on it (it carries the error extensions) for a cause that may pass: 5xx, 429, 408,
+        or no response (code 0 or none: Knative sets no code when the subscriber never answered)."""
+        if not any(name in self.attributes for name in ("knativeerrorcode", "knativeerrordest")):
+            return False  # posted to the sink by hand, not dead-lettered by a broker: nothing says it may pass
         return self.code == 0 or self.code >= 500 or self.code in TRANSIENT_4XX
 
     @property
@@ -235,7 +240,9 @@ class Replayer:
         cutoff_ms = int((time.time() - older_than_seconds) * 1000)
         removed = 0
         for name in (domain,) if domain else DOMAINS:
-            removed += int(await store_call(self.redis.xtrim(keys.dead_letters(name), minid=f"{cutoff_ms}-0")))
+            removed += int(
+                await store_call(self.redis.xtrim(keys.dead_letters(name), minid=f"{cutoff_ms}-0", approximate=False))
+            )
         return removed
 
     async def _claim(self, letter: Letter) -> bool:

@@ -47,10 +47,12 @@ class Audit:
     model_calls: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicate_events == 0 and self.duplicate_rewards == 0 and not self.lost_rewards
+        clean = self.lost == 0 and self.duplicate_events == 0 and self.duplicate_rewards == 0
+        return clean and not self.lost_rewards and not self.problems
 
     def row(self) -> dict[str, Any]:
         per_job = self.model_calls / self.accepted if self.accepted else 0.0
@@ -66,6 +68,7 @@ class Audit:
             "lost rewards": self.lost_rewards,
             "model calls per job": round(per_job, 2),
             "wall s": round(self.seconds, 1),
+            "problems": len(self.problems),
         }
 
 
@@ -180,6 +183,13 @@ async def _earned_rewards(redis: aioredis.Redis, job_ids: list[str]) -> set[str]
 
 
 async def _duplicate_events(redis: aioredis.Redis, job_id: str) -> int:
+    """(stage, status) pairs seen twice within one run of the job (a replay's reopen starts a new run)."""
     entries = await redis.xrange(keys.job_events(job_id))
-    seen = Counter((fields["stage"], fields["status"]) for _, fields in cast(list[Any], entries or []))
-    return sum(count - 1 for count in seen.values())
+    duplicates = 0
+    seen: Counter[tuple[str, str]] = Counter()
+    for _, fields in cast(list[Any], entries or []):
+        if '"reopened"' in fields.get("data", ""):
+            duplicates += sum(count - 1 for count in seen.values())
+            seen.clear()
+        seen[(fields["stage"], fields["status"])] += 1
+    return duplicates + sum(count - 1 for count in seen.values())

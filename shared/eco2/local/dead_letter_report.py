@@ -2,8 +2,8 @@
 
 The dead-letter queues are drained into the streams `eco2.keys.dead_letters(domain)` (one per domain) at
 once, so their depth says nothing; the streams do. Each entry has `attributes` (a JSON object: the CloudEvent's
-attributes with knativeerrordest/-code/-data) and `data`; it may have `recorded_at` or `domain`. Entries are read defensively:
-one that does not parse is counted as unreadable, never fatal.
+attributes with knativeerrordest/-code/-data) and `data`; it may have `recorded_at` or `domain`. Entries are
+read defensively: one that does not parse is counted as unreadable, never fatal.
 """
 
 from __future__ import annotations
