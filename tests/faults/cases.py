@@ -126,7 +126,8 @@ CASES: dict[str, Case] = {
     ),
     # Every event delivered twice at once by the runner (both replies published): effects still once each.
     "duplicate-deliveries": Case("duplicate-deliveries", env={"ECO2_DUPLICATE_DELIVERIES": "1"}),
-    "poison": Case("poison", poison_events),
+    # The replay function ticks every 2 s here, so it is up (and takes poison) too.
+    "poison": Case("poison", poison_events, env={"ECO2_PING_EVERY_SECONDS": "2"}),
     # The model fails every call until all scans failed visibly; then fixed, and `eco2 dlq replay` runs.
     "replay": Case(
         "replay",

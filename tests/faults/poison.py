@@ -31,6 +31,8 @@ from tests.faults.pack import Pack
 EXAMPLES = 60
 ROUTED = sorted({str(consumed) for consumed, _ in FUNCTION_EVENTS.values()})
 LETTER_DEADLINE = 60.0
+WARM_DEADLINE = 30.0
+HEALTH_DEADLINE = 10.0
 
 _header = st.text(alphabet=string.ascii_letters + string.digits + "-._/:", min_size=0, max_size=40)
 _json = st.recursive(
@@ -44,8 +46,8 @@ _scanlike = st.fixed_dictionaries(
 )
 _events = st.fixed_dictionaries(
     {
-        "type": st.sampled_from([*ROUTED, "eco2.reward.granted", "dev.knative.sources.ping"]) | _header,
-        "specversion": st.just("1.0") | _header,
+        "type": st.one_of(st.sampled_from([*ROUTED, "eco2.reward.granted", "dev.knative.sources.ping"]), _header),
+        "specversion": st.one_of(st.just("1.0"), st.just("1.0"), st.just("1.0"), _header),
         "source": _header,
         "subject": _header,
         "priority": st.sampled_from(["normal", "high"]),
@@ -90,7 +92,9 @@ def send_poison(pack: Pack, run: PoisonRun, examples: int = EXAMPLES) -> None:
     targets = {"ingress": f"http://127.0.0.1:{pack.ingress_port}/"}
     for name, pool in pack.state().get("functions", {}).items():
         if name != "gateway" and pool.get("replicas"):
-            targets[name] = str(pool["replicas"][0]["url"])
+            url = str(pool["replicas"][0]["url"])
+            if _serving(url, HEALTH_DEADLINE):  # listed while it starts: wait until it serves
+                targets[name] = url
     run.targets = set(targets)
 
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -101,13 +105,34 @@ def send_poison(pack: Pack, run: PoisonRun, examples: int = EXAMPLES) -> None:
 
     with httpx.Client(timeout=30) as http:
         each()
+    for where, url in targets.items():
+        if where != "ingress" and not _serving(url, HEALTH_DEADLINE):
+            run.problems.append(f"{where} no longer serves after the poison events")
+
+
+def _serving(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.2)
+    return False
 
 
 async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
-    """Send the generated events mid-run; after the scans ended, check each refused one was dead-lettered once."""
+    """Send the generated events mid-run; after the scans ended, check each refused one was dead-lettered once.
+
+    A second round goes out once the functions that scale from zero on their own traffic are up too (the
+    dead-letter sink after the first refused letter, replay after its first PingSource tick).
+    """
     await asyncio.sleep(3.0)  # the stages are up, scans in flight
     run = PoisonRun()
     await asyncio.to_thread(send_poison, pack, run)
+    covered = set(run.targets)
+    await _wait_running(pack, {"dead-letter", "replay"}, WARM_DEADLINE)
+    await asyncio.to_thread(send_poison, pack, run)
+    run.targets |= covered
     await stop.wait()
     letters = await _letters_by_id(pack, set(run.refused_ids))
     for event_id in run.refused_ids:
@@ -120,6 +145,12 @@ async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
         f"{len(run.refused_ids)} refused through the broker, each dead-lettered once with a 4xx",
     ]
     return notes + [f"problem: {p}" for p in run.problems[:20]]
+
+
+async def _wait_running(pack: Pack, names: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not names <= set(pack.function_pids().values()):
+        await asyncio.sleep(0.5)
 
 
 async def _letters_by_id(pack: Pack, wanted: set[str]) -> dict[str, list[str]]:
