@@ -555,17 +555,26 @@ def test_timeouts_nest(manifests: Manifests) -> None:
         assert float(service.env[STAGE_TIMEOUT_ENV]) < service.timeout_seconds, trigger.name
 
 
-def test_every_trigger_retries_three_times_then_dead_letters(manifests: Manifests) -> None:
+# Delivery matched to the work (eventing/triggers.yaml): the model stages wait minutes between few retries,
+# the Redis-only stages retry soon and often; the model client's budget ends before the broker's timeout.
+DELIVERY_OF_STAGE = {"vision": (3, 30.0), "answer": (3, 30.0), "rules": (5, 1.0), "reward": (5, 1.0)}
+
+
+def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Manifests) -> None:
     for trigger in manifests.triggers.values():
         assert trigger.delivery is not None, f"{trigger.name} relies on the Broker's delivery"
         delivery = manifests.effective_delivery(trigger)
         assert delivery is not None
+        retry, delay = DELIVERY_OF_STAGE[trigger.subscriber_service]
         assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay_seconds) == (
-            3,
+            retry,
             "exponential",
-            10.0,
+            delay,
         )
         assert delivery.dead_letter_service == DEAD_LETTER
+        budget = float(manifests.environment(trigger.subscriber_service)["ECO2_STAGE_TIMEOUT_SECONDS"])
+        assert delivery.timeout_seconds is not None
+        assert budget < delivery.timeout_seconds, f"{trigger.name}: a hung call must end before the broker's timeout"
     broker = manifests.broker.delivery
     assert broker is not None
     assert (broker.retry, broker.backoff_policy, broker.dead_letter_service) == (
