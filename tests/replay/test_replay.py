@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -12,9 +13,12 @@ from cloudevents.http import CloudEvent, from_http
 
 from eco2 import keys
 from eco2.deadletter import DeadLetterContext, domain_of, record
+from eco2.deadletter import function as deadletter_function
 from eco2.events import EventType, event_id
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
+from eco2.local.dead_letter_report import read_dead_letters
 from eco2.replay import ATTEMPT_EXTENSION, Outcome, Policy, Replayer, read_letters
+from tests.support import REDIS_TEST_URL
 
 SINK = "http://ingress.test/eco2/eco2"
 
@@ -185,3 +189,24 @@ async def test_purge_removes_old_letters_only(store: JobStore, redis_client: aio
     removed = await replayer(store, Sink()).purge(3600)
     assert removed == 1
     assert await redis_client.xlen(keys.dead_letters("scan")) == 1
+
+
+async def test_status_reads_the_letters_of_every_domain(store: JobStore) -> None:
+    await record(letter(EventType.SCAN_REQUESTED, "a"), DeadLetterContext(store))
+    await record(letter(EventType.REWARD_GRANTED, "b"), DeadLetterContext(store))
+    report = await asyncio.to_thread(read_dead_letters, REDIS_TEST_URL, [])
+    assert report["total"] == 2
+    assert sum(group["count"] for group in report["groups"]) == 2
+
+
+async def test_the_sink_counts_letters_per_domain(redis_client: aioredis.Redis) -> None:
+    served = deadletter_function()
+    ctx = await served.start({"REDIS_URL": REDIS_TEST_URL})
+    try:
+        for _ in range(2):
+            await record(letter(EventType.REWARD_GRANTED, "b"), ctx)
+    finally:
+        await served.stop()
+    sample = served.metrics.registry.get_sample_value
+    assert sample("eco2_dead_letters_total", {"domain": "reward", "outcome": "recorded"}) == 1
+    assert sample("eco2_dead_letters_total", {"domain": "reward", "outcome": "repeat"}) == 1

@@ -33,6 +33,8 @@ def test_the_replay_pingsource_ticks_every_five_minutes() -> None:
         ("15,45 * * * *", datetime(2026, 1, 1, 3, 20, tzinfo=UTC), datetime(2026, 1, 1, 3, 45, tzinfo=UTC)),
         ("0 0 * * 1", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC)),  # the next Monday
         ("0 9-17/4 * * *", datetime(2026, 1, 1, 10, tzinfo=UTC), datetime(2026, 1, 1, 13, tzinfo=UTC)),
+        # Both day fields restricted: the 15th or any Monday, as cron reads it.
+        ("0 0 15 * 1", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC)),
     ],
 )
 def test_cron_next_after(expression: str, after: datetime, expected: datetime) -> None:

@@ -26,6 +26,7 @@ SOURCES_API = "sources.knative.dev/v1"
 # What Knative's PingSource sends (its CRD's registry annotation).
 PING_EVENT_TYPE = "dev.knative.sources.ping"
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
+_SPAN = tuple(high - low + 1 for _, low, high in _FIELDS)
 # The longest a valid schedule can go without firing (29 February every 4 years, plus slack), in minutes.
 _HORIZON_MINUTES = 5 * 366 * 24 * 60
 
@@ -74,13 +75,11 @@ class Cron:
 
     def matches(self, moment: datetime) -> bool:
         minute, hour, day, month, weekday = self.fields
-        return (
-            moment.minute in minute
-            and moment.hour in hour
-            and moment.day in day
-            and moment.month in month
-            and (moment.isoweekday() % 7) in weekday
-        )
+        on_day, on_weekday = moment.day in day, (moment.isoweekday() % 7) in weekday
+        # As cron: when both day fields are restricted, either one matching is enough.
+        both = len(day) < _SPAN[2] and len(weekday) < _SPAN[4]
+        days = (on_day or on_weekday) if both else (on_day and on_weekday)
+        return moment.minute in minute and moment.hour in hour and moment.month in month and days
 
     def next_after(self, after: datetime) -> datetime:
         """The first whole minute strictly after `after` that the schedule fires at."""
