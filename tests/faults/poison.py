@@ -97,7 +97,10 @@ def send_poison(pack: Pack, run: PoisonRun, examples: int = EXAMPLES) -> None:
                 targets[name] = url
     run.targets = set(targets)
 
-    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same examples every run, so a CI failure reproduces.
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(_events)
     def each(event: dict[str, Any]) -> None:
         for where, url in targets.items():

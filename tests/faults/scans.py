@@ -22,6 +22,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import keys
+from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
 from eco2.stages import reward_id
 from eco2.standin.samples import SAMPLES
@@ -111,7 +112,7 @@ async def _submit(http: httpx.AsyncClient, gateway: str, body: dict[str, str], h
 
 
 class RewardCounter:
-    """A queue of our own bound to the broker exchange on type=eco2.reward.granted: counts every one."""
+    """A queue of our own bound to the broker exchange on the reward function's eco2.reward.granted: counts each."""
 
     def __init__(self, pack: Pack) -> None:
         self._pack = pack
@@ -123,7 +124,9 @@ class RewardCounter:
         channel = await self._connection.channel()
         exchange = await channel.get_exchange(self._pack.exchange)
         queue = await channel.declare_queue(f"{self._pack.prefix}.audit.rewards", durable=True)
-        await queue.bind(exchange, arguments={"x-match": "all", "type": "eco2.reward.granted"})
+        # Only the reward function's grants: the poison case sends forged eco2.reward.granted to the ingress too.
+        binding: dict[str, Any] = {"x-match": "all", "type": "eco2.reward.granted", "source": source_of("reward")}
+        await queue.bind(exchange, arguments=binding)
         await queue.consume(self._count, no_ack=True)
 
     async def _count(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
