@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
-from eco2.deadletter import DeadLetterContext, record
+from eco2.deadletter import DOMAINS, DeadLetterContext, record
 from eco2.errors import StoreUnavailable
 from eco2.events import EventType, event_id
 from eco2.jobs import JobStatus, JobStore, Stage
@@ -33,8 +33,8 @@ def letter(event_type: str, job_id: str = "job1", *, own_id: bool = True) -> Clo
 
 
 async def recorded(redis_client: aioredis.Redis) -> list[dict[str, str]]:
-    entries = await redis_client.xrange(keys.dead_letters())
-    return [cast(dict[str, str], fields) for _, fields in entries or []]
+    entries = [entry for domain in DOMAINS for entry in await redis_client.xrange(keys.dead_letters(domain)) or []]
+    return [cast(dict[str, str], fields) for _, fields in entries]
 
 
 async def at_rule_stage(store: JobStore, job_id: str = "job1") -> None:
@@ -57,7 +57,7 @@ async def test_a_dead_letter_fails_its_job_and_is_recorded_once(store: JobStore,
     assert (job["status"], job["stage"]) == ("failed", "answer")
     assert json.loads(job["error"])["code"] == "answer_failed"
     assert [e.status for e in await store.events("job1")] == ["queued", "running", "running", "failed"]
-    assert await redis_client.ttl(keys.dead_letters()) > 0
+    assert await redis_client.ttl(keys.dead_letters("scan")) > 0
 
 
 async def test_a_letter_of_another_type_is_recorded_without_touching_jobs(
@@ -86,10 +86,10 @@ async def test_a_letter_for_an_unknown_job_creates_nothing(store: JobStore, redi
 async def test_a_failed_write_leaves_the_letter_unrecorded_so_the_retry_records_it(
     store: JobStore, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.set(keys.dead_letters(), "not a stream")  # XADD now fails mid-record
+    await redis_client.set(keys.dead_letters("scan"), "not a stream")  # XADD now fails mid-record
     with pytest.raises(aioredis.ResponseError):
         await record(letter(EventType.SCAN_REQUESTED, "ghost"), DeadLetterContext(store))
-    await redis_client.delete(keys.dead_letters())
+    await redis_client.delete(keys.dead_letters("scan"))
     await record(letter(EventType.SCAN_REQUESTED, "ghost"), DeadLetterContext(store))
     assert len(await recorded(redis_client)) == 1
 

@@ -56,6 +56,7 @@ def commands() -> "typer.Typer":
         run(host, port, StandinConfig.from_env(os.environ))
 
     _pack_commands(commands)
+    commands.add_typer(__import__("eco2.dlq_cli", fromlist=["commands"]).commands(), name="dlq")
     return commands
 
 

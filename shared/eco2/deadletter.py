@@ -5,6 +5,10 @@ error in between can neither lose the record nor mark it recorded). It fails a j
 that job's live work: the pack's own event id for (job, type), and the job still waiting at the stage that
 emitted it. Anything else (a curl'd event naming a healthy job, an unknown job id) is recorded and the job
 left alone; unknown ids never create jobs.
+
+One sink, a queue per domain: the domain is the work that failed, read off the event type (DOMAIN_OF_TYPE),
+and each domain has its own record stream (`eco2.keys.dead_letters(domain)`) and its own series of the
+`eco2_dead_letters_total` counter, so `eco2 dlq --domain reward` and an alert on rewards see only rewards.
 """
 
 from __future__ import annotations
@@ -15,17 +19,32 @@ import time
 from dataclasses import dataclass
 
 from cloudevents.http import CloudEvent
+from prometheus_client import Counter
 
 from eco2 import keys
+from eco2.adapter import EventFunction
 from eco2.errors import store_call
 from eco2.events import FUNCTION_EVENTS, EventType, event_id
-from eco2.jobs import STAGE_OF_FUNCTION, JobStatus, JobStore, Stage, TransitionOutcome
+from eco2.jobs import STAGE_OF_FUNCTION, JobStatus, JobStore, Stage, Transition, TransitionOutcome
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.deadletter")
 DEAD_LETTER_TTL_SECONDS = 7 * 24 * 3600
 DEAD_LETTER_MAXLEN = 100_000
 ERROR_EXTENSIONS = ("knativeerrorcode", "knativeerrordest", "knativeerrordata")
+
+# The dead-letter queues, one per domain of work: the scan stages (vision, rules, answer), rewards (the reward
+# stage and whatever takes eco2.reward.granted), auth/cache sync; anything else is `other`.
+DOMAINS: tuple[str, ...] = ("scan", "reward", "auth", "other")
+DOMAIN_OF_TYPE: dict[str, str] = {
+    EventType.SCAN_REQUESTED: "scan",
+    EventType.SCAN_CLASSIFIED: "scan",
+    EventType.SCAN_RULED: "scan",
+    EventType.SCAN_ANSWERED: "reward",
+    EventType.REWARD_GRANTED: "reward",
+}
+DOMAIN_OF_PREFIX: tuple[tuple[str, str], ...] = (("eco2.auth.", "auth"), ("eco2.cache.", "auth"))
+FAILED_MESSAGE = "처리 중 문제가 생겨 스캔을 완료하지 못했어요"
 
 # The stage that failed, for each event type a pipeline function consumes.
 FAILED_STAGE: dict[str, Stage] = {
@@ -52,9 +71,17 @@ return 1
 """
 
 
+def domain_of(event_type: str) -> str:
+    """The dead-letter queue an event of this type goes to."""
+    if event_type in DOMAIN_OF_TYPE:
+        return DOMAIN_OF_TYPE[event_type]
+    return next((domain for prefix, domain in DOMAIN_OF_PREFIX if event_type.startswith(prefix)), "other")
+
+
 @dataclass(slots=True)
 class DeadLetterContext:
     store: JobStore
+    recorded: Counter | None = None  # eco2_dead_letters_total{domain, outcome}
 
     @classmethod
     async def create(cls, settings: Settings) -> DeadLetterContext:
@@ -70,17 +97,23 @@ class DeadLetterContext:
 async def record(event: CloudEvent, ctx: DeadLetterContext) -> CloudEvent | None:
     attributes = {k: str(v) for k, v in event.get_attributes().items()}
     data = event.get_data()
-    if await _record_once(ctx.store, attributes, data):
+    domain = domain_of(attributes["type"])
+    recorded = await _record_once(ctx.store, domain, attributes, data)
+    if recorded:
         log.warning(
             "dead letter recorded",
-            extra={"fields": {"type": attributes["type"], "id": attributes["id"], **_errors(attributes)}},
+            extra={
+                "fields": {"domain": domain, "type": attributes["type"], "id": attributes["id"], **_errors(attributes)}
+            },
         )
+    if ctx.recorded is not None:
+        ctx.recorded.labels(domain, "recorded" if recorded else "repeat").inc()
     await _fail_live_job(attributes, data, ctx.store)
     return None
 
 
-async def _record_once(store: JobStore, attributes: dict[str, str], data: object) -> bool:
-    seen = keys.dead_letter_seen(attributes["id"], attributes.get("knativeerrordest", ""))
+async def _record_once(store: JobStore, domain: str, attributes: dict[str, str], data: object) -> bool:
+    seen = seen_key(attributes)
     script = store.redis.register_script(_RECORD)
     args = [
         str(DEAD_LETTER_TTL_SECONDS),
@@ -89,32 +122,65 @@ async def _record_once(store: JobStore, attributes: dict[str, str], data: object
         str(DEAD_LETTER_MAXLEN),
         f"{time.time():.3f}",
     ]
-    return bool(await store_call(script(keys=[seen, keys.dead_letters()], args=args)))
+    return bool(await store_call(script(keys=[seen, keys.dead_letters(domain)], args=args)))
+
+
+def seen_key(attributes: dict[str, str]) -> str:
+    """The mark that records a letter once; a replay clears it so the replayed event can be recorded again."""
+    return keys.dead_letter_seen(attributes["id"], attributes.get("knativeerrordest", ""))
+
+
+def live_job(attributes: dict[str, str]) -> str | None:
+    """The job this event is the live work of (the pack's own event id for (job, type)), else None."""
+    event_type, job_id = attributes.get("type", ""), attributes.get("subject", "")
+    if event_type not in FAILED_STAGE or not job_id or attributes.get("id") != event_id(job_id, event_type):
+        return None
+    return job_id
 
 
 async def _fail_live_job(attributes: dict[str, str], data: object, store: JobStore) -> None:
-    event_type, job_id = attributes["type"], attributes.get("subject", "")
-    stage = FAILED_STAGE.get(event_type)
-    if stage is None or not job_id or attributes["id"] != event_id(job_id, EventType(event_type)):
+    job_id = live_job(attributes)
+    if job_id is None:
         return  # not the pack's own event for that job: recorded, the job is left alone
     user_id = str(data.get("user_id", "")) if isinstance(data, dict) else ""
-    error = {
-        "code": f"{stage.value}_failed",
-        "message": "처리 중 문제가 생겨 스캔을 완료하지 못했어요",
-        "status": attributes.get("knativeerrorcode", ""),
-    }
-    failed = await store.transition(
+    failed = await fail_job(store, job_id, user_id, attributes["type"], attributes.get("knativeerrorcode", ""))
+    if failed.outcome is not TransitionOutcome.APPLIED:
+        log.info("dead letter left its job alone", extra={"fields": {"outcome": failed.outcome.value}})
+
+
+async def fail_job(store: JobStore, job_id: str, user_id: str, event_type: str, status: str) -> Transition:
+    """Fail a job whose live work (an event of `event_type`) was given up on, if it still waits for it."""
+    stage = FAILED_STAGE[event_type]
+    error = {"code": f"{stage.value}_failed", "message": FAILED_MESSAGE, "status": status}
+    return await store.transition(
         job_id,
         user_id,
         stage,
         JobStatus.FAILED,
-        message=error["message"],
+        message=FAILED_MESSAGE,
         data={"error": error},
         fields={"error": json.dumps(error, ensure_ascii=False)},
         expect_stage=WAITING_STAGE[event_type],
     )
-    if failed.outcome is not TransitionOutcome.APPLIED:
-        log.info("dead letter left its job alone", extra={"fields": {"outcome": failed.outcome.value}})
+
+
+def function() -> EventFunction[DeadLetterContext]:
+    """The dead-letter sink as functions/dead-letter serves it, counting letters per domain on its /metrics."""
+    served: EventFunction[DeadLetterContext]
+
+    async def setup(settings: Settings) -> DeadLetterContext:
+        context = await DeadLetterContext.create(settings)
+        context.recorded = recorded
+        return context
+
+    served = EventFunction("dead-letter", setup, record)
+    recorded = Counter(
+        "eco2_dead_letters",
+        "Dead letters received, by domain and outcome (recorded, or a repeat of one already recorded)",
+        ["domain", "outcome"],
+        registry=served.metrics.registry,
+    )
+    return served
 
 
 def _errors(attributes: dict[str, str]) -> dict[str, str]:

@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline
 
 from eco2 import keys
 from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
-from eco2.job_scripts import CHECKPOINT, RELEASE, transition_script
+from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, transition_script
 
 log = logging.getLogger("eco2.jobs")
 # Seconds a Redis command may take before it counts as a stall (StoreUnavailable, retried).
@@ -136,6 +136,7 @@ class JobStore:
         self._transition = client.register_script(transition_script(TERMINAL_STATUSES))
         self._checkpoint = client.register_script(CHECKPOINT)
         self._release = client.register_script(RELEASE)
+        self._reopen = client.register_script(REOPEN)
         # Stage outputs computed but not yet stored (Redis stalled): a retry in this process reuses them.
         self._unsaved: OrderedDict[tuple[str, Stage], BaseModel] = OrderedDict()
 
@@ -342,6 +343,26 @@ class JobStore:
         except ValueError:
             stage = Stage.QUEUED
         return await self.transition(job_id, job.get("user_id", ""), stage, JobStatus.CANCELLED, message=message)
+
+    async def reopen(
+        self, job_id: str, *, failed_at: Stage, wait_at: Stage, message: str, data: dict[str, Any]
+    ) -> Transition:
+        """Reopen a job that failed at `failed_at` for a replay: `failed → queued`, waiting at `wait_at` again.
+
+        APPLIED once; a job not failed at that stage is REFUSED (already reopened, done, cancelled), an unknown
+        one MISSING. The reopen is an event on the job's stream (SSE shows it) and clears the failed marks.
+        """
+        argv = [
+            failed_at.value,
+            wait_at.value,
+            message,
+            json.dumps(data, ensure_ascii=False),
+            str(self._ttl),
+            f"{time.time():.6f}",
+        ]
+        raw = await store_call(self._reopen(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
+        outcome, seq, current, at = raw
+        return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""))
 
     @staticmethod
     def stream_event(fields: dict[str, str]) -> StreamEvent:

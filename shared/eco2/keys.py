@@ -27,9 +27,14 @@ def stage_lease(job_id: str, stage: str) -> str:
     return f"{PREFIX}:job:{job_id}:lease:{stage}"
 
 
-def dead_letters() -> str:
-    """Stream: every dead-lettered event with its error extensions, for inspection and replay."""
-    return f"{PREFIX}:deadletters"
+def dead_letters(domain: str) -> str:
+    """Stream per domain (eco2.deadletter.DOMAINS): every dead-lettered event with its error extensions."""
+    return f"{PREFIX}:deadletters:{domain}"
+
+
+def dead_letter_replays(domain: str) -> str:
+    """Hash: dead-letter stream entry id -> JSON of its replay (attempt, time, outcome); set once per entry."""
+    return f"{PREFIX}:deadletters:{domain}:replays"
 
 
 def dead_letter_seen(event_id: str, trigger_dest: str) -> str:

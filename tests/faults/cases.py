@@ -23,10 +23,15 @@ import httpx
 import redis.asyncio as aioredis
 
 from tests.faults.pack import Pack
+from tests.faults.poison import poison_events
+from tests.faults.replaying import fail_then_replay
 from tests.faults.scans import Audit, RewardCounter, audit, submit_all
 
-# What a case does to the running pack while its scans are submitted and processed; returns notes.
+# What a case does to the running pack while its scans are submitted and processed; returns notes (a note
+# starting with "problem:" fails the case).
 Disruptor = Callable[[Pack, asyncio.Event], Coroutine[Any, Any, list[str]]]
+# What a case does after the submits and before the audit (the replay case's fix and replay); returns notes.
+Recovery = Callable[[Pack, aioredis.Redis, list[str]], Coroutine[Any, Any, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     # How long, after the last submit, every job gets to end (retries come 4 s, 8 s, 16 s apart here).
     settle_seconds: float = 90.0
+    recover: Recovery | None = None
+    # Every job must end `done` (not merely ended): the replay case.
+    all_done: bool = False
 
 
 async def kill_functions(pack: Pack, stop: asyncio.Event) -> list[str]:
@@ -116,6 +124,17 @@ CASES: dict[str, Case] = {
         env={"STANDIN_FAULT_429": "0.3", "STANDIN_FAULT_500": "0.2", "STANDIN_FAULT_HANG": "0.05"},
         settle_seconds=180.0,
     ),
+    # Every event delivered twice at once by the runner (both replies published): effects still once each.
+    "duplicate-deliveries": Case("duplicate-deliveries", env={"ECO2_DUPLICATE_DELIVERIES": "1"}),
+    # The replay function ticks every 2 s here, so it is up (and takes poison) too.
+    "poison": Case("poison", poison_events, env={"ECO2_PING_EVERY_SECONDS": "2"}),
+    # The model fails every call until all scans failed visibly; then fixed, and `eco2 dlq replay` runs.
+    "replay": Case(
+        "replay",
+        env={"STANDIN_FAULT_500": "1.0", "ECO2_REPLAY_DELAY_SECONDS": "3600"},
+        recover=fail_then_replay,
+        all_done=True,
+    ),
 }
 
 
@@ -146,10 +165,15 @@ async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
             stop = asyncio.Event()
             disruption = asyncio.create_task(case.disrupt(pack, stop)) if case.disrupt else None
             job_ids = await submit_all(pack, scans)
+            if case.recover is not None:
+                result.notes += await case.recover(pack, redis, job_ids)
             await audit(result, pack, redis, job_ids, rewards, case.settle_seconds)
             if disruption is not None:
                 stop.set()
                 result.notes += await disruption
+            result.problems = [note for note in result.notes if note.startswith("problem:")]
+            if case.all_done and result.done != result.scans:
+                result.problems.append(f"problem: {result.scans - result.done} jobs not done after the replay")
         finally:
             result.seconds = time.monotonic() - started
             await rewards.aclose()

@@ -22,6 +22,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import keys
+from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
 from eco2.stages import reward_id
 from eco2.standin.samples import SAMPLES
@@ -47,10 +48,12 @@ class Audit:
     model_calls: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicate_events == 0 and self.duplicate_rewards == 0 and not self.lost_rewards
+        clean = self.lost == 0 and self.duplicate_events == 0 and self.duplicate_rewards == 0
+        return clean and not self.lost_rewards and not self.problems
 
     def row(self) -> dict[str, Any]:
         per_job = self.model_calls / self.accepted if self.accepted else 0.0
@@ -66,6 +69,7 @@ class Audit:
             "lost rewards": self.lost_rewards,
             "model calls per job": round(per_job, 2),
             "wall s": round(self.seconds, 1),
+            "problems": len(self.problems),
         }
 
 
@@ -108,7 +112,7 @@ async def _submit(http: httpx.AsyncClient, gateway: str, body: dict[str, str], h
 
 
 class RewardCounter:
-    """A queue of our own bound to the broker exchange on type=eco2.reward.granted: counts every one."""
+    """A queue of our own bound to the broker exchange on the reward function's eco2.reward.granted: counts each."""
 
     def __init__(self, pack: Pack) -> None:
         self._pack = pack
@@ -120,7 +124,9 @@ class RewardCounter:
         channel = await self._connection.channel()
         exchange = await channel.get_exchange(self._pack.exchange)
         queue = await channel.declare_queue(f"{self._pack.prefix}.audit.rewards", durable=True)
-        await queue.bind(exchange, arguments={"x-match": "all", "type": "eco2.reward.granted"})
+        # Only the reward function's grants: the poison case sends forged eco2.reward.granted to the ingress too.
+        binding: dict[str, Any] = {"x-match": "all", "type": "eco2.reward.granted", "source": source_of("reward")}
+        await queue.bind(exchange, arguments=binding)
         await queue.consume(self._count, no_ack=True)
 
     async def _count(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -180,6 +186,13 @@ async def _earned_rewards(redis: aioredis.Redis, job_ids: list[str]) -> set[str]
 
 
 async def _duplicate_events(redis: aioredis.Redis, job_id: str) -> int:
+    """(stage, status) pairs seen twice within one run of the job (a replay's reopen starts a new run)."""
     entries = await redis.xrange(keys.job_events(job_id))
-    seen = Counter((fields["stage"], fields["status"]) for _, fields in cast(list[Any], entries or []))
-    return sum(count - 1 for count in seen.values())
+    duplicates = 0
+    seen: Counter[tuple[str, str]] = Counter()
+    for _, fields in cast(list[Any], entries or []):
+        if '"reopened"' in fields.get("data", ""):
+            duplicates += sum(count - 1 for count in seen.values())
+            seen.clear()
+        seen[(fields["stage"], fields["status"])] += 1
+    return duplicates + sum(count - 1 for count in seen.values())

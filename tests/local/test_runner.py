@@ -20,6 +20,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
+from eco2.deadletter import DOMAINS
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
 from eco2.local.runner import LocalPack
@@ -144,7 +145,15 @@ async def attempts(redis_client: aioredis.Redis, event_id: str) -> int:
 
 
 async def dead_letter(redis_client: aioredis.Redis, event_id: str) -> dict[str, str] | None:
-    entries: list[tuple[str, dict[str, str]]] = await redis_client.xrange(keys.dead_letters()) or []  # type: ignore[assignment]
+    for domain in DOMAINS:
+        found = await _dead_letter_in(redis_client, domain, event_id)
+        if found is not None:
+            return found
+    return None
+
+
+async def _dead_letter_in(redis_client: aioredis.Redis, domain: str, event_id: str) -> dict[str, str] | None:
+    entries: list[tuple[str, dict[str, str]]] = await redis_client.xrange(keys.dead_letters(domain)) or []  # type: ignore[assignment]
     for _, fields in entries:
         attributes: dict[str, str] = json.loads(fields["attributes"])
         if attributes["id"] == event_id:

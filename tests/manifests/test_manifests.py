@@ -31,6 +31,7 @@ from eco2.manifests import (
     parse_iso8601_duration,
     read_documents,
 )
+from eco2.manifests.pingsource import ping_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The handbook beside the project root: ../shared/reference/knative-crds (not the project's own shared/).
@@ -458,8 +459,11 @@ def test_dead_letter_is_only_a_sink(manifests: Manifests) -> None:
     assert DEAD_LETTER in manifests.services
     assert all(t.subscriber_service != DEAD_LETTER for t in manifests.triggers.values())
     subscribers = {t.subscriber_service for t in manifests.triggers.values()}
-    # The gateway is reached by mobile clients, not by the broker.
-    assert manifests.services.keys() == subscribers | {DEAD_LETTER, GATEWAY, AUTHZ}, "a Service nothing delivers to"
+    pinged = {source.sink_service for source in ping_sources(manifests).values()}
+    # The gateway is reached by mobile clients, not by the broker; replay by its PingSource.
+    assert manifests.services.keys() == subscribers | pinged | {DEAD_LETTER, GATEWAY, AUTHZ}, (
+        "a Service nothing delivers to"
+    )
 
 
 def test_terminal_events_are_not_consumed_by_a_stage(manifests: Manifests) -> None:
@@ -560,17 +564,26 @@ def test_timeouts_nest(manifests: Manifests) -> None:
         assert float(service.env[STAGE_TIMEOUT_ENV]) < service.timeout_seconds, trigger.name
 
 
-def test_every_trigger_retries_three_times_then_dead_letters(manifests: Manifests) -> None:
+# Delivery matched to the work (eventing/triggers.yaml): the model stages wait minutes between few retries,
+# the Redis-only stages retry soon and often; the model client's budget ends before the broker's timeout.
+DELIVERY_OF_STAGE = {"vision": (3, 30.0), "answer": (3, 30.0), "rules": (5, 1.0), "reward": (5, 1.0)}
+
+
+def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Manifests) -> None:
     for trigger in manifests.triggers.values():
         assert trigger.delivery is not None, f"{trigger.name} relies on the Broker's delivery"
         delivery = manifests.effective_delivery(trigger)
         assert delivery is not None
+        retry, delay = DELIVERY_OF_STAGE[trigger.subscriber_service]
         assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay_seconds) == (
-            3,
+            retry,
             "exponential",
-            10.0,
+            delay,
         )
         assert delivery.dead_letter_service == DEAD_LETTER
+        budget = float(manifests.environment(trigger.subscriber_service)["ECO2_STAGE_TIMEOUT_SECONDS"])
+        assert delivery.timeout_seconds is not None
+        assert budget < delivery.timeout_seconds, f"{trigger.name}: a hung call must end before the broker's timeout"
     broker = manifests.broker.delivery
     assert broker is not None
     assert (broker.retry, broker.backoff_policy, broker.dead_letter_service) == (

@@ -202,7 +202,7 @@ def _print_dead_letters(letters: dict[str, Any]) -> None:
     if not letters.get("total"):
         console.print("  dead letters: none recorded")
         return
-    where = f"Redis stream {keys.dead_letters()}; newest first"
+    where = f"Redis streams {keys.dead_letters('<domain>')}; newest first; `eco2 dlq list` for each letter"
     console.print(f"  [red]dead letters: {letters['total']} recorded[/] ({where})")
     table = Table("function", "reason", "count", "newest")
     now = time.time()

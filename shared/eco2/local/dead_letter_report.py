@@ -1,9 +1,9 @@
 """The dead letters recorded in Redis, summarized for `eco2 status`: how many, for which function, why, newest first.
 
-The dead-letter queues are drained into the stream `eco2.keys.dead_letters()` at once, so their depth says
-nothing; the stream does. Each entry has `attributes` (a JSON object: the CloudEvent's attributes with
-knativeerrordest/-code/-data) and `data`; it may have `recorded_at` or `domain`. Entries are read defensively:
-one that does not parse is counted as unreadable, never fatal.
+The dead-letter queues are drained into the streams `eco2.keys.dead_letters(domain)` (one per domain) at
+once, so their depth says nothing; the streams do. Each entry has `attributes` (a JSON object: the CloudEvent's
+attributes with knativeerrordest/-code/-data) and `data`; it may have `recorded_at` or `domain`. Entries are
+read defensively: one that does not parse is counted as unreadable, never fatal.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from eco2 import keys
+from eco2.deadletter import DOMAINS
 
 READ_LIMIT = 1000  # the newest entries summarized; `total` is the whole stream
 REASON_LENGTH = 80
@@ -43,13 +44,18 @@ class LetterGroup:
 def read_dead_letters(redis_url: str, routes: list[dict[str, Any]], limit: int = READ_LIMIT) -> dict[str, Any]:
     """{"total", "summarized", "groups": [...newest first], "error"}; an unreachable Redis is an error, not a crash."""
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+    entries: list[tuple[str, dict[str, str]]] = []
     try:
-        total = int(client.xlen(keys.dead_letters()))
-        entries: list[tuple[str, dict[str, str]]] = list(client.xrevrange(keys.dead_letters(), count=limit) or [])  # type: ignore[arg-type]
+        total = sum(int(client.xlen(keys.dead_letters(domain))) for domain in DOMAINS)
+        for domain in DOMAINS:
+            entries += cast(
+                list[tuple[str, dict[str, str]]], client.xrevrange(keys.dead_letters(domain), count=limit) or []
+            )
     except redis.RedisError as exc:
         return {"total": None, "summarized": 0, "groups": [], "error": f"{type(exc).__name__}: {exc}"[:300]}
     finally:
         client.close()
+    entries = sorted(entries, key=lambda entry: _recorded_at(*entry), reverse=True)[:limit]
     groups = summarize(entries, routes)
     return {"total": total, "summarized": len(entries), "groups": [g.as_json() for g in groups], "error": None}
 

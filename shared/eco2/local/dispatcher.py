@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -171,6 +172,8 @@ class TriggerConsumer:
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(longest=pause_max)
+        # Test mode (fault suite): every event delivered twice at once, both replies published.
+        self._duplicates = os.environ.get("ECO2_DUPLICATE_DELIVERIES") == "1"
 
     @property
     def name(self) -> str:
@@ -235,9 +238,15 @@ class TriggerConsumer:
         published = published_at_of(message)
         if published is not None:
             self._metrics.hop_seconds.labels(self.name).observe(max(0.0, time.time() - published))
-        attempt = await deliver(
-            self._http, self._endpoints, self.plan.trigger.subscriber_service, message, self._timeout
-        )
+        service = self.plan.trigger.subscriber_service
+        if self._duplicates:
+            attempt, twin = await asyncio.gather(
+                *(deliver(self._http, self._endpoints, service, message, self._timeout) for _ in range(2))
+            )
+            if twin.ok:
+                await self._publish_reply(twin)
+        else:
+            attempt = await deliver(self._http, self._endpoints, service, message, self._timeout)
         if attempt.ok:
             outcome = await self._publish_reply(attempt)
         elif attempt.retryable and self._may_retry(message):

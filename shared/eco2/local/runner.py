@@ -28,6 +28,7 @@ from eco2.local.metrics import RunnerMetrics
 from eco2.local.migration import migrate_legacy_queues
 from eco2.local.processes import die_with_parent
 from eco2.local.replicas import FunctionPool, wait_healthy
+from eco2.local.schedules import start_schedules
 from eco2.local.sources import SourceConsumer, start_sources
 from eco2.local.state import StateReporter
 from eco2.local.topology import DELIVERY_LIMIT, Topology
@@ -134,6 +135,10 @@ class LocalPack:
         )
         await asyncio.gather(*(pool.ensure_min_scale() for pool in self.pools.values()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        every = os.environ.get("ECO2_PING_EVERY_SECONDS")  # the PingSources' ticks, at a fixed period (tests)
+        self._tasks += start_schedules(
+            self.manifests, self.endpoint, self._http, every_seconds=float(every or 0) or None
+        )
         await self.write_state(ready=True)
 
     def _function_env(self) -> dict[str, str]:

@@ -1,0 +1,175 @@
+"""The poison case: hypothesis-generated CloudEvents at every running function's port and at the ingress.
+
+Every answer must be a 4xx or a 2xx (a generated event may happen to be acceptable), never a 5xx and never a
+dropped connection (a crash). Each generated event the ingress accepts with a pack type whose body is not a
+JSON object can only be refused by its stage: it must be dead-lettered exactly once, with a 4xx as its cause
+(refused once, not retried until exhausted) — and never again, whatever runs after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import string
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eco2 import keys
+from eco2.deadletter import DOMAINS
+from eco2.events import FUNCTION_EVENTS
+from tests.faults.pack import Pack
+
+EXAMPLES = 60
+ROUTED = sorted({str(consumed) for consumed, _ in FUNCTION_EVENTS.values()})
+LETTER_DEADLINE = 60.0
+WARM_DEADLINE = 30.0
+HEALTH_DEADLINE = 10.0
+
+_header = st.text(alphabet=string.ascii_letters + string.digits + "-._/:", min_size=0, max_size=40)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+_scanlike = st.fixed_dictionaries(
+    {"job_id": _header, "user_id": _header, "image_url": st.text(max_size=30)},
+    optional={"classification": _json, "rule_id": _json, "final_answer": _json, "model": _json},
+)
+_events = st.fixed_dictionaries(
+    {
+        "type": st.one_of(st.sampled_from([*ROUTED, "eco2.reward.granted", "dev.knative.sources.ping"]), _header),
+        "specversion": st.one_of(st.just("1.0"), st.just("1.0"), st.just("1.0"), _header),
+        "source": _header,
+        "subject": _header,
+        "priority": st.sampled_from(["normal", "high"]),
+        "body": st.one_of(_scanlike.map(json.dumps), _json.map(json.dumps), st.binary(max_size=60)),
+    }
+)
+
+
+@dataclass
+class PoisonRun:
+    statuses: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    # Event ids the ingress took with a routed type and a body no stage can accept: each must be dead-lettered once.
+    refused_ids: list[str] = field(default_factory=list)
+    targets: set[str] = field(default_factory=set)
+
+    def post(self, http: httpx.Client, url: str, where: str, event: dict[str, Any]) -> int:
+        headers = {f"ce-{name}": str(event[name]) for name in ("specversion", "type", "source", "subject", "priority")}
+        headers |= {"ce-id": uuid.uuid4().hex, "content-type": "application/json"}
+        body = event["body"] if isinstance(event["body"], bytes) else event["body"].encode()
+        try:
+            status = http.post(url, headers=headers, content=body).status_code
+        except httpx.HTTPError as exc:
+            self.problems.append(f"{where}: no answer ({type(exc).__name__}) to a poison event")
+            return 0
+        self.statuses[f"{where} {status // 100}xx"] += 1
+        if status >= 500:
+            self.problems.append(f"{where} answered {status} to a poison event")
+        if where == "ingress" and status == 202 and event["type"] in ROUTED and not _an_object(event["body"]):
+            self.refused_ids.append(headers["ce-id"])
+        return status
+
+
+def _an_object(body: str | bytes) -> bool:
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        return isinstance(json.loads(body), dict)
+    return False
+
+
+def send_poison(pack: Pack, run: PoisonRun, examples: int = EXAMPLES) -> None:
+    """Post `examples` generated events to the ingress and to every running function replica (not the gateway)."""
+    targets = {"ingress": f"http://127.0.0.1:{pack.ingress_port}/"}
+    for name, pool in pack.state().get("functions", {}).items():
+        if name != "gateway" and pool.get("replicas"):
+            url = str(pool["replicas"][0]["url"])
+            if _serving(url, HEALTH_DEADLINE):  # listed while it starts: wait until it serves
+                targets[name] = url
+    run.targets = set(targets)
+
+    # derandomize: the same examples every run, so a CI failure reproduces.
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(_events)
+    def each(event: dict[str, Any]) -> None:
+        for where, url in targets.items():
+            run.post(http, url, where, event)
+
+    with httpx.Client(timeout=30) as http:
+        each()
+    for where, url in targets.items():
+        if where != "ingress" and not _serving(url, HEALTH_DEADLINE):
+            run.problems.append(f"{where} no longer serves after the poison events")
+
+
+def _serving(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
+    """Send the generated events mid-run; after the scans ended, check each refused one was dead-lettered once.
+
+    A second round goes out once the functions that scale from zero on their own traffic are up too (the
+    dead-letter sink after the first refused letter, replay after its first PingSource tick).
+    """
+    await asyncio.sleep(3.0)  # the stages are up, scans in flight
+    run = PoisonRun()
+    await asyncio.to_thread(send_poison, pack, run)
+    covered = set(run.targets)
+    await _wait_running(pack, {"dead-letter", "replay"}, WARM_DEADLINE)
+    await asyncio.to_thread(send_poison, pack, run)
+    run.targets |= covered
+    await stop.wait()
+    letters = await _letters_by_id(pack, set(run.refused_ids))
+    for event_id in run.refused_ids:
+        found = letters.get(event_id, [])
+        if len(found) != 1 or not found[0].startswith("4"):
+            run.problems.append(f"poison {event_id}: dead-lettered {len(found)} times, causes {found}")
+    notes = [
+        f"{sum(run.statuses.values())} poison posts to {', '.join(sorted(run.targets))}: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items())),
+        f"{len(run.refused_ids)} refused through the broker, each dead-lettered once with a 4xx",
+    ]
+    return notes + [f"problem: {p}" for p in run.problems[:20]]
+
+
+async def _wait_running(pack: Pack, names: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not names <= set(pack.function_pids().values()):
+        await asyncio.sleep(0.5)
+
+
+async def _letters_by_id(pack: Pack, wanted: set[str]) -> dict[str, list[str]]:
+    """event id -> the knativeerrorcode of each of its recorded letters, once all wanted ones are in (or 60 s)."""
+    redis = aioredis.from_url(pack.redis_url, decode_responses=True)
+    deadline = time.monotonic() + LETTER_DEADLINE
+    try:
+        while True:
+            found: dict[str, list[str]] = {}
+            for domain in DOMAINS:
+                entries = cast(list[Any], await redis.xrange(keys.dead_letters(domain)) or [])
+                for _, fields in entries:
+                    attributes = json.loads(fields["attributes"])
+                    found.setdefault(attributes["id"], []).append(str(attributes.get("knativeerrorcode", "")))
+            if wanted <= found.keys() or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
