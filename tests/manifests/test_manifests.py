@@ -566,7 +566,11 @@ def test_timeouts_nest(manifests: Manifests) -> None:
 
 # Delivery matched to the work (eventing/triggers.yaml): the model stages wait minutes between few retries,
 # the Redis-only stages retry soon and often; the model client's budget ends before the broker's timeout.
-DELIVERY_OF_STAGE = {"vision": (3, 30.0), "answer": (3, 30.0), "rules": (5, 1.0), "reward": (5, 1.0)}
+DELIVERY_OF_STAGE = {
+    "vision": (3, 30.0),
+    "answer": (3, 30.0),
+    **dict.fromkeys(("rules", "reward", "blacklist-sync", "catalog-sync"), (5, 1.0)),
+}
 
 
 def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Manifests) -> None:
