@@ -35,7 +35,7 @@ from eco2.events import (
     source_of,
 )
 from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage
-from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
+from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
 from eco2.rules import (
     MAJOR_CATEGORIES,
     RECYCLABLE_MAJOR,
@@ -236,7 +236,20 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
     return rule
 
 
+def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
+    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
+    count = 0
+
+    async def on_text(piece: str) -> None:
+        nonlocal count
+        await store.append_delta(job_id, stage, count, piece, closed_by=closed_by)
+        count += 1
+
+    return on_text
+
+
 async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
+    """The model's answer, its `user_answer` streamed to the job's SSE stream (delta events) as it is written."""
     rule = rule_of(scan.rule_id, ctx.rules)
     return await ctx.model.answer(
         model=model_for(scan.model, ctx.settings.answer_model, ctx.settings),
@@ -244,6 +257,7 @@ async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
         disposal_rules=rule.as_disposal_rules() if rule else None,
         user_input=scan.user_input,
         job_id=scan.job_id,
+        on_text=delta_writer(ctx.store, scan.job_id, Stage.ANSWER, JobStatus.RUNNING),
     )
 
 

@@ -181,5 +181,7 @@ async def _earned_rewards(redis: aioredis.Redis, job_ids: list[str]) -> set[str]
 
 async def _duplicate_events(redis: aioredis.Redis, job_id: str) -> int:
     entries = await redis.xrange(keys.job_events(job_id))
-    seen = Counter((fields["stage"], fields["status"]) for _, fields in cast(list[Any], entries or []))
+    # A streamed-text piece (status "delta") is told apart by its index: each (stage, index) must appear once.
+    rows = cast(list[Any], entries or [])
+    seen = Counter((fields["stage"], fields["status"], fields.get("index", "")) for _, fields in rows)
     return sum(count - 1 for count in seen.values())
