@@ -46,6 +46,7 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
+from eco2.storage import Storage
 
 # Namespace for reward ids: one reward per (user, character), whatever job earned it.
 _REWARD_NAMESPACE = uuid.UUID("0b7d3c52-8f7e-4a36-9d0e-2f1e6c5a9b10")
@@ -63,6 +64,7 @@ class StageContext:
     characters: CharacterCatalog
     classify_prompt: str
     _model: ModelClient | None = None
+    _storage: Storage | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> StageContext:
@@ -93,6 +95,14 @@ class StageContext:
                 timeout_seconds=self.settings.stage_timeout_seconds,
             )
         return self._model
+
+    def readable_image(self, url: str) -> str:
+        """The URL the model reads the image from: a presigned GET for an upload to the photo store."""
+        if self.settings.storage is None:
+            return url
+        if self._storage is None:
+            self._storage = Storage(self.settings.storage)
+        return self._storage.readable_url(url)
 
     async def aclose(self) -> None:
         if self._model is not None:
@@ -196,7 +206,7 @@ def model_for(requested: str | None, default: str, settings: Settings) -> str:
 async def classify(scan: ScanRequested, ctx: StageContext) -> Classification:
     raw = await ctx.model.classify(
         model=model_for(scan.model, ctx.settings.vision_model, ctx.settings),
-        image_url=scan.image_url,
+        image_url=ctx.readable_image(scan.image_url),
         user_input=scan.user_input,
         system_prompt=ctx.classify_prompt,
         job_id=scan.job_id,

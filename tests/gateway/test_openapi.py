@@ -29,6 +29,9 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
         "ScanRequest",
         "Readiness",
         "ScanResult",
+        "ImageUploadRequest",
+        "ImageUpload",
+        "PresignedUpload",
     }
     categories = document["paths"]["/api/v1/scan/categories"]["get"]["responses"]["200"]
     assert categories["content"]["application/json"]["schema"]["type"] == "array"

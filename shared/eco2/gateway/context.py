@@ -20,6 +20,7 @@ from eco2.gateway.sink import EventSink
 from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
+from eco2.storage import Storage
 
 log = logging.getLogger("eco2.gateway")
 
@@ -50,6 +51,8 @@ class GatewayContext:
     metrics: GatewayMetrics
     categories: list[dict[str, Any]]
     probe: ImageProbe
+    # The photo store (presigned uploads, ownership of image URLs); None when none is configured.
+    storage: Storage | None = None
 
     @classmethod
     async def create(cls, settings: GatewaySettings) -> GatewayContext:
@@ -106,6 +109,7 @@ class GatewayContext:
                 timeout_seconds=settings.image_probe_timeout_seconds,
                 dns_timeout_seconds=settings.dns_timeout_seconds,
             ),
+            storage=Storage(settings.base.storage) if settings.base.storage else None,
         )
         hub.start()
         if sweeper is not None:

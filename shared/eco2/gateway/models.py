@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,7 +37,11 @@ class ScanRequest(BaseModel):
         return value
 
 
-def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequest:
+B = TypeVar("B", bound=BaseModel)
+
+
+def parse_body(body: bytes, model: type[B]) -> B:
+    """A JSON object body validated by `model`: 400 when not JSON, 422 naming the fields that fail."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -45,15 +49,45 @@ def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequ
     if not isinstance(document, dict):
         raise BadRequest("invalid_json", "the body must be a JSON object")
     try:
-        scan = ScanRequest.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise PoisonEvent("invalid_request", f"the request is invalid: {problems}"[:500]) from None
+
+
+def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequest:
+    scan = parse_body(body, ScanRequest)
     if scan.model is not None and scan.model not in allowed_models:
         raise BadRequest("unknown_model", f"model must be one of: {', '.join(allowed_models)}")
     return scan
+
+
+class ImageUploadRequest(BaseModel):
+    """POST /api/v1/images: what the app is about to upload."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    content_type: str = Field(min_length=1, max_length=64, examples=["image/jpeg"])
+    size: int = Field(description="bytes; at most 10 MiB", examples=[123456])
+
+
+class PresignedUpload(BaseModel):
+    """How to upload: a multipart/form-data POST to `url` with `fields` first and the photo as `file`."""
+
+    method: Literal["POST"]
+    url: str
+    fields: dict[str, str]
+
+
+class ImageUpload(BaseModel):
+    """201 to POST /api/v1/images: the store refuses another type, a larger file or another key."""
+
+    upload: PresignedUpload
+    image_url: str = Field(description="send as the scan's (or chat's) image_url once uploaded")
+    key: str
+    expires_in: int
 
 
 class ErrorBody(BaseModel):

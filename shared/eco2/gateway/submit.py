@@ -21,6 +21,7 @@ from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
+from eco2.gateway.images import check_owner
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict
 from eco2.gateway.sink import EventSink, SendOutcome, binary, new_traceparent, scan_requested
@@ -73,6 +74,7 @@ class Submit:
             job = await ctx.store.get(job_id)
             if job is not None:
                 return _repeat(job_id, job, digest)  # a repeat costs no token and no image check
+        check_owner(ctx, scan.image_url, principal)
         await ctx.probe.check(scan.image_url)
         traceparent = new_traceparent()
         with log_context(job_id, traceparent):
