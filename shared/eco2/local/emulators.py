@@ -149,10 +149,12 @@ class PolicyGate:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
 
         def start_response(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
-            # The bucket's CORS rule, as one would set it on S3 for a web app uploading from the browser.
-            return respond(status, [*headers, *_CORS], *rest)
+            # The bucket's CORS rule, as one would set it on S3 for a web app uploading from the browser
+            # (moto's own answers carry one already: a second Allow-Origin would make the browser refuse).
+            named = {name.lower() for name, _ in headers}
+            return respond(status, [*headers, *(h for h in _CORS if h[0].lower() not in named)], *rest)
 
-        if method == "OPTIONS" or path == "/healthz":
+        if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
             return [b"ok"]
         try:
