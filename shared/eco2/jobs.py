@@ -61,6 +61,7 @@ STAGE_OF_FUNCTION: dict[str, Stage] = {
     "rules": Stage.RULE,
     "answer": Stage.ANSWER,
     "reward": Stage.REWARD,
+    "chat": Stage.CHAT,
 }
 
 STAGE_PROGRESS: dict[Stage, int] = {

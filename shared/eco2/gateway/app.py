@@ -20,6 +20,7 @@ from starlette.routing import Match, Route
 
 from eco2.errors import Eco2Error, error_response, internal_error
 from eco2.gateway.api import Api
+from eco2.gateway.chat import Chat
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.images import Images
 from eco2.gateway.settings import GatewaySettings
@@ -37,6 +38,8 @@ def routes(ctx: GatewayContext) -> list[Route]:
     return [
         Route("/api/v1/scan", Submit(ctx), methods=["POST"]),
         Route("/api/v1/images", Images(ctx).presign, methods=["POST"]),
+        Route("/api/v1/chat", Chat(ctx), methods=["POST"]),
+        Route("/api/v1/chat/{job_id}/events", api.events, methods=["GET"]),
         Route("/api/v1/scan/categories", api.categories, methods=["GET"]),
         Route("/api/v1/scan/{job_id}/result", api.result, methods=["GET"]),
         Route("/api/v1/scan/{job_id}/events", api.events, methods=["GET"]),

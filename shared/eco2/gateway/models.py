@@ -90,6 +90,45 @@ class ImageUpload(BaseModel):
     expires_in: int
 
 
+class ChatRequest(BaseModel):
+    """POST /api/v1/chat: a message, optionally about an uploaded photo, in a session (new when absent)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    message: str = Field(min_length=1, max_length=MAX_USER_INPUT, examples=["페트병은 어떻게 버려요?"])
+    image_url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("message", "image_url")
+    @classmethod
+    def _utf8(cls, value: str | None) -> str | None:
+        if value is not None:
+            value.encode("utf-8")
+        return value
+
+
+class ChatAccepted(BaseModel):
+    """202 to POST /api/v1/chat: the answer streams on `stream_url` (delta events, then done)."""
+
+    job_id: str
+    session_id: str
+    stream_url: str
+    result_url: str
+    status: Literal["queued"]
+
+
+def chat_accepted(job_id: str, job: dict[str, str] | None = None, session_id: str = "") -> dict[str, Any]:
+    if job is not None:
+        session_id = json.loads(job.get("request") or "{}").get("session_id", "")
+    return {
+        "job_id": job_id,
+        "session_id": session_id,
+        "stream_url": f"/api/v1/chat/{job_id}/events",
+        "result_url": f"/api/v1/scan/{job_id}/result",
+        "status": "queued",
+    }
+
+
 class ErrorBody(BaseModel):
     """Every error answer."""
 
@@ -172,7 +211,7 @@ def categories(book: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def accepted(job_id: str) -> dict[str, Any]:
+def accepted(job_id: str, job: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "stream_url": f"/api/v1/scan/{job_id}/events",

@@ -18,6 +18,8 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (models.ImageUploadRequest, "validation"),
     (models.ImageUpload, "serialization"),
     (models.PresignedUpload, "serialization"),
+    (models.ChatRequest, "validation"),
+    (models.ChatAccepted, "serialization"),
 ]
 
 
@@ -45,5 +47,61 @@ def web_paths(ref: Ref, json: Json, error: Callable[[str], dict[str, Any]], bear
                     "503": error("no photo store is configured"),
                 },
             }
+        },
+        "/api/v1/chat": {"post": _chat(ref, json, error, bearer, auth)},
+        "/api/v1/chat/{job_id}/events": {
+            "get": {
+                "operationId": "streamChat",
+                "summary": "SSE: the answer as `delta` events (its pieces, in order), then `chat` (status done)",
+                "security": bearer,
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": {
+                        "description": "the stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **auth,
+                    "404": error("no such job (or not the caller's)"),
+                },
+            }
+        },
+    }
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+}
+
+
+def _chat(
+    ref: Ref, json: Json, error: Callable[[str], dict[str, Any]], bearer: list[Any], auth: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "operationId": "chat",
+        "summary": "Ask the assistant; answers at once with the stream the reply grows on",
+        "description": "Same auth, rate limit and X-Idempotency-Key as a scan. The reply is grounded in the rule "
+        "book (the rule for the item asked about); the session's history is kept for a day.",
+        "security": bearer,
+        "parameters": [
+            {
+                "name": "X-Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+            }
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ref(models.ChatRequest)}}},
+        "responses": {
+            "202": json(ref(models.ChatAccepted), "accepted (queued)"),
+            "400": error("bad JSON, image_url refused, bad idempotency key"),
+            **auth,
+            "403": error("image_url is another user's upload"),
+            "413": error("body larger than 16 KiB"),
+            "422": error("wrong field types, or an idempotency key reused for another request"),
+            "429": error("per-user rate limit"),
+            "503": error("the job store is unreachable, or no broker is configured"),
         },
     }
