@@ -1,6 +1,6 @@
 """The web page in a real browser (Debian's chromium, headless, driven by playwright): sign in with a development
-token, drop in a generated sample photo, watch the answer stream in and the reward arrive; a screenshot is kept
-(results/web/, git-ignored, and the test's tmp dir)."""
+token, pick a generated sample photo, watch the answer stream in and the reward arrive, ask the chat; a screenshot
+is kept (results/web/, git-ignored, and the test's tmp dir)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,11 @@ async def test_the_page_uploads_a_photo_and_shows_the_streamed_answer_and_the_re
             reward = await page.locator("#reward").inner_text()
             collection = await page.locator("#characters").inner_text()
             stages = await page.locator("#stages li.done").count()
+            await page.fill("#chat-input", "페트병 뚜껑은 어떻게 버려요?")
+            await page.click("#chat-form button")
+            await page.wait_for_selector(".msg.bot[data-done]", timeout=60_000)
+            chat_state = await page.locator(".msg.bot").last.get_attribute("data-done")
+            chat_reply = await page.locator(".msg.bot").last.inner_text()
             shot = tmp_path / "app.png"
             await page.screenshot(path=str(shot), full_page=True)
         finally:
@@ -79,3 +84,5 @@ async def test_the_page_uploads_a_photo_and_shows_the_streamed_answer_and_the_re
     assert "페티" in collection
     assert stages == 6
     assert shot.stat().st_size > 10_000
+    assert chat_state == "done", chat_reply
+    assert chat_reply.startswith("(stand-in)")

@@ -17,7 +17,7 @@ from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, validate_key
 from eco2.gateway.images import check_owner
 from eco2.gateway.sink import new_traceparent
-from eco2.gateway.submit import Submit
+from eco2.gateway.submit import Submit, repeated
 from eco2.observability import log_context
 
 log = logging.getLogger("eco2.gateway")
@@ -49,7 +49,6 @@ class Chat:
             event = new_event(EventType.CHAT_REQUESTED, data, source=source_of("gateway"), job_id=job_id)
             event["priority"], event["traceparent"] = principal.priority.value, traceparent
             if not await self._submit.enqueue(principal, job_id, event, body, digest, traceparent):
-                job = await ctx.store.get(job_id) or {}
-                return JSONResponse(models.chat_accepted(job_id, job), status_code=202)
+                return repeated(job_id, await ctx.store.get(job_id) or {}, digest, models.chat_accepted)
             log.info("chat accepted")
         return JSONResponse(models.chat_accepted(job_id, session_id=session_id), status_code=202)

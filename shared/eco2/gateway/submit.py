@@ -79,7 +79,7 @@ class Submit:
             data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = scan_requested(data, priority=principal.priority, traceparent=traceparent)
             if not await self.enqueue(principal, job_id, event, body, digest, traceparent):
-                return _repeat(job_id, await ctx.store.get(job_id) or {}, digest, models.accepted)
+                return repeated(job_id, await ctx.store.get(job_id) or {}, digest, models.accepted)
             log.info("scan accepted", extra={"fields": {"priority": principal.priority.value}})
             return JSONResponse(models.accepted(job_id), status_code=202)
 
@@ -95,7 +95,7 @@ class Submit:
         if admission.verdict is Verdict.PAID:
             job = await self.ctx.store.get(job_id)
             if job is not None:
-                return job_id, _repeat(job_id, job, digest, accepted)
+                return job_id, repeated(job_id, job, digest, accepted)
         return job_id, None
 
     def _delivery(self) -> tuple[EventSink, Outbox]:
@@ -145,7 +145,7 @@ class Submit:
             )
 
 
-def _repeat(job_id: str, job: dict[str, str], digest: str, accepted: Accepted) -> Response:
+def repeated(job_id: str, job: dict[str, str], digest: str, accepted: Accepted) -> Response:
     """A repeat of a keyed submit whose job exists: the job is the record, so the answer is the same 202."""
     if job.get("request_fingerprint", digest) != digest:
         raise PoisonEvent("idempotency_key_reused", "this X-Idempotency-Key was already used for a different request")

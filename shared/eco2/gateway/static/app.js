@@ -140,7 +140,7 @@ function onScanEvent(name, event) {
   }
   if (event.stage === "reward") {
     const reward = event.data && event.data.reward;
-    $("reward").textContent = reward ? `🎉 ${event.message}` : `${t("no_reward")} — ${event.message}`;
+    $("reward").textContent = reward ? event.message : `${t("no_reward")} — ${event.message}`;
     if (reward) remember(reward);
   }
   if (["done", "failed", "cancelled"].includes(event.status)) {
