@@ -41,7 +41,7 @@ ensure_rabbitmq() {
 
 ensure_chromium() {
   # The web page's browser test (tests/web/test_browser.py) drives Debian's chromium; Korean text needs a font.
-  command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi nanum && return 0
+  if command -v chromium >/dev/null 2>&1 && [ -n "$(fc-list :lang=ko 2>/dev/null)" ]; then return 0; fi
   if command -v apt-get >/dev/null 2>&1; then
     echo "installing chromium and a Korean font for the browser test"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum >/dev/null \

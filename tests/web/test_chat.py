@@ -69,7 +69,9 @@ async def test_a_chat_answer_streams_in_order_grounded_in_the_rule_and_remembers
 async def test_a_keyed_chat_repeat_is_the_same_job_and_bad_bodies_are_refused(
     start_pack: Callable[..., Any],
 ) -> None:
-    pack: LocalPack = await start_pack(None, standin=True, extra_env={"ECO2_JWT_SECRET": SECRET})
+    pack: LocalPack = await start_pack(
+        None, standin=True, extra_env={"STANDIN_LATENCY_SCALE": "0.02", "ECO2_JWT_SECRET": SECRET}
+    )
     headers = {**bearer("keyed", secret=SECRET), "X-Idempotency-Key": "chat-1"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{pack.options.gateway_port}", timeout=30) as http:
         one = await http.post("/api/v1/chat", json={"message": "캔은요?"}, headers=headers)

@@ -332,7 +332,11 @@ class LocalPack:
         for child in (self._standin, self._emulator):
             if child is not None and child.returncode is None:
                 child.terminate()
-                await child.wait()
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=10)
+                except TimeoutError:
+                    child.kill()  # a stand-in still finishing a slow stream must not hold `eco2 down` up
+                    await child.wait()
         if self._connection is not None:
             await self._connection.close()
         await self._http.aclose()
