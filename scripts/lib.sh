@@ -45,8 +45,8 @@ ensure_chromium() {
   if command -v apt-get >/dev/null 2>&1; then
     echo "installing chromium and a Korean font for the browser test"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum >/dev/null \
-      || echo "could not install chromium: the browser test will be skipped"
+      || echo "could not install chromium: the browser test fails under CI=true and is skipped otherwise"
   else
-    echo "no apt-get: install chromium yourself, or the browser test is skipped"
+    echo "no apt-get: install chromium yourself (the browser test fails under CI=true, is skipped otherwise)"
   fi
 }
