@@ -38,3 +38,15 @@ ensure_rabbitmq() {
   echo "  apt-get install -y rabbitmq-server && rabbitmq-server -detached"
   exit 1
 }
+
+ensure_chromium() {
+  # The web page's browser test (tests/web/test_browser.py) drives Debian's chromium; Korean text needs a font.
+  if command -v chromium >/dev/null 2>&1 && [ -n "$(fc-list :lang=ko 2>/dev/null)" ]; then return 0; fi
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and a Korean font for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum >/dev/null \
+      || echo "could not install chromium: the browser test fails under CI=true and is skipped otherwise"
+  else
+    echo "no apt-get: install chromium yourself (the browser test fails under CI=true, is skipped otherwise)"
+  fi
+}

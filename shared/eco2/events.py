@@ -23,6 +23,7 @@ class EventType(StrEnum):
     SCAN_RULED = "eco2.scan.ruled"
     SCAN_ANSWERED = "eco2.scan.answered"
     REWARD_GRANTED = "eco2.reward.granted"
+    CHAT_REQUESTED = "eco2.chat.requested"
 
 
 class Priority(StrEnum):
@@ -37,6 +38,8 @@ FUNCTION_EVENTS: dict[str, tuple[EventType, tuple[EventType, ...]]] = {
     "rules": (EventType.SCAN_CLASSIFIED, (EventType.SCAN_RULED,)),
     "answer": (EventType.SCAN_RULED, (EventType.SCAN_ANSWERED,)),
     "reward": (EventType.SCAN_ANSWERED, (EventType.REWARD_GRANTED,)),
+    # The chat answers into the job's event stream only: nothing follows it.
+    "chat": (EventType.CHAT_REQUESTED, ()),
 }
 
 # Event types a function outside the pack consumes (no Trigger of ours needs to route them yet): the persist
@@ -98,6 +101,16 @@ class RewardGranted(_Data):
     character: GrantedCharacter
 
 
+class ChatRequested(_Data):
+    """What the gateway sends for POST /api/v1/chat; the answer goes to the job's event stream."""
+
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    user_id: str = Field(min_length=1, max_length=128)
+    session_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    message: str = Field(min_length=1, max_length=1000)
+    image_url: str | None = Field(default=None, max_length=2048)
+
+
 M = TypeVar("M", bound=_Data)
 
 DATA_MODELS: dict[EventType, type[_Data]] = {
@@ -106,6 +119,7 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.SCAN_RULED: ScanRuled,
     EventType.SCAN_ANSWERED: ScanAnswered,
     EventType.REWARD_GRANTED: RewardGranted,
+    EventType.CHAT_REQUESTED: ChatRequested,
 }
 
 

@@ -45,9 +45,42 @@ return {'applied', seq, status, stage, claimed}
 """
 
 
+# KEYS: job hash, job event stream. ARGV: stage, index, data json, ttl, now, the mark that closes the stage's
+# deltas (e.g. 'mark:answer:running'). A delta is one piece of a stage's streamed text: it takes the next seq
+# (so SSE order and Last-Event-ID resume hold) but changes neither status nor progress, and carries its own
+# status 'delta' plus an index: (stage, index) is recorded once, and none after the stage recorded its result.
+_DELTA = """
+local job, stream = KEYS[1], KEYS[2]
+local stage, index = ARGV[1], tonumber(ARGV[2])
+local current = redis.call('HGET', job, 'status')
+if not current then return {'missing', 0} end
+if ENDED then return {'refused', 0} end
+if redis.call('HEXISTS', job, ARGV[6]) == 1 then return {'duplicate', 0} end
+local field = 'delta:' .. stage
+local expected = tonumber(redis.call('HGET', job, field) or '0')
+if index < expected then return {'duplicate', 0} end
+local seq = redis.call('HINCRBY', job, 'seq', 1)
+redis.call('HSET', job, field, index + 1)
+local progress = redis.call('HGET', job, 'progress') or '0'
+redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', 'delta', 'progress', progress,
+  'message', '', 'data', ARGV[3], 'at', ARGV[5], 'index', index)
+redis.call('EXPIRE', stream, tonumber(ARGV[4]))
+return {'applied', seq}
+"""
+
+
+def _ended(script: str, terminal: Iterable[str]) -> str:
+    return script.replace("ENDED", " or ".join(f"current == '{status}'" for status in sorted(terminal)))
+
+
 def transition_script(terminal: Iterable[str]) -> str:
     """The transition script with the job's ended statuses written in (they live in one place: eco2.jobs)."""
-    return _TRANSITION.replace("ENDED", " or ".join(f"current == '{status}'" for status in sorted(terminal)))
+    return _ended(_TRANSITION, terminal)
+
+
+def delta_script(terminal: Iterable[str]) -> str:
+    """The delta script (one streamed piece of text), with the job's ended statuses written in."""
+    return _ended(_DELTA, terminal)
 
 
 # KEYS: checkpoints hash. ARGV: stage, json, ttl. First writer wins; everyone gets the winner's value.

@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline
 
 from eco2 import keys
 from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
-from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, transition_script
+from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, delta_script, transition_script
 
 log = logging.getLogger("eco2.jobs")
 # Seconds a Redis command may take before it counts as a stall (StoreUnavailable, retried).
@@ -41,10 +41,13 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+# The status of a stream entry that carries a piece of streamed text (never a job's status; see append_delta).
+DELTA_STATUS = "delta"
 
 
 class Stage(StrEnum):
     QUEUED = "queued"
+    CHAT = "chat"
     VISION = "vision"
     RULE = "rule"
     ANSWER = "answer"
@@ -58,10 +61,12 @@ STAGE_OF_FUNCTION: dict[str, Stage] = {
     "rules": Stage.RULE,
     "answer": Stage.ANSWER,
     "reward": Stage.REWARD,
+    "chat": Stage.CHAT,
 }
 
 STAGE_PROGRESS: dict[Stage, int] = {
     Stage.QUEUED: 0,
+    Stage.CHAT: 50,
     Stage.VISION: 25,
     Stage.RULE: 50,
     Stage.ANSWER: 75,
@@ -137,6 +142,7 @@ class JobStore:
         self._checkpoint = client.register_script(CHECKPOINT)
         self._release = client.register_script(RELEASE)
         self._reopen = client.register_script(REOPEN)
+        self._delta = client.register_script(delta_script(TERMINAL_STATUSES))
         # Stage outputs computed but not yet stored (Redis stalled): a retry in this process reuses them.
         self._unsaved: OrderedDict[tuple[str, Stage], BaseModel] = OrderedDict()
 
@@ -238,6 +244,19 @@ class JobStore:
             raw = (await store_call(pipe.execute()))[0]
         outcome, seq, current, at, claimed = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""), bool(claimed))
+
+    async def append_delta(
+        self, job_id: str, stage: Stage, index: int, text: str, *, closed_by: JobStatus = JobStatus.RUNNING
+    ) -> TransitionOutcome:
+        """Append piece `index` of `stage`'s streamed text to the job's event stream (status `delta`).
+
+        Recorded once per (stage, index); refused once the job ended, and a duplicate once the stage recorded
+        its `closed_by` transition (its whole text), so a redelivered stage never streams after its result.
+        """
+        data = json.dumps({"delta": text, "index": index}, ensure_ascii=False)
+        argv = [stage.value, str(index), data, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}"]
+        raw = await store_call(self._delta(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
+        return TransitionOutcome(raw[0])
 
     async def get(self, job_id: str) -> dict[str, str] | None:
         fields = await store_call(self._redis.hgetall(keys.job(job_id)))

@@ -77,6 +77,11 @@ def gateway_wakeup(instance: str) -> str:
     return f"{PREFIX}:gateway:{instance}:wakeup"
 
 
+def chat_history(user_id: str, session_id: str) -> str:
+    """List, TTL: one user's chat session, oldest turn first, each a JSON {role, content}."""
+    return f"{PREFIX}:chat:{_digest(user_id, session_id)}"
+
+
 def _digest(*parts: str) -> str:
     # User ids and idempotency keys come from clients: hash them so a key name stays short and plain.
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

@@ -8,6 +8,7 @@ message is a JSON document (classification, the matched rule, the user's text).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -17,6 +18,8 @@ from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 
 T = TypeVar("T", Classification, FinalAnswer)
+# Called with each new piece of streamed text, in order.
+OnText = Callable[[str], Awaitable[None]]
 
 CLASSIFICATION_SCHEMA_NAME = "eco2_classification"
 ANSWER_SCHEMA_NAME = "eco2_answer"
@@ -115,7 +118,9 @@ class ModelClient:
         disposal_rules: dict[str, Any] | None,
         user_input: str | None,
         job_id: str,
+        on_text: OnText | None = None,
     ) -> FinalAnswer:
+        """The answer; with `on_text`, streamed: each new piece of `user_answer` is passed on as it arrives."""
         document = {
             "classification": classification.model_dump(mode="json"),
             "disposal_rules": disposal_rules,
@@ -130,28 +135,40 @@ class ModelClient:
             response_format=_response_format(ANSWER_SCHEMA_NAME, ANSWER_JSON_SCHEMA),
             job_id=job_id,
             stage="answer",
+            on_text=None if on_text is None else _field_pieces("user_answer", on_text),
         )
         return _parse_model_json(raw, FinalAnswer)
+
+    async def chat(self, *, model: str, messages: list[dict[str, Any]], job_id: str, on_text: OnText) -> str:
+        """A free-text chat reply, streamed piece by piece to `on_text`; returns the whole text."""
+        return await self._complete(
+            model=model, messages=messages, response_format=None, job_id=job_id, stage="chat", on_text=on_text
+        )
 
     async def _complete(
         self,
         *,
         model: str,
         messages: list[dict[str, Any]],
-        response_format: dict[str, Any],
+        response_format: dict[str, Any] | None,
         job_id: str,
         stage: str,
+        on_text: OnText | None = None,
     ) -> str:
         openai = self._openai
+        # The SDK's overloads want TypedDicts; these dicts follow the same wire format.
+        create: Any = self._client.chat.completions.create
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "extra_headers": {JOB_HEADER: job_id, STAGE_HEADER: stage},
+        }
+        if response_format is not None:
+            request["response_format"] = response_format
         try:
-            # The SDK's overloads want TypedDicts; these dicts follow the same wire format.
-            create: Any = self._client.chat.completions.create
-            completion = await create(
-                model=model,
-                messages=messages,
-                response_format=response_format,
-                extra_headers={JOB_HEADER: job_id, STAGE_HEADER: stage},
-            )
+            if on_text is not None:
+                return await _streamed(await create(**request, stream=True), on_text)
+            completion = await create(**request)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -167,6 +184,60 @@ class ModelClient:
         if choice is None or not choice.message.content:
             raise ModelUnavailable(message="the model returned no content")
         return str(choice.message.content)
+
+
+async def _streamed(stream: Any, on_text: OnText) -> str:
+    """Read a streamed completion, passing each content piece on; the whole content at the end."""
+    pieces: list[str] = []
+    async for chunk in stream:
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if piece:
+            pieces.append(piece)
+            await on_text(piece)
+    if not pieces:
+        raise ModelUnavailable(message="the model returned no content")
+    return "".join(pieces)
+
+
+def partial_string_field(raw: str, name: str) -> str:
+    """The value of string field `name` in a JSON document still being written ('' until it starts)."""
+    key = raw.find(f'"{name}"')
+    if key < 0:
+        return ""
+    colon = raw.find(":", key + len(name) + 2)
+    start = raw.find('"', colon + 1) if colon >= 0 else -1
+    if start < 0:
+        return ""
+    i = start + 1
+    while i < len(raw) and raw[i] != '"':
+        if raw[i] == "\\":
+            width = 6 if raw[i + 1 : i + 2] == "u" else 2
+            if i + width > len(raw):
+                break  # an escape cut off at the end waits for its next piece
+            i += width
+        else:
+            i += 1
+    body = raw[start + 1 : i]
+    try:
+        return str(json.loads(f'"{body}"'))
+    except ValueError:
+        return ""
+
+
+def _field_pieces(name: str, on_text: OnText) -> OnText:
+    """Turns the pieces of a streamed JSON document into the pieces of its string field `name`."""
+    raw: list[str] = []
+    sent = 0
+
+    async def on_piece(piece: str) -> None:
+        nonlocal sent
+        raw.append(piece)
+        text = partial_string_field("".join(raw), name)
+        if len(text) > sent:
+            new, sent = text[sent:], len(text)
+            await on_text(new)
+
+    return on_piece
 
 
 def _retry_after(response: Any) -> float:

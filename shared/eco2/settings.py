@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from eco2.storage import StorageSettings
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
 STANDIN_API_KEY = "eco2-standin-no-key"
@@ -57,12 +60,16 @@ class Settings:
     store_grace_seconds: float = 15.0
     max_event_bytes: int = 256 * 1024
     log_level: str = "INFO"
+    # The photo store (eco2.storage): None when no S3_ENDPOINT_URL / ECO2_S3_BUCKET is set.
+    storage: StorageSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:
         allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
         vision_model = env.get("ECO2_VISION_MODEL") or cls.vision_model
         answer_model = env.get("ECO2_ANSWER_MODEL") or cls.answer_model
+        from eco2.storage import StorageSettings  # eco2.storage imports this module's errors
+
         return cls(
             function_name=function_name,
             redis_url=env.get("REDIS_URL") or cls.redis_url,
@@ -76,4 +83,5 @@ class Settings:
             store_grace_seconds=env_float(env, "ECO2_STORE_GRACE_SECONDS", cls.store_grace_seconds, minimum=0),
             max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            storage=StorageSettings.from_env(env),
         )

@@ -39,7 +39,7 @@ from eco2.events import (
     source_of,
 )
 from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage
-from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
+from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
 from eco2.rules import (
     MAJOR_CATEGORIES,
     RECYCLABLE_MAJOR,
@@ -50,6 +50,7 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
+from eco2.storage import Storage
 
 # Namespace for reward ids: one reward per (user, character), whatever job earned it.
 _REWARD_NAMESPACE = uuid.UUID("0b7d3c52-8f7e-4a36-9d0e-2f1e6c5a9b10")
@@ -68,6 +69,7 @@ class StageContext:
     classify_prompt: str
     _model: ModelClient | None = None
     _catalog_sync: CacheSync | None = None
+    _storage: Storage | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> StageContext:
@@ -109,6 +111,14 @@ class StageContext:
                 timeout_seconds=self.settings.stage_timeout_seconds,
             )
         return self._model
+
+    def readable_image(self, url: str) -> str:
+        """The URL the model reads the image from: a presigned GET for an upload to the photo store."""
+        if self.settings.storage is None:
+            return url
+        if self._storage is None:
+            self._storage = Storage(self.settings.storage)
+        return self._storage.readable_url(url)
 
     async def aclose(self) -> None:
         if self._catalog_sync is not None:
@@ -214,7 +224,7 @@ def model_for(requested: str | None, default: str, settings: Settings) -> str:
 async def classify(scan: ScanRequested, ctx: StageContext) -> Classification:
     raw = await ctx.model.classify(
         model=model_for(scan.model, ctx.settings.vision_model, ctx.settings),
-        image_url=scan.image_url,
+        image_url=ctx.readable_image(scan.image_url),
         user_input=scan.user_input,
         system_prompt=ctx.classify_prompt,
         job_id=scan.job_id,
@@ -254,7 +264,20 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
     return rule
 
 
+def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
+    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
+    count = 0
+
+    async def on_text(piece: str) -> None:
+        nonlocal count
+        await store.append_delta(job_id, stage, count, piece, closed_by=closed_by)
+        count += 1
+
+    return on_text
+
+
 async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
+    """The model's answer, its `user_answer` streamed to the job's SSE stream (delta events) as it is written."""
     rule = rule_of(scan.rule_id, ctx.rules)
     return await ctx.model.answer(
         model=model_for(scan.model, ctx.settings.answer_model, ctx.settings),
@@ -262,6 +285,7 @@ async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
         disposal_rules=rule.as_disposal_rules() if rule else None,
         user_input=scan.user_input,
         job_id=scan.job_id,
+        on_text=delta_writer(ctx.store, scan.job_id, Stage.ANSWER, JobStatus.RUNNING),
     )
 
 

@@ -88,6 +88,7 @@ class Pack:
             "ECO2_GATEWAY_PORT": str(self.gateway_port),
             "ECO2_INGRESS_PORT": str(self.ingress_port),
             "ECO2_STANDIN_PORT": str(self.standin_port),
+            "ECO2_S3_PORT": str(free_port()),
             "ECO2_STATE_DIR": str(self.state_dir),
             "ECO2_MANIFESTS": str(self.workdir / "manifests"),
             # Many scans from few users in seconds: the per-user limit is not what these runs test.

@@ -188,11 +188,13 @@ async def _earned_rewards(redis: aioredis.Redis, job_ids: list[str]) -> set[str]
 async def _duplicate_events(redis: aioredis.Redis, job_id: str) -> int:
     """(stage, status) pairs seen twice within one run of the job (a replay's reopen starts a new run)."""
     entries = await redis.xrange(keys.job_events(job_id))
+    # A reopen (replay) starts a new run of the job; within a run each (stage, status) appears once, and a
+    # streamed-text piece (status "delta") once per (stage, index).
     duplicates = 0
-    seen: Counter[tuple[str, str]] = Counter()
+    seen: Counter[tuple[str, str, str]] = Counter()
     for _, fields in cast(list[Any], entries or []):
         if '"reopened"' in fields.get("data", ""):
             duplicates += sum(count - 1 for count in seen.values())
             seen.clear()
-        seen[(fields["stage"], fields["status"])] += 1
+        seen[(fields["stage"], fields["status"], fields.get("index", ""))] += 1
     return duplicates + sum(count - 1 for count in seen.values())

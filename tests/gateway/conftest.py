@@ -108,6 +108,10 @@ def live_gateway(session_sink: RecordingSink, child_log_dir: Path) -> Iterator[C
         ECO2_REDIS_MAX_CONNECTIONS="8",
         ECO2_IMAGE_URL_ALLOWLIST="http://127.0.0.1:9",
         ECO2_GATEWAY_INSTANCE=LIVE_INSTANCE,
+        # Presigning photo uploads is local signing: a store that is never called is enough for /api/v1/images.
+        S3_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_ACCESS_KEY_ID="fuzz",
+        AWS_SECRET_ACCESS_KEY="fuzz-secret",
     )
     child = start_child(["serve", "gateway", "--port", str(port)], port=port, env=env, log_dir=child_log_dir)
     yield child

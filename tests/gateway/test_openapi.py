@@ -32,6 +32,11 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
         "ScanRequest",
         "Readiness",
         "ScanResult",
+        "ImageUploadRequest",
+        "ImageUpload",
+        "PresignedUpload",
+        "ChatRequest",
+        "ChatAccepted",
     }
     categories = document["paths"]["/api/v1/scan/categories"]["get"]["responses"]["200"]
     assert categories["content"]["application/json"]["schema"]["type"] == "array"

@@ -24,7 +24,7 @@ RunnerProcess = Callable[[Path, dict[str, str]], subprocess.Popen[bytes]]
 
 
 def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: Any) -> RunnerOptions:
-    settings: dict[str, Any] = {"standin": False, **overrides}
+    settings: dict[str, Any] = {"standin": False, "storage": False, **overrides}
     return RunnerOptions(
         root=ROOT,
         manifests_dir=manifests,
@@ -33,6 +33,7 @@ def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: An
         ingress_port=free_port(),
         gateway_port=free_port(),
         standin_port=free_port(),
+        s3_port=free_port(),
         prefix=prefix,
         state_dir=tmp_path / "state",
         reap_interval=0.2,
@@ -82,6 +83,7 @@ def runner_env(state_dir: Path, prefix: str, ingress_port: int) -> dict[str, str
         "ECO2_TOPOLOGY_PREFIX": prefix,
         "ECO2_INGRESS_PORT": str(ingress_port),
         "ECO2_GATEWAY_PORT": str(free_port()),
+        "ECO2_S3_PORT": str(free_port()),
         "ECO2_STATE_DIR": str(state_dir),
         "OPENAI_API_KEY": "not-used",  # no stand-in needed
     }

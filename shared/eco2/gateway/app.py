@@ -20,9 +20,12 @@ from starlette.routing import Match, Route
 
 from eco2.errors import Eco2Error, error_response, internal_error
 from eco2.gateway.api import Api
+from eco2.gateway.chat import Chat
 from eco2.gateway.context import GatewayContext
+from eco2.gateway.images import Images
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.submit import Submit
+from eco2.gateway.web import web_routes
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.gateway")
@@ -34,6 +37,9 @@ def routes(ctx: GatewayContext) -> list[Route]:
     api = Api(ctx)
     return [
         Route("/api/v1/scan", Submit(ctx), methods=["POST"]),
+        Route("/api/v1/images", Images(ctx).presign, methods=["POST"]),
+        Route("/api/v1/chat", Chat(ctx), methods=["POST"]),
+        Route("/api/v1/chat/{job_id}/events", api.events, methods=["GET"]),
         Route("/api/v1/scan/categories", api.categories, methods=["GET"]),
         Route("/api/v1/scan/{job_id}/result", api.result, methods=["GET"]),
         Route("/api/v1/scan/{job_id}/events", api.events, methods=["GET"]),
@@ -44,6 +50,7 @@ def routes(ctx: GatewayContext) -> list[Route]:
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        *web_routes(ctx),
     ]
 
 

@@ -25,6 +25,7 @@ from eco2.gateway.sink import EventSink
 from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
+from eco2.storage import Storage
 
 log = logging.getLogger("eco2.gateway")
 
@@ -57,6 +58,8 @@ class GatewayContext:
     categories: list[dict[str, Any]]
     probe: ImageProbe
     caches: CacheSync  # the blacklist and the catalog, current from the fanout exchanges
+    # The photo store (presigned uploads, ownership of image URLs); None when none is configured.
+    storage: Storage | None = None
 
     @classmethod
     async def create(cls, settings: GatewaySettings, env: Mapping[str, str] | None = None) -> GatewayContext:
@@ -116,6 +119,7 @@ class GatewayContext:
                 dns_timeout_seconds=settings.dns_timeout_seconds,
             ),
             caches=caches,
+            storage=Storage(settings.base.storage) if settings.base.storage else None,
         )
         hub.start()
         # Requests wait for nothing: readiness says when the warm-up is done. A short wait here serves most starts.

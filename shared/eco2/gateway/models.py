@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,7 +38,11 @@ class ScanRequest(BaseModel):
         return value
 
 
-def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequest:
+B = TypeVar("B", bound=BaseModel)
+
+
+def parse_body(body: bytes, model: type[B]) -> B:
+    """A JSON object body validated by `model`: 400 when not JSON, 422 naming the fields that fail."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -46,15 +50,84 @@ def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequ
     if not isinstance(document, dict):
         raise BadRequest("invalid_json", "the body must be a JSON object")
     try:
-        scan = ScanRequest.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise PoisonEvent("invalid_request", f"the request is invalid: {problems}"[:500]) from None
+
+
+def parse_scan_request(body: bytes, allowed_models: tuple[str, ...]) -> ScanRequest:
+    scan = parse_body(body, ScanRequest)
     if scan.model is not None and scan.model not in allowed_models:
         raise BadRequest("unknown_model", f"model must be one of: {', '.join(allowed_models)}")
     return scan
+
+
+class ImageUploadRequest(BaseModel):
+    """POST /api/v1/images: what the app is about to upload."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    content_type: str = Field(min_length=1, max_length=64, examples=["image/jpeg"])
+    size: int = Field(description="bytes; at most 10 MiB", examples=[123456])
+
+
+class PresignedUpload(BaseModel):
+    """How to upload: a multipart/form-data POST to `url` with `fields` first and the photo as `file`."""
+
+    method: Literal["POST"]
+    url: str
+    fields: dict[str, str]
+
+
+class ImageUpload(BaseModel):
+    """201 to POST /api/v1/images: the store refuses another type, a larger file or another key."""
+
+    upload: PresignedUpload
+    image_url: str = Field(description="send as the scan's (or chat's) image_url once uploaded")
+    key: str
+    expires_in: int
+
+
+class ChatRequest(BaseModel):
+    """POST /api/v1/chat: a message, optionally about an uploaded photo, in a session (new when absent)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    message: str = Field(min_length=1, max_length=MAX_USER_INPUT, examples=["페트병은 어떻게 버려요?"])
+    image_url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("message", "image_url")
+    @classmethod
+    def _utf8(cls, value: str | None) -> str | None:
+        if value is not None:
+            value.encode("utf-8")
+        return value
+
+
+class ChatAccepted(BaseModel):
+    """202 to POST /api/v1/chat: the answer streams on `stream_url` (delta events, then done)."""
+
+    job_id: str
+    session_id: str
+    stream_url: str
+    result_url: str
+    status: Literal["queued"]
+
+
+def chat_accepted(job_id: str, job: dict[str, str] | None = None, session_id: str = "") -> dict[str, Any]:
+    if job is not None:
+        session_id = json.loads(job.get("request") or "{}").get("session_id", "")
+    return {
+        "job_id": job_id,
+        "session_id": session_id,
+        "stream_url": f"/api/v1/chat/{job_id}/events",
+        "result_url": f"/api/v1/scan/{job_id}/result",
+        "status": "queued",
+    }
 
 
 class ErrorBody(BaseModel):
@@ -161,7 +234,7 @@ def characters(version: int, catalog: CharacterCatalog) -> dict[str, Any]:
     return {"version": version, "characters": [c.model_dump(mode="json") for c in entries]}
 
 
-def accepted(job_id: str) -> dict[str, Any]:
+def accepted(job_id: str, job: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "stream_url": f"/api/v1/scan/{job_id}/events",

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from eco2.gateway import models
+from eco2.gateway import models, openapi_web
 
 REPO_FILE = Path(__file__).resolve().parents[3] / "openapi.json"
 
@@ -34,6 +34,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             models.Readiness,
         )
     ),
+    *openapi_web.MODELS,
 ]
 
 _JOB_ID = {
@@ -188,6 +189,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/metrics": {"get": {"operationId": "metrics", "responses": {"200": _text("text/plain", "Prometheus text")}}},
+        **openapi_web.web_paths(_ref, _json, _error, _BEARER),
     }
 
 

@@ -138,6 +138,10 @@ class GatewaySettings:
         if environment == "development":
             standin = _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
             allowlist, trusted = allowlist | standin, trusted | standin
+        if base.storage is not None:
+            # The photo store's own URLs: checked for ownership (eco2.storage), read through a presigned GET.
+            store = _origins(base.storage.base_url)
+            allowlist, trusted = allowlist | store, trusted | store
         return cls(
             base=base,
             environment=environment,

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from eco2.gateway.hub import StreamHub
 from eco2.gateway.metrics import GatewayMetrics
-from eco2.jobs import TERMINAL_STATUSES, JobStore, StreamEvent
+from eco2.jobs import DELTA_STATUS, TERMINAL_STATUSES, JobStore, StreamEvent
 
 log = logging.getLogger("eco2.gateway.stream")
 _PAGE = 100
@@ -34,8 +34,11 @@ def encode(event: StreamEvent) -> ServerSentEvent:
         "message": event.message,
         "data": event.data,
     }
+    # A piece of streamed text is its own SSE event type (`delta`), so a client listening for stages is not
+    # woken for every token; its stage is in the payload.
+    name = DELTA_STATUS if event.status == DELTA_STATUS else event.stage
     return ServerSentEvent(
-        json.dumps(payload, ensure_ascii=False, separators=(",", ":")), event=event.stage, id=str(event.seq)
+        json.dumps(payload, ensure_ascii=False, separators=(",", ":")), event=name, id=str(event.seq)
     )
 
 

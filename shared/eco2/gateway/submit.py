@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from cloudevents.http import CloudEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -21,6 +23,7 @@ from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
+from eco2.gateway.images import check_owner
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict
 from eco2.gateway.sink import EventSink, SendOutcome, binary, new_traceparent, scan_requested
@@ -29,6 +32,8 @@ from eco2.observability import log_context
 
 log = logging.getLogger("eco2.gateway")
 
+# The 202 body for a job (its id and, for a repeat, its stored hash).
+Accepted = Callable[[str, dict[str, str]], dict[str, Any]]
 # Seconds a client is asked to wait when the job store cannot take the scan (nothing was created).
 STORE_RETRY_AFTER = "1"
 
@@ -64,31 +69,46 @@ class Submit:
         )
         body = scan.model_dump(mode="json")
         digest = fingerprint(body)
-        admission = await ctx.limiter.admit(principal.user_id, key)
-        if admission.verdict is Verdict.REFUSED:
-            ctx.metrics.rate_limited.inc()
-            raise RateLimited(f"too many scans; try again in {admission.retry_after} s", admission.retry_after)
-        job_id = job_id_for(principal.user_id, key)
-        if admission.verdict is Verdict.PAID:
-            job = await ctx.store.get(job_id)
-            if job is not None:
-                return _repeat(job_id, job, digest)  # a repeat costs no token and no image check
+        job_id, repeat = await self.admit(principal, key, digest, models.accepted)
+        if repeat is not None:
+            return repeat  # a repeat costs no token and no image check
+        check_owner(ctx, scan.image_url, principal)
         await ctx.probe.check(scan.image_url)
         traceparent = new_traceparent()
         with log_context(job_id, traceparent):
             data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
-            return await self._accept(principal, data, body, digest, traceparent)
+            event = scan_requested(data, priority=principal.priority, traceparent=traceparent)
+            if not await self.enqueue(principal, job_id, event, body, digest, traceparent):
+                return repeated(job_id, await ctx.store.get(job_id) or {}, digest, models.accepted)
+            log.info("scan accepted", extra={"fields": {"priority": principal.priority.value}})
+            return JSONResponse(models.accepted(job_id), status_code=202)
+
+    async def admit(
+        self, principal: Principal, key: str | None, digest: str, accepted: Accepted
+    ) -> tuple[str, Response | None]:
+        """The rate limit (a repeat of a keyed request rides free) and the job id; the repeat's answer if it is one."""
+        admission = await self.ctx.limiter.admit(principal.user_id, key)
+        if admission.verdict is Verdict.REFUSED:
+            self.ctx.metrics.rate_limited.inc()
+            raise RateLimited(f"too many requests; try again in {admission.retry_after} s", admission.retry_after)
+        job_id = job_id_for(principal.user_id, key)
+        if admission.verdict is Verdict.PAID:
+            job = await self.ctx.store.get(job_id)
+            if job is not None:
+                return job_id, repeated(job_id, job, digest, accepted)
+        return job_id, None
 
     def _delivery(self) -> tuple[EventSink, Outbox]:
         if self.ctx.sink is None or self.ctx.outbox is None:
-            raise TransientError("sink_unavailable", "this gateway has no broker to send scans to (K_SINK)")
+            raise TransientError("sink_unavailable", "this gateway has no broker to send to (K_SINK)")
         return self.ctx.sink, self.ctx.outbox
 
-    async def _accept(
-        self, principal: Principal, data: ScanRequested, body: dict[str, Any], digest: str, traceparent: str
-    ) -> Response:
-        sink, outbox, job_id = *self._delivery(), data.job_id
-        headers, payload = binary(scan_requested(data, priority=principal.priority, traceparent=traceparent))
+    async def enqueue(
+        self, principal: Principal, job_id: str, event: CloudEvent, body: dict[str, Any], digest: str, traceparent: str
+    ) -> bool:
+        """Write the job with its outbox entry, then send once; False when the job already existed."""
+        sink, outbox = self._delivery()
+        headers, payload = binary(event)
         entry = encode(headers, payload)
         created = await self.ctx.store.create(
             job_id,
@@ -99,10 +119,9 @@ class Submit:
             also=lambda pipe: outbox.add(pipe, job_id, entry),
         )
         if created.outcome is not TransitionOutcome.APPLIED:
-            return _repeat(job_id, await self.ctx.store.get(job_id) or {}, digest)
+            return False
         await self._send(sink, outbox, job_id, headers, payload)
-        log.info("scan accepted", extra={"fields": {"priority": principal.priority.value}})
-        return JSONResponse(models.accepted(job_id), status_code=202)
+        return True
 
     async def _send(self, sink: EventSink, outbox: Outbox, job_id: str, headers: dict[str, str], body: bytes) -> None:
         """Send once; on a 2xx the outbox entry goes, otherwise it stays for the sweeper. Never raises."""
@@ -126,10 +145,10 @@ class Submit:
             )
 
 
-def _repeat(job_id: str, job: dict[str, str], digest: str) -> Response:
+def repeated(job_id: str, job: dict[str, str], digest: str, accepted: Accepted) -> Response:
     """A repeat of a keyed submit whose job exists: the job is the record, so the answer is the same 202."""
     if job.get("request_fingerprint", digest) != digest:
         raise PoisonEvent("idempotency_key_reused", "this X-Idempotency-Key was already used for a different request")
-    response = JSONResponse(models.accepted(job_id), status_code=202)
+    response = JSONResponse(accepted(job_id, job), status_code=202)
     response.headers["Idempotent-Replayed"] = "true"
     return response

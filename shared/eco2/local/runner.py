@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
+from eco2.local.emulators import emulator_env, start_s3_emulator
 from eco2.local.health import broker_problem
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
@@ -53,6 +54,9 @@ class RunnerOptions:
     standin_port: int = 8090
     # None: start the stand-in model when no OPENAI_API_KEY is set (the design's default).
     standin: bool | None = None
+    # The LOCAL S3 emulator for photo uploads (eco2.local.emulators); None: start it unless S3_ENDPOINT_URL is set.
+    storage: bool | None = None
+    s3_port: int = 8095
     prefix: str = "eco2"
     state_dir: Path | None = None
     reap_interval: float = 1.0
@@ -75,6 +79,7 @@ class RunnerOptions:
             ingress_port=int(env.get("ECO2_INGRESS_PORT") or cls.ingress_port),
             gateway_port=int(env.get("ECO2_GATEWAY_PORT") or cls.gateway_port),
             standin_port=int(env.get("ECO2_STANDIN_PORT") or cls.standin_port),
+            s3_port=int(env.get("ECO2_S3_PORT") or cls.s3_port),
             prefix=env.get("ECO2_TOPOLOGY_PREFIX") or cls.prefix,
             state_dir=Path(state).resolve() if state else None,
         )
@@ -103,6 +108,8 @@ class LocalPack:
         self._tasks: list[asyncio.Task[Any]] = []
         self._standin: asyncio.subprocess.Process | None = None
         self.model_url: str | None = None
+        self._emulator: asyncio.subprocess.Process | None = None
+        self.storage_env: dict[str, str] = {}
         self.started_at = time.time()
 
     @property
@@ -118,6 +125,7 @@ class LocalPack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         await self._start_model()
+        await self._start_storage()
         # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.
         self._connection = await aio_pika.connect_robust(
             self.options.amqp_url, client_properties={"connection_name": f"eco2-runner {self.options.prefix}"}
@@ -147,6 +155,7 @@ class LocalPack:
             "K_SINK": self.ingress_url,
             "AMQP_URL": self.options.amqp_url,  # the cache-sync consumers (gateway, authz, reward)
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
+            **self.storage_env,
             **self.options.extra_env,
         }
         if self.model_url:
@@ -201,6 +210,21 @@ class LocalPack:
         log_file.close()
         await wait_healthy(self._http, url, self._standin)
         self.model_url = url
+
+    async def _start_storage(self) -> None:
+        wanted = self.options.storage
+        if wanted is None:
+            wanted = not (os.environ.get("S3_ENDPOINT_URL") or self.options.extra_env.get("S3_ENDPOINT_URL"))
+        if wanted:
+            log_path = self.state_dir / "logs" / "s3-emulator.log"
+            self._emulator, url = await start_s3_emulator(
+                self.options.host,
+                self.options.s3_port,
+                cwd=self.options.root,
+                log_path=log_path,
+                preexec_fn=die_with_parent,
+            )
+            self.storage_env = emulator_env(url)
 
     def readiness(self) -> str | None:
         """Why the ingress cannot take events now (the broker connection or the publisher is down), or None."""
@@ -289,6 +313,7 @@ class LocalPack:
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
             "model_is_standin": self._standin is not None,
+            "storage": self.storage_env.get("S3_ENDPOINT_URL"),
             "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
             # Which function a dead letter's event was for (`eco2 status` groups the recorded letters by it).
             "routes": [
@@ -317,9 +342,14 @@ class LocalPack:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
-        if self._standin is not None and self._standin.returncode is None:
-            self._standin.terminate()
-            await self._standin.wait()
+        for child in (self._standin, self._emulator):
+            if child is not None and child.returncode is None:
+                child.terminate()
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=10)
+                except TimeoutError:
+                    child.kill()  # a stand-in still finishing a slow stream must not hold `eco2 down` up
+                    await child.wait()
         if self._connection is not None:
             await self._connection.close()
         await self._http.aclose()

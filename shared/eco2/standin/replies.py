@@ -150,3 +150,28 @@ def generic(message_count: int) -> str:
         f"{MARKER} 안녕하세요, 저는 시험용 stand-in 모델 서버예요. 실제 모델이 아니어서 "
         f"eco2_classification과 eco2_answer 요청에만 제대로 답해요. 받은 메시지: {message_count}개."
     )
+
+
+# Where the chat function's system prompt carries the rule it grounds the answer in (eco2.chat).
+RULE_MARKER = "RULE_JSON:"
+
+
+def _chat_rule(system_text: str) -> _Rule | None:
+    _, marker, rest = system_text.partition(RULE_MARKER)
+    if not marker:
+        return None
+    try:
+        return _Rule.model_validate_json(rest.strip().splitlines()[0] if rest.strip() else "")
+    except (ValidationError, IndexError):
+        return None
+
+
+def chat(system_text: str, user_text: str, turns: int) -> str:
+    """A deterministic chat reply, clearly the stand-in's: the grounding rule's first steps, the user echoed."""
+    rule = _chat_rule(system_text)
+    head = f"{MARKER} 시험용 채팅 답변이에요 ({turns}번째 질문). {_echo(user_text)}"
+    if rule is None or not rule.steps:
+        return head + "어떤 물건인지 알려 주시면 배출 방법을 안내해 드릴게요."
+    name = rule.display_name or "이 물건"
+    steps = " ".join(_sentence(step) for step in rule.steps[:2])
+    return head + f"‘{name}’{_object_particle(name)} 보고 안내할게요. {steps}"

@@ -142,6 +142,10 @@ async def _content(state: _State, chat: ChatRequest, kind: str, request: Request
             return replies.answer(user_messages[-1].text() if user_messages else "")
         except replies.MalformedDocument as exc:
             raise ApiError(400, str(exc), code="invalid_answer_document") from None
+    if chat.user_messages():
+        system = "\n".join(m.text() for m in chat.messages if m.role == "system")
+        last = chat.user_messages()[-1].text()
+        return replies.chat(system, last, len(chat.user_messages()))
     return replies.generic(len(chat.messages))
 
 

@@ -1,0 +1,133 @@
+"""The chat function: answers a user's question with the model, grounded in the rule book, streaming its text.
+
+eco2.chat.requested (from POST /api/v1/chat) → the rule the message names (eco2.rules.RuleBook.match_text, or
+the last one this session talked about) goes into the system prompt; the model's reply streams into the job's
+event stream as `delta` events (so the SSE client sees it grow) and ends with (chat, done) carrying the whole
+answer. The session's turns are kept in Redis (a list per user and session, with a TTL) and sent as history.
+Run at most once per job (a checkpoint reused on redelivery); a turn is remembered once, by the delivery that
+recorded the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cloudevents.http import CloudEvent
+from pydantic import BaseModel
+
+from eco2 import keys
+from eco2.adapter import EventFunction
+from eco2.errors import store_call
+from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
+from eco2.jobs import JobStatus, Stage, TransitionOutcome
+from eco2.rules import Rule
+from eco2.settings import Settings
+from eco2.stages import StageContext, delta_writer
+
+# Turns (a user message and its answer are two) sent back to the model, and kept per session.
+HISTORY_MESSAGES = 20
+HISTORY_TTL_SECONDS = 24 * 3600
+# The stand-in reads the grounding rule after this marker (eco2.standin.replies.RULE_MARKER, the same text).
+RULE_MARKER = "RULE_JSON:"
+CHAT_SYSTEM_PROMPT = (
+    "당신은 이코에코의 친절한 분리배출 도우미입니다. 짧고 정확한 한국어로 답하세요. 아래에 배출 규칙이 "
+    "있으면 그 규칙에만 근거해 답하고, 규칙에 없는 내용은 추측하지 말고 모른다고 말하세요."
+)
+
+
+class ChatAnswer(BaseModel):
+    text: str
+    rule_id: str | None
+
+
+async def history(ctx: StageContext, request: ChatRequested) -> list[dict[str, str]]:
+    raw = await store_call(ctx.store.redis.lrange(keys.chat_history(request.user_id, request.session_id), 0, -1))
+    return [json.loads(item) for item in raw or []]
+
+
+async def remember(ctx: StageContext, request: ChatRequested, answer: ChatAnswer) -> None:
+    key = keys.chat_history(request.user_id, request.session_id)
+    turns = [
+        {"role": "user", "content": request.message},
+        {"role": "assistant", "content": answer.text, **({"rule_id": answer.rule_id} if answer.rule_id else {})},
+    ]
+    pipe = ctx.store.redis.pipeline(transaction=True)
+    pipe.rpush(key, *(json.dumps(turn, ensure_ascii=False) for turn in turns))
+    pipe.ltrim(key, -HISTORY_MESSAGES, -1)
+    pipe.expire(key, HISTORY_TTL_SECONDS)
+    await store_call(pipe.execute())
+
+
+def grounding(ctx: StageContext, message: str, past: list[dict[str, str]]) -> Rule | None:
+    """The rule the message names; else the last rule this session was answered with."""
+    found = ctx.rules.match_text(message)
+    if found is not None:
+        return found
+    earlier = next((turn["rule_id"] for turn in reversed(past) if turn.get("rule_id")), None)
+    return ctx.rules.get(earlier) if earlier else None
+
+
+def _user_content(ctx: StageContext, request: ChatRequested) -> str | list[dict[str, Any]]:
+    if request.image_url is None:
+        return request.message
+    image = {"type": "image_url", "image_url": {"url": ctx.readable_image(request.image_url)}}
+    return [{"type": "text", "text": request.message}, image]
+
+
+async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
+    past = await history(ctx, request)
+    rule = grounding(ctx, request.message, past)
+    system = CHAT_SYSTEM_PROMPT
+    if rule is not None:
+        system += f"\n{RULE_MARKER} {json.dumps(rule.as_disposal_rules(), ensure_ascii=False)}"
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        *({"role": turn["role"], "content": turn["content"]} for turn in past),
+        {"role": "user", "content": _user_content(ctx, request)},
+    ]
+    text = await ctx.model.chat(
+        model=ctx.settings.answer_model,
+        messages=messages,
+        job_id=request.job_id,
+        on_text=delta_writer(ctx.store, request.job_id, Stage.CHAT, JobStatus.DONE),
+    )
+    return ChatAnswer(text=text, rule_id=rule.id if rule else None)
+
+
+async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
+    request = parse_data(event, ChatRequested)
+    if await ctx.should_drop(request.job_id):
+        return None
+
+    async def compute() -> ChatAnswer:
+        return await answer(request, ctx)
+
+    reply = await ctx.store.once(
+        request.job_id, Stage.CHAT, ChatAnswer, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
+    )
+    result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
+    done = await ctx.store.transition(
+        request.job_id,
+        request.user_id,
+        Stage.CHAT,
+        JobStatus.DONE,
+        message="답변했어요",
+        data=result,
+        fields={"result": json.dumps(result, ensure_ascii=False)},
+        progress=100,
+    )
+    if done.outcome is TransitionOutcome.APPLIED:
+        await remember(ctx, request, reply)
+    return None
+
+
+def function() -> EventFunction[StageContext]:
+    """The chat function, as functions/chat/main.py serves it."""
+
+    async def setup(settings: Settings) -> StageContext:
+        context = await StageContext.create(settings)
+        _ = context.model
+        return context
+
+    return EventFunction("chat", setup, handle, accepts=FUNCTION_EVENTS["chat"][0])

@@ -1,0 +1,264 @@
+// Eco² web page: sign in, upload a photo (presigned POST straight to the photo store), scan it, watch the
+// stages and the streamed answer, see the reward, the collection and the chat. No libraries, no CDN.
+"use strict";
+
+const TEXT = {
+  ko: {
+    tagline: "사진을 찍으면 분리배출 방법을 알려 드려요", signin: "로그인", token: "토큰",
+    use_token: "이 토큰 사용", dev_token: "개발용 토큰 받기", scan: "사진으로 물어보기",
+    drop: "사진을 고르거나 여기로 끌어다 놓으세요", note: "한마디 (선택)", collection: "내 캐릭터",
+    chat: "채팅", send: "보내기", signed_in: "로그인됨:", need_token: "먼저 로그인해 주세요",
+    uploading: "사진 올리는 중…", no_reward: "이번에는 캐릭터가 없어요", empty: "아직 모은 캐릭터가 없어요",
+    queued: "접수", vision: "분류", rule: "규칙", answer: "답변", reward: "보상", done: "완료",
+    failed: "실패", cancelled: "취소", chat_unavailable: "채팅을 쓸 수 없어요",
+  },
+  en: {
+    tagline: "Take a photo, learn how to sort it", signin: "Sign in", token: "Token",
+    use_token: "Use this token", dev_token: "Get a development token", scan: "Ask with a photo",
+    drop: "Pick a photo or drop it here", note: "A note (optional)", collection: "My characters",
+    chat: "Chat", send: "Send", signed_in: "Signed in:", need_token: "Sign in first",
+    uploading: "Uploading the photo…", no_reward: "No character this time", empty: "No characters yet",
+    queued: "Queued", vision: "Vision", rule: "Rule", answer: "Answer", reward: "Reward", done: "Done",
+    failed: "Failed", cancelled: "Cancelled", chat_unavailable: "Chat is not available",
+  },
+};
+const LANG = (navigator.language || "ko").toLowerCase().startsWith("ko") ? "ko" : "en";
+const t = (key) => (TEXT[LANG][key] || TEXT.en[key] || key);
+const $ = (id) => document.getElementById(id);
+const STAGES = ["queued", "vision", "rule", "answer", "reward", "done"];
+let token = localStorage.getItem("eco2.token") || "";
+let chatSession = localStorage.getItem("eco2.chat") || "";
+
+function translate() {
+  document.documentElement.lang = LANG;
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+}
+
+function showError(message) { $("error").textContent = message || ""; }
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = "Bearer " + token;
+  if (options.json !== undefined) headers["Content-Type"] = "application/json";
+  const body = options.json !== undefined ? JSON.stringify(options.json) : options.body;
+  const response = await fetch(path, { method: options.method || "GET", headers, body });
+  if (!response.ok && response.status !== 202) {
+    let detail = response.status + "";
+    try { detail = (await response.json()).message || detail; } catch (_) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return response;
+}
+
+// Server-sent events over fetch (EventSource cannot send the Authorization header).
+async function readEvents(path, onEvent) {
+  const response = await api(path, { headers: { Accept: "text/event-stream" } });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = (buffer + decoder.decode(value, { stream: true })).replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length && onEvent(name, JSON.parse(data.join("\n")))) {
+        reader.cancel();
+        return;
+      }
+    }
+  }
+}
+
+function signedIn(user) {
+  $("who").textContent = token ? `${t("signed_in")} ${user || ""}` : "";
+  if (token) loadCollection();
+}
+
+async function devToken() {
+  try {
+    const body = await (await api("/app/dev-token", { method: "POST", json: {} })).json();
+    token = body.token;
+    localStorage.setItem("eco2.token", token);
+    $("token").value = token;
+    signedIn(body.user);
+  } catch (error) { showError(error.message); }
+}
+
+function renderStages(current, status) {
+  const list = $("stages");
+  list.textContent = "";
+  const reached = STAGES.indexOf(current);
+  STAGES.forEach((stage, i) => {
+    const li = document.createElement("li");
+    li.textContent = t(stage);
+    li.dataset.stage = stage;
+    if (i <= reached) li.className = status === "failed" && i === reached ? "failed" : "done";
+    list.appendChild(li);
+  });
+}
+
+async function upload(file) {
+  const grant = await (await api("/api/v1/images", {
+    method: "POST", json: { content_type: file.type || "image/jpeg", size: file.size },
+  })).json();
+  const form = new FormData();
+  for (const [name, value] of Object.entries(grant.upload.fields)) form.append(name, value);
+  form.append("file", file);
+  const stored = await fetch(grant.upload.url, { method: "POST", body: form });
+  if (!stored.ok) throw new Error(`upload refused (${stored.status})`);
+  return grant.image_url;
+}
+
+function onScanEvent(name, event) {
+  if (name === "delta") {
+    $("answer").textContent += event.data.delta;
+    $("answer").dataset.deltas = String(Number($("answer").dataset.deltas || 0) + 1);
+    return false;
+  }
+  renderStages(event.stage, event.status);
+  $("bar").style.width = event.progress + "%";
+  if (event.stage === "answer" && event.data && event.data.final_answer) {
+    const final = event.data.final_answer;
+    $("answer").textContent = final.user_answer;
+    $("steps").textContent = "";
+    for (const step of final.disposal_steps) {
+      const li = document.createElement("li");
+      li.textContent = step;
+      $("steps").appendChild(li);
+    }
+  }
+  if (event.stage === "reward") {
+    const reward = event.data && event.data.reward;
+    $("reward").textContent = reward ? event.message : `${t("no_reward")} — ${event.message}`;
+    if (reward) remember(reward);
+  }
+  if (["done", "failed", "cancelled"].includes(event.status)) {
+    if (event.status !== "done") showError(event.message);
+    document.body.dataset.scan = event.status;
+    loadCollection();
+    return true;
+  }
+  return false;
+}
+
+async function scan(file) {
+  if (!token) { showError(t("need_token")); return; }
+  showError("");
+  for (const id of ["answer", "reward", "steps"]) $(id).textContent = "";
+  $("answer").dataset.deltas = "0";
+  document.body.dataset.scan = "running";
+  $("preview").src = URL.createObjectURL(file);
+  $("preview").hidden = false;
+  try {
+    $("answer").textContent = t("uploading");
+    const imageUrl = await upload(file);
+    $("answer").textContent = "";
+    const note = $("note").value.trim();
+    const job = await (await api("/api/v1/scan", {
+      method: "POST", json: note ? { image_url: imageUrl, user_input: note } : { image_url: imageUrl },
+    })).json();
+    renderStages("queued", "queued");
+    await readEvents(job.stream_url, onScanEvent);
+  } catch (error) {
+    document.body.dataset.scan = "error";
+    showError(error.message);
+  }
+}
+
+// The collection: the server's, when GET /api/v1/me/characters exists; else what this page's scans earned.
+function remember(reward) {
+  const mine = JSON.parse(localStorage.getItem("eco2.characters") || "{}");
+  mine[reward.character_id] = reward;
+  localStorage.setItem("eco2.characters", JSON.stringify(mine));
+}
+
+async function loadCollection() {
+  let characters = Object.values(JSON.parse(localStorage.getItem("eco2.characters") || "{}"));
+  try {
+    const body = await (await api("/api/v1/me/characters")).json();
+    characters = body.characters || body.items || characters;
+  } catch (_) { /* not served by this gateway yet: the local list */ }
+  const list = $("characters");
+  list.textContent = "";
+  if (!characters.length) list.textContent = t("empty");
+  for (const c of characters) {
+    const li = document.createElement("li");
+    li.textContent = c.name || c.character_id;
+    list.appendChild(li);
+  }
+}
+
+function bubble(kind, text) {
+  const div = document.createElement("div");
+  div.className = "msg " + kind;
+  div.textContent = text;
+  $("messages").appendChild(div);
+  $("messages").scrollTop = $("messages").scrollHeight;
+  return div;
+}
+
+async function chat(message) {
+  if (!token) { showError(t("need_token")); return; }
+  bubble("me", message);
+  const reply = bubble("bot", "");
+  try {
+    const body = chatSession ? { message, session_id: chatSession } : { message };
+    const job = await (await api("/api/v1/chat", { method: "POST", json: body })).json();
+    chatSession = job.session_id || chatSession;
+    localStorage.setItem("eco2.chat", chatSession);
+    await readEvents(job.stream_url, (name, event) => {
+      if (name === "delta") reply.textContent += event.data.delta;
+      else if (event.status === "done" && event.data && event.data.answer) reply.textContent = event.data.answer;
+      if (["done", "failed", "cancelled"].includes(event.status)) {
+        reply.dataset.done = event.status;
+        return true;
+      }
+      return false;
+    });
+  } catch (error) {
+    reply.textContent = error.status === 404 ? t("chat_unavailable") : error.message;
+    reply.dataset.done = "error";
+  }
+}
+
+function wire() {
+  translate();
+  renderStages("", "");
+  $("token").value = token;
+  $("signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    token = $("token").value.trim();
+    localStorage.setItem("eco2.token", token);
+    signedIn("");
+  });
+  $("dev-token").addEventListener("click", devToken);
+  $("photo").addEventListener("change", () => { if ($("photo").files[0]) scan($("photo").files[0]); });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) scan(e.dataTransfer.files[0]);
+  });
+  $("chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const message = $("chat-input").value.trim();
+    $("chat-input").value = "";
+    if (message) chat(message);
+  });
+  signedIn("");
+}
+
+wire();
