@@ -136,6 +136,9 @@ class LocalPack:
             "REDIS_URL": self.options.redis_url,
             "K_SINK": self.ingress_url,
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
+            # persist writes and the gateway reads the same store: without a DATABASE_URL, one SQLite file.
+            "DATABASE_URL": os.environ.get("DATABASE_URL")
+            or f"sqlite:///{(self.state_dir / 'eco2.sqlite3').resolve()}",
             **self.options.extra_env,
         }
         if self.model_url:
