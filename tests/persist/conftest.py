@@ -1,0 +1,71 @@
+"""Fixtures on the machine's real PostgreSQL (a database of the tests' own) and on SQLite files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from eco2.adapter import EventFunction
+from eco2.persist.function import PersistContext, function
+
+PG_ADMIN_URL = os.environ.get("ECO2_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_DATABASE = os.environ.get("ECO2_TEST_PG_DATABASE", "eco2_persist_test")
+PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DATABASE
+TABLES = ("reward_ledger", "user_characters", "scan_history", "schema_migrations")
+
+
+async def reset_postgres() -> None:
+    """Create the tests' database when missing, and drop the tables persist made in it."""
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}): tests use the real server")
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
+            await admin.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        await reset_postgres()
+        return PG_URL
+    return f"sqlite:///{tmp_path / 'eco2.sqlite3'}"
+
+
+def app_of(fn: EventFunction[PersistContext]) -> Starlette:
+    return Starlette(routes=[Route("/{path:path}", fn.handle_http, methods=["GET", "POST"])])
+
+
+@pytest.fixture
+def persist_env(database_url: str) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "ECO2_PERSIST_BATCH_ROWS": "50", "ECO2_PERSIST_BATCH_MS": "10"}
+
+
+@pytest.fixture
+async def persist_fn(persist_env: dict[str, str]) -> AsyncIterator[EventFunction[PersistContext]]:
+    fn = function(persist_env)
+    await fn.start({})
+    yield fn
+    await fn.stop()
+
+
+@pytest.fixture
+async def persist_http(persist_fn: EventFunction[PersistContext]) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app_of(persist_fn))
+    async with httpx.AsyncClient(transport=transport, base_url="http://persist") as client:
+        yield client
