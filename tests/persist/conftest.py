@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from eco2.adapter import EventFunction
 from eco2.persist.function import PersistContext, function
+from tests.gateway.conftest import make_gateway, session_sink, sink  # noqa: F401  (the gateway's fixtures, reused)
 
 PG_ADMIN_URL = os.environ.get("ECO2_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = os.environ.get("ECO2_TEST_PG_DATABASE", "eco2_persist_test")
