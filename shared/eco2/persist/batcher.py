@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from eco2.errors import PoisonEvent, StoreUnavailable
+from eco2.persist.metrics import PersistMetrics
 from eco2.persist.records import Record
 from eco2.persist.store import Refused
 
@@ -23,8 +25,11 @@ Pending = tuple[Record, "asyncio.Future[None]"]
 
 
 class GroupCommit:
-    def __init__(self, write: Write, *, max_rows: int, max_wait: float, concurrency: int) -> None:
+    def __init__(
+        self, write: Write, *, max_rows: int, max_wait: float, concurrency: int, metrics: PersistMetrics | None = None
+    ) -> None:
         self._write = write
+        self._metrics = metrics or PersistMetrics()
         self._max_rows = max_rows
         self._max_wait = max_wait
         self._slots = asyncio.Semaphore(concurrency)
@@ -35,6 +40,8 @@ class GroupCommit:
     async def submit(self, record: Record) -> None:
         """Return once `record` is committed; raise PoisonEvent if refused, StoreUnavailable if not written."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        joined = time.perf_counter()
+        done.add_done_callback(lambda _: self._metrics.commit_wait.observe(time.perf_counter() - joined))
         self._pending.append((record, done))
         if len(self._pending) >= self._max_rows:
             self._flush()
@@ -66,6 +73,7 @@ class GroupCommit:
             log.warning("batch not written", exc_info=True, extra={"fields": {"rows": len(batch)}})
             _settle(batch, StoreUnavailable("database_unavailable", "the database did not take the write"))
             return
+        self._metrics.batch_rows.observe(len(batch))
         _settle(batch, None)
 
     async def aclose(self) -> None:
