@@ -34,7 +34,6 @@ from cloudevents.http import from_http
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from eco2.events import EventType, GrantedCharacter, RewardGranted, new_event
 from eco2.local.processes import container_command
 from eco2.local.replicas import free_port
 from eco2.manifests import Manifests
@@ -43,27 +42,17 @@ from eco2.persist.records import record_of
 from eco2.persist.store import PersistSettings
 from tests.benchmarks.processes import ROOT, cpu_seconds, function_env
 from tests.benchmarks.report import HistogramState, Row, histogram_row, histogram_state, rows_table, sample_row
+from tests.persist.events import granted
+from tests.persist.tables import reset_postgres
 
 DATABASE_URL = os.environ.get("ECO2_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/eco2_persist_bench")
-TABLES = ("reward_ledger", "user_characters", "scan_history", "schema_migrations")
 TARGET_RATE = 5000.0
 TARGET_SPEEDUP = 10.0
 WARMUP = 500
 
 
 async def reset_database() -> None:
-    base, _, name = DATABASE_URL.rpartition("/")
-    admin = await asyncpg.connect(f"{base}/postgres")
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(DATABASE_URL)
-    try:
-        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
-    finally:
-        await conn.close()
+    await reset_postgres(DATABASE_URL)
 
 
 async def ledger_count() -> int:
@@ -78,17 +67,9 @@ def events(n: int, tag: str) -> list[tuple[dict[str, str], bytes]]:
     """N distinct reward.granted deliveries, encoded once up front (the client's CPU goes to sending)."""
     out = []
     for i in range(n):
-        user, job = f"bench-{tag}-{i % 997}", f"{tag}-{i}"
-        data = RewardGranted(
-            job_id=job,
-            user_id=user,
-            category="재활용폐기물",
-            middle_category="무색페트병",
-            rule_id="recyclable_clear_pet",
-            reward_id=str(uuid.uuid4()),
-            character=GrantedCharacter(character_id=f"char-{i}", name="페티", middle_category="무색페트병"),
-        )
-        headers, body = to_binary(new_event(EventType.REWARD_GRANTED, data, source="/bench", job_id=job))
+        job = f"{tag}-{i}"
+        event = granted(f"bench-{tag}-{i % 997}", f"char-{i}", job, reward_id=str(uuid.uuid4()))
+        headers, body = to_binary(event)
         out.append((dict(headers), body))
     return out
 

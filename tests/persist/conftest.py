@@ -15,29 +15,17 @@ from starlette.routing import Route
 from eco2.adapter import EventFunction
 from eco2.persist.function import PersistContext, function
 from tests.gateway.conftest import make_gateway, session_sink, sink  # noqa: F401  (the gateway's fixtures, reused)
+from tests.persist import tables
 
-PG_ADMIN_URL = os.environ.get("ECO2_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_DATABASE = os.environ.get("ECO2_TEST_PG_DATABASE", "eco2_persist_test")
-PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DATABASE
-TABLES = ("reward_ledger", "user_characters", "scan_history", "schema_migrations")
+PG_URL = os.environ.get("ECO2_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/eco2_persist_test")
 
 
 async def reset_postgres() -> None:
-    """Create the tests' database when missing, and drop the tables persist made in it."""
+    """The tests' own database, created when missing, without persist's tables."""
     try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        await tables.reset_postgres(PG_URL)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}): tests use the real server")
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
-            await admin.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
-    finally:
-        await conn.close()
+        pytest.fail(f"PostgreSQL is not reachable for {PG_URL} ({exc}): tests use the real server")
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

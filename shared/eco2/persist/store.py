@@ -85,12 +85,17 @@ class PersistSettings:
         )
 
 
+# The only difference between the dialects' schemas: how a timestamp is stored.
+TIMESTAMP_TYPES = {"postgres": "timestamptz", "sqlite": "text"}
+
+
 def migration_files(dialect: str) -> list[tuple[int, str, str]]:
-    """(version, name, sql) of migrations/<dialect>/NNNN_name.sql, in order."""
+    """(version, name, sql) of migrations/NNNN_name.sql, in order, written out for `dialect`."""
     found = []
-    for path in sorted((MIGRATIONS / dialect).glob("*.sql")):
+    for path in sorted(MIGRATIONS.glob("*.sql")):
         number, _, name = path.stem.partition("_")
-        found.append((int(number), name, path.read_text(encoding="utf-8")))
+        sql = path.read_text(encoding="utf-8").replace("{timestamp}", TIMESTAMP_TYPES[dialect])
+        found.append((int(number), name, sql))
     return found
 
 

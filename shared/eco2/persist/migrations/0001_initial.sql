@@ -1,11 +1,13 @@
 -- Rewards that last: the reward ledger, each user's characters, and the scan history.
+-- One schema for both stores: {timestamp} is timestamptz on PostgreSQL, text on SQLite (ISO 8601 UTC, fixed
+-- width, so it sorts as the instants do).
 -- The CHECKs are the database's own word on bad data: a row it refuses is a poison event (422), never retried.
 CREATE TABLE reward_ledger (
     reward_id    text PRIMARY KEY CHECK (length(reward_id) BETWEEN 1 AND 64),
     user_id      text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
     character_id text NOT NULL CHECK (length(character_id) BETWEEN 1 AND 64),
     job_id       text NOT NULL CHECK (length(job_id) BETWEEN 1 AND 64),
-    granted_at   timestamptz NOT NULL
+    granted_at   {timestamp} NOT NULL
 );
 
 CREATE TABLE user_characters (
@@ -15,7 +17,7 @@ CREATE TABLE user_characters (
     middle_category text NOT NULL CHECK (length(middle_category) <= 64),
     job_id          text NOT NULL,
     reward_id       text NOT NULL,
-    acquired_at     timestamptz NOT NULL,
+    acquired_at     {timestamp} NOT NULL,
     PRIMARY KEY (user_id, character_id)
 );
 
@@ -28,7 +30,7 @@ CREATE TABLE scan_history (
     outcome         text NOT NULL CHECK (length(outcome) BETWEEN 1 AND 32),
     character_id    text CHECK (length(character_id) <= 64),
     reward_id       text,
-    created_at      timestamptz NOT NULL
+    created_at      {timestamp} NOT NULL
 );
 
 CREATE INDEX scan_history_by_user ON scan_history (user_id, created_at DESC, job_id DESC);
