@@ -27,7 +27,8 @@ def test_both_dialects_get_the_same_tables_with_their_own_timestamp_type() -> No
     postgres, sqlite = migration_files("postgres"), migration_files("sqlite")
     assert [v for v, _, _ in postgres] == [v for v, _, _ in sqlite]
     pg_sql, sqlite_sql = " ".join(statements(postgres[0][2])), " ".join(statements(sqlite[0][2]))
-    assert "timestamptz" in pg_sql and "timestamptz" not in sqlite_sql
+    assert "timestamptz" in pg_sql
+    assert "timestamptz" not in sqlite_sql
     assert "{timestamp}" not in pg_sql + sqlite_sql
 
 
