@@ -55,7 +55,9 @@ class PersistContext:
             if self._store is None:
                 try:
                     self._store = await open_store(self.settings.database_url, self.settings.pool_size)
-                except (TimeoutError, OSError, ConnectionError) as exc:
+                except ValueError:
+                    raise  # a DATABASE_URL that names no database: fail the start, loudly
+                except Exception as exc:  # refused, starting up, timed out: the database is not there yet
                     log.warning("database not reachable", extra={"fields": {"error": type(exc).__name__}})
                     raise StoreUnavailable("database_unavailable", "the database is not reachable") from None
             return self._store

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from eco2.persist.postgres import grant_rows, history_rows
 from eco2.persist.records import Record, merge
 from eco2.persist.store import OwnedCharacter, Position, Refused, ScanEntry, migration_files, statements
 
+BUSY_TIMEOUT_SECONDS = 5.0
 _LEDGER = "INSERT INTO reward_ledger VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 _CHARACTERS = "INSERT INTO user_characters VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 _HISTORY = """
@@ -32,6 +34,20 @@ _SCANS_OF = """
 SELECT job_id, category, middle_category, rule_id, outcome, character_id, created_at FROM scan_history
 WHERE user_id = ? AND (? IS NULL OR (created_at, job_id) < (?, ?))
 ORDER BY created_at DESC, job_id DESC LIMIT ?"""
+
+
+async def _wal(conn: aiosqlite.Connection) -> None:
+    """Switch to WAL. SQLite answers `database is locked` at once (no busy wait) while another connection opens
+    the same new file, so this retries for as long as the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 def iso(at: datetime) -> str:
@@ -57,9 +73,8 @@ class SqliteStore:
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
+        await _wal(conn)
         await conn.execute("PRAGMA synchronous=FULL")  # a 2xx means durable, on SQLite too
         store = cls(conn)
         await store.migrate()
