@@ -35,15 +35,22 @@ ERROR_EXTENSIONS = ("knativeerrorcode", "knativeerrordest", "knativeerrordata")
 
 # The dead-letter queues, one per domain of work: the scan stages (vision, rules, answer), rewards (the reward
 # stage and whatever takes eco2.reward.granted), auth/cache sync; anything else is `other`.
-DOMAINS: tuple[str, ...] = ("scan", "reward", "auth", "other")
+DOMAINS: tuple[str, ...] = ("scan", "reward", "chat", "auth", "other")
 DOMAIN_OF_TYPE: dict[str, str] = {
     EventType.SCAN_REQUESTED: "scan",
     EventType.SCAN_CLASSIFIED: "scan",
     EventType.SCAN_RULED: "scan",
     EventType.SCAN_ANSWERED: "reward",
-    EventType.REWARD_GRANTED: "reward",
+    EventType.REWARD_GRANTED: "reward",  # persistence of a granted reward
+    EventType.SCAN_COMPLETED: "reward",  # persistence of a finished scan's history
+    EventType.CHAT_REQUESTED: "chat",
 }
-DOMAIN_OF_PREFIX: tuple[tuple[str, str], ...] = (("eco2.auth.", "auth"), ("eco2.cache.", "auth"))
+# Auth and cache sync: token revocations and character catalog updates from other systems.
+DOMAIN_OF_PREFIX: tuple[tuple[str, str], ...] = (
+    ("eco2.auth.", "auth"),
+    ("eco2.cache.", "auth"),
+    ("eco2.character.", "auth"),
+)
 FAILED_MESSAGE = "처리 중 문제가 생겨 스캔을 완료하지 못했어요"
 
 # The stage that failed, for each event type a pipeline function consumes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ class EventType(StrEnum):
     SCAN_ANSWERED = "eco2.scan.answered"
     REWARD_GRANTED = "eco2.reward.granted"
     CHAT_REQUESTED = "eco2.chat.requested"
+    # The job's final event when no reward was granted by it (none earned, or the character already owned).
+    SCAN_COMPLETED = "eco2.scan.completed"
 
 
 class Priority(StrEnum):
@@ -37,14 +40,16 @@ FUNCTION_EVENTS: dict[str, tuple[EventType, tuple[EventType, ...]]] = {
     "vision": (EventType.SCAN_REQUESTED, (EventType.SCAN_CLASSIFIED,)),
     "rules": (EventType.SCAN_CLASSIFIED, (EventType.SCAN_RULED,)),
     "answer": (EventType.SCAN_RULED, (EventType.SCAN_ANSWERED,)),
-    "reward": (EventType.SCAN_ANSWERED, (EventType.REWARD_GRANTED,)),
+    # Exactly one of the two per finished job: reward.granted from the delivery that claimed the reward id,
+    # scan.completed otherwise (no reward earned, or the character already owned).
+    "reward": (EventType.SCAN_ANSWERED, (EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED)),
     # The chat answers into the job's event stream only: nothing follows it.
     "chat": (EventType.CHAT_REQUESTED, ()),
 }
 
-# Event types a function outside the pack consumes (no Trigger of ours needs to route them yet): the persist
-# function of a later issue takes eco2.reward.granted.
-TERMINAL_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.REWARD_GRANTED})
+# A job's final events: no stage consumes them; the persist function (a sink outside the stage chain, one
+# Trigger per type on every priority) writes them to the database (eco2.persist).
+TERMINAL_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED})
 
 
 class _Data(BaseModel):
@@ -93,11 +98,22 @@ class GrantedCharacter(_Data):
     middle_category: str
 
 
-class RewardGranted(_Data):
+class ScanSummary(_Data):
+    """What the scan history keeps of a finished job (both final events carry it)."""
+
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    user_id: str = Field(min_length=1, max_length=128)
+    category: str | None = Field(default=None, max_length=64)  # the major category
+    middle_category: str | None = Field(default=None, max_length=64)
+    rule_id: str | None = Field(default=None, max_length=128)
+    # granted, already_owned, not_recyclable, no_rule, insufficient, no_character
+    reward_reason: str = Field(default="granted", min_length=1, max_length=32)
+    completed_at: datetime | None = None
+
+
+class RewardGranted(ScanSummary):
     # reward_id is deterministic per (user, character), so persist can insert … on conflict do nothing.
     reward_id: str
-    job_id: str
-    user_id: str
     character: GrantedCharacter
 
 
@@ -111,6 +127,11 @@ class ChatRequested(_Data):
     image_url: str | None = Field(default=None, max_length=2048)
 
 
+class ScanCompleted(ScanSummary):
+    # The character the scan would have granted when the user already owns it (reward_reason already_owned).
+    character: GrantedCharacter | None = None
+
+
 M = TypeVar("M", bound=_Data)
 
 DATA_MODELS: dict[EventType, type[_Data]] = {
@@ -120,6 +141,7 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.SCAN_ANSWERED: ScanAnswered,
     EventType.REWARD_GRANTED: RewardGranted,
     EventType.CHAT_REQUESTED: ChatRequested,
+    EventType.SCAN_COMPLETED: ScanCompleted,
 }
 
 

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cloudevents.http import CloudEvent
@@ -27,18 +28,20 @@ from eco2.errors import PoisonEvent
 from eco2.events import (
     FUNCTION_EVENTS,
     Classification,
+    EventType,
     FinalAnswer,
     GrantedCharacter,
     RewardGranted,
     ScanAnswered,
     ScanClassified,
+    ScanCompleted,
     ScanRequested,
     ScanRuled,
     new_event,
     parse_data,
     source_of,
 )
-from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage
+from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
 from eco2.rules import (
     MAJOR_CATEGORIES,
@@ -342,15 +345,28 @@ def final_result(scan: ScanAnswered, rule: Rule | None, decision: RewardDecision
     }
 
 
-def granted_event_data(scan: ScanAnswered, decision: RewardDecision) -> RewardGranted | None:
-    if decision.character is None:
-        return None
-    return RewardGranted(
-        reward_id=reward_id(scan.user_id, decision.character.character_id),
-        job_id=scan.job_id,
-        user_id=scan.user_id,
-        character=decision.character,
-    )
+def scan_summary(scan: ScanAnswered, reason: str) -> dict[str, Any]:
+    """The history fields both final events carry."""
+    return {
+        "job_id": scan.job_id,
+        "user_id": scan.user_id,
+        "category": scan.classification.major_category,
+        "middle_category": scan.classification.middle_category,
+        "rule_id": scan.rule_id,
+        "reward_reason": reason,
+        "completed_at": datetime.now(UTC),
+    }
+
+
+def final_event_data(scan: ScanAnswered, decision: RewardDecision, claimed: bool) -> RewardGranted | ScanCompleted:
+    """reward.granted when this delivery claimed the reward id, else scan.completed (already owned, or none)."""
+    character = decision.character
+    if character is None:
+        return ScanCompleted(**scan_summary(scan, decision.reason))
+    if not claimed:
+        return ScanCompleted(**scan_summary(scan, "already_owned"), character=character)
+    rid = reward_id(scan.user_id, character.character_id)
+    return RewardGranted(**scan_summary(scan, decision.reason), reward_id=rid, character=character)
 
 
 async def decide(scan: ScanAnswered, ctx: StageContext) -> RewardDecision:
@@ -378,8 +394,12 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
             message=decision.message,
             data={"reward": result["reward"], "reward_reason": decision.reason},
         )
-        granted = granted_event_data(scan, decision)
-        claim = None if granted is None else Claim(keys.reward(granted.reward_id), scan.job_id, REWARD_CLAIM_SECONDS)
+        character = decision.character
+        claim = None
+        if character is not None:
+            claim = Claim(
+                keys.reward(reward_id(scan.user_id, character.character_id)), scan.job_id, REWARD_CLAIM_SECONDS
+            )
         done = await ctx.store.transition(
             scan.job_id,
             scan.user_id,
@@ -390,12 +410,16 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
             fields={"result": json.dumps(result, ensure_ascii=False)},
             claim=claim,
         )
-        # Emitted by the delivery that claimed the reward id only: a redelivery, a replayed chain or another
-        # scan of the same character never grants it again (persist dedupes on reward_id all the same).
-        if granted is None or not done.claimed:
+        if done.outcome not in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):
+            # A concurrent redelivery (the delivery that recorded `done` sends the final event) or a job that
+            # ended otherwise (cancelled, failed) while this ran: nothing to pass on.
             return None
-        emits = FUNCTION_EVENTS[self.function][1][0]
-        return new_event(emits, granted, source=ctx.source, job_id=scan.job_id, parent=event)
+        # The job's one final event, for the persist function. reward.granted only from the delivery that claimed
+        # the reward id: another scan of the same character, or a job curl'd in again, never grants it again
+        # (persist dedupes on reward_id, and on job_id for the history, all the same).
+        data = final_event_data(scan, decision, done.claimed)
+        emits = EventType.REWARD_GRANTED if isinstance(data, RewardGranted) else EventType.SCAN_COMPLETED
+        return new_event(emits, data, source=ctx.source, job_id=scan.job_id, parent=event)
 
 
 STEPS: dict[str, Step[Any, Any]] = {

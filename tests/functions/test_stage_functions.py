@@ -71,7 +71,9 @@ async def run_chain(
             event = None
             continue
         event = reply_of(response)
-        assert event["type"] == expected
+        # reward's reply is the job's final event: reward.granted, or scan.completed when nothing was granted.
+        finals = (EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED)
+        assert event["type"] in finals if name == "reward" else event["type"] == expected
     return inputs, event
 
 
@@ -135,7 +137,11 @@ async def test_an_insufficient_item_gets_no_reward_and_says_why(
     # Not the user's first scan: the default character was granted before (tests/cachesync tests that grant).
     await store.redis.set(keys.reward(reward_id("user-1", "char_eco")), "an-earlier-job")
     _, last = await run_chain(http, stage_servers, first)
-    assert last is None, "no reward.granted for an insufficient disposal"
+    assert last is not None
+    assert last["type"] == EventType.SCAN_COMPLETED, "no reward.granted for an insufficient disposal"
+    completed = data_of(last)
+    assert (completed["reward_reason"], completed["character"]) == ("insufficient", None)
+    assert (completed["category"], completed["rule_id"]) == ("재활용폐기물", "recyclable_clear_pet")
     job = await store.get(first["subject"])
     assert job is not None
     result = json.loads(job["result"])
@@ -152,8 +158,11 @@ async def test_every_function_answers_both_encodings(
     for (name, expected), event in zip(CHAIN, inputs, strict=True):
         response = await post(http, stage_servers[name].url, event, structured=structured)
         if name == "reward":
-            # The chain above granted this reward id already: it is passed on once, ever.
-            assert (response.status_code, response.content) == (202, b"")
+            # The chain above granted this reward id already: it is granted once, ever; the job (curl'd in, not
+            # tracked) still ends with its final event.
+            reply = reply_of(response)
+            assert reply["type"] == EventType.SCAN_COMPLETED
+            assert data_of(reply)["reward_reason"] == "already_owned"
             continue
         reply = reply_of(response)
         assert reply["type"] == expected
@@ -267,3 +276,23 @@ async def test_every_sample_image_classifies_to_its_label(
     assert classification["situation_tags"] == list(sample.situation_tags)
     rule = RuleBook.load().match(sample.major_category, sample.middle_category)
     assert rule is not None, f"no rule for {sample.name}"
+
+
+async def test_a_character_already_owned_ends_the_scan_with_scan_completed(
+    http: httpx.AsyncClient, stage_servers: dict[str, Child], store: JobStore, standin_url: str
+) -> None:
+    user = f"owner-{uuid.uuid4().hex[:8]}"
+    finals = []
+    for _ in range(2):
+        first = requested(standin_url, user_id=user)
+        await store.create(first["subject"], user)
+        _, last = await run_chain(http, stage_servers, first)
+        assert last is not None
+        finals.append(last)
+    granted, again = finals
+    assert granted["type"] == EventType.REWARD_GRANTED
+    assert data_of(granted)["reward_reason"] == "granted"
+    assert data_of(granted)["category"] == "재활용폐기물"
+    assert again["type"] == EventType.SCAN_COMPLETED, "the second scan of an owned character grants nothing"
+    assert data_of(again)["reward_reason"] == "already_owned"
+    assert data_of(again)["character"]["character_id"] == data_of(granted)["character"]["character_id"]

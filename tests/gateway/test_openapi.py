@@ -37,7 +37,12 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
         "PresignedUpload",
         "ChatRequest",
         "ChatAccepted",
+        "CharacterCollection",
+        "OwnedCharacter",
+        "ScanHistoryPage",
+        "ScanHistoryEntry",
     }
+    assert {"/api/v1/me/characters", "/api/v1/me/scans"} <= document["paths"].keys()
     categories = document["paths"]["/api/v1/scan/categories"]["get"]["responses"]["200"]
     assert categories["content"]["application/json"]["schema"]["type"] == "array"
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jsonschema.protocols import Validator
 
-from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
+from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES, EventType
 from eco2.manifests import (
     DEFAULT_READINESS_PATH,
     MANIFEST_DIRS,
@@ -42,6 +42,7 @@ NAMESPACE = "eco2"
 DEAD_LETTER = "dead-letter"
 GATEWAY = "gateway"
 AUTHZ = "authz"  # called by the ingress (Envoy ext_authz) for every request, not by the broker
+PERSIST = "persist"
 IMAGE = "ghcr.io/eco2/functions:0.1.0"
 STAGE_TIMEOUT_ENV = "ECO2_STAGE_TIMEOUT_SECONDS"
 
@@ -466,6 +467,15 @@ def test_dead_letter_is_only_a_sink(manifests: Manifests) -> None:
     )
 
 
+def test_every_final_event_goes_to_persist_on_every_priority(manifests: Manifests) -> None:
+    assert {EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED} <= TERMINAL_EVENT_TYPES
+    for event in TERMINAL_EVENT_TYPES:
+        for priority in ("normal", "high"):
+            attributes = {"type": str(event), "priority": priority, "source": "/eco2/reward", "id": "1"}
+            matching = [t.subscriber_service for t in manifests.triggers.values() if t.matches(attributes)]
+            assert matching == [PERSIST], (event, priority, matching)
+
+
 def test_terminal_events_are_not_consumed_by_a_stage(manifests: Manifests) -> None:
     for trigger in manifests.triggers.values():
         for event in TERMINAL_EVENT_TYPES:
@@ -528,6 +538,7 @@ def test_every_service_probes_readiness_and_liveness_apart(manifests: Manifests)
         ("rules", 5, 100, 30, "10"),
         ("reward", 5, 100, 30, "10"),
         ("dead-letter", 5, 20, 30, "10"),
+        ("persist", 3, 300, 30, "10"),
     ],
 )
 def test_service_sizing(
@@ -570,6 +581,9 @@ DELIVERY_OF_STAGE = {
     "vision": (3, 30.0),
     "answer": (3, 30.0),
     **dict.fromkeys(("rules", "reward", "blacklist-sync", "catalog-sync"), (5, 1.0)),
+    "chat": (3, 30.0),
+    # persist's retries outlast a database outage of ~20 minutes (a reward is never dropped).
+    "persist": (6, 10.0),
 }
 
 
@@ -609,6 +623,8 @@ def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Ma
         ("answer-vip", 5),
         ("rules-vip", 5),
         ("reward-vip", 5),
+        ("persist-granted", 100),
+        ("persist-completed", 100),
     ],
 )
 def test_trigger_parallelism(manifests: Manifests, name: str, parallelism: int) -> None:

@@ -164,7 +164,8 @@ async def test_reopen_is_refused_unless_the_job_failed_at_that_stage(store: JobS
 
 
 async def test_letters_go_to_their_domain_stream(store: JobStore, redis_client: aioredis.Redis) -> None:
-    assert [domain_of(t) for t in EventType] == ["scan", "scan", "scan", "reward", "reward"]
+    assert [domain_of(t) for t in EventType] == ["scan", "scan", "scan", "reward", "reward", "chat", "reward"]
+    assert domain_of("eco2.character.catalog.updated") == "auth"
     assert (domain_of("eco2.auth.revoked"), domain_of("eco2.cache.invalidated"), domain_of("x.y")) == (
         "auth",
         "auth",

@@ -22,6 +22,7 @@ from eco2.errors import Eco2Error, error_response, internal_error
 from eco2.gateway.api import Api
 from eco2.gateway.chat import Chat
 from eco2.gateway.context import GatewayContext
+from eco2.gateway.history import History
 from eco2.gateway.images import Images
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.submit import Submit
@@ -33,9 +34,11 @@ log = logging.getLogger("eco2.gateway")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def routes(ctx: GatewayContext) -> list[Route]:
+def routes(ctx: GatewayContext, history: History) -> list[Route]:
     api = Api(ctx)
     return [
+        Route("/api/v1/me/characters", history.characters, methods=["GET"]),
+        Route("/api/v1/me/scans", history.scans, methods=["GET"]),
         Route("/api/v1/scan", Submit(ctx), methods=["POST"]),
         Route("/api/v1/images", Images(ctx).presign, methods=["POST"]),
         Route("/api/v1/chat", Chat(ctx), methods=["POST"]),
@@ -75,6 +78,7 @@ class Gateway:
     def __init__(self) -> None:
         self._env: dict[str, str] | None = None
         self._context: GatewayContext | None = None
+        self._history: History | None = None
         self._routes: list[Route] = []
         self._lock = asyncio.Lock()
 
@@ -93,12 +97,16 @@ class Gateway:
             if self._context is None:
                 settings = GatewaySettings.from_env(self._env, Settings.from_env(self._env, self.name))
                 self._context = await GatewayContext.create(settings, self._env)
-                self._routes = routes(self._context)
+                self._history = History(self._context, self._env)
+                self._routes = routes(self._context, self._history)
                 tune_garbage_collector()
             return self._context
 
     async def stop(self) -> None:
         async with self._lock:
+            if self._history is not None:
+                await self._history.aclose()
+                self._history = None
             if self._context is not None:
                 await self._context.aclose()
                 self._context, self._routes = None, []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -202,6 +203,42 @@ class CharacterList(BaseModel):
 
     version: int = Field(description="the catalog version (0: the one shipped with the pack)")
     characters: list[CharacterEntry]
+
+
+class OwnedCharacter(BaseModel):
+    """One character of GET /api/v1/me/characters."""
+
+    character_id: str
+    name: str
+    middle_category: str
+    acquired_at: datetime = Field(description="when the scan that granted it finished (UTC)")
+    job_id: str = Field(description="the scan that earned it")
+
+
+class CharacterCollection(BaseModel):
+    """200 to GET /api/v1/me/characters: the caller's characters, oldest first."""
+
+    characters: list[OwnedCharacter]
+    count: int
+
+
+class ScanHistoryEntry(BaseModel):
+    """One finished scan of GET /api/v1/me/scans."""
+
+    job_id: str
+    category: str | None = Field(description="the major category the photo was classified as")
+    middle_category: str | None
+    rule_id: str | None = Field(description="the disposal rule applied, or null")
+    outcome: str = Field(description="granted, already_owned, not_recyclable, no_rule, insufficient or no_character")
+    character_id: str | None = Field(description="the character granted (or already owned), or null")
+    created_at: datetime = Field(description="when the scan finished (UTC)")
+
+
+class ScanHistoryPage(BaseModel):
+    """200 to GET /api/v1/me/scans: newest first; pass next_cursor back as `cursor` for the next page."""
+
+    scans: list[ScanHistoryEntry]
+    next_cursor: str | None = Field(description="null on the last page")
 
 
 class Health(BaseModel):

@@ -30,6 +30,8 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             models.JobState,
             models.Category,
             models.CharacterList,
+            models.CharacterCollection,
+            models.ScanHistoryPage,
             models.Health,
             models.Readiness,
         )
@@ -101,6 +103,54 @@ def _submit() -> dict[str, Any]:
             "503": _error(
                 "the job store is unreachable (nothing was created), or no broker is configured", _RETRY_AFTER
             ),
+        },
+    }
+
+
+_DATABASE_DOWN = {"503": _error("the rewards database is unreachable", _RETRY_AFTER)}
+
+
+def _mine() -> dict[str, Any]:
+    return {
+        "/api/v1/me/characters": {
+            "get": {
+                "operationId": "listMyCharacters",
+                "summary": "The caller's characters, with when each was acquired (oldest first)",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json(_ref(models.CharacterCollection), "the collection"),
+                    **_AUTH_ERRORS,
+                    **_DATABASE_DOWN,
+                },
+            }
+        },
+        "/api/v1/me/scans": {
+            "get": {
+                "operationId": "listMyScans",
+                "summary": "The caller's finished scans, newest first, a page at a time",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "next_cursor of the previous page",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref(models.ScanHistoryPage), "one page"),
+                    "400": _error("limit out of range, or a cursor this API did not return"),
+                    **_AUTH_ERRORS,
+                    **_DATABASE_DOWN,
+                },
+            }
         },
     }
 
@@ -178,6 +228,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_mine(),
         "/healthz": {"get": {"operationId": "health", "responses": {"200": _json(_ref(models.Health), "alive")}}},
         "/readyz": {
             "get": {

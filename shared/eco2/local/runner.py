@@ -156,6 +156,9 @@ class LocalPack:
             "AMQP_URL": self.options.amqp_url,  # the cache-sync consumers (gateway, authz, reward)
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
             **self.storage_env,
+            # persist writes and the gateway reads the same store: without a DATABASE_URL, one SQLite file.
+            "DATABASE_URL": os.environ.get("DATABASE_URL")
+            or f"sqlite:///{(self.state_dir / 'eco2.sqlite3').resolve()}",
             **self.options.extra_env,
         }
         if self.model_url:
