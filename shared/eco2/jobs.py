@@ -268,7 +268,7 @@ class JobStore:
 
     async def events(self, job_id: str, *, after_seq: int = 0, count: int = 100) -> list[StreamEvent]:
         entries = await store_call(self._redis.xrange(keys.job_events(job_id), min=f"({after_seq}-0", count=count))
-        return [_stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
+        return [stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
 
     async def get_checkpoint(self, job_id: str, stage: Stage, model: type[M]) -> M | None:
         raw = await store_call(self._redis.hget(keys.job_checkpoints(job_id), stage.value))
@@ -340,7 +340,10 @@ class JobStore:
                 stored = await self.put_checkpoint(job_id, stage, value)
             except StoreUnavailable:
                 if time.monotonic() + pause > deadline:
-                    log.warning("checkpoint not stored yet; kept in memory for the retry", extra=_fields(stage))
+                    log.warning(
+                        "checkpoint not stored yet; kept in memory for the retry",
+                        extra={"fields": {"stage": stage.value}},
+                    )
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -357,10 +360,7 @@ class JobStore:
         job = await self.get(job_id)
         if job is None:
             return None
-        try:
-            stage = Stage(job.get("stage") or Stage.QUEUED.value)
-        except ValueError:
-            stage = Stage.QUEUED
+        stage = next((known for known in Stage if known.value == job.get("stage")), Stage.QUEUED)
         return await self.transition(job_id, job.get("user_id", ""), stage, JobStatus.CANCELLED, message=message)
 
     async def reopen(
@@ -371,25 +371,15 @@ class JobStore:
         APPLIED once; a job not failed at that stage is REFUSED (already reopened, done, cancelled), an unknown
         one MISSING. The reopen is an event on the job's stream (SSE shows it) and clears the failed marks.
         """
-        argv = [
-            failed_at.value,
-            wait_at.value,
-            message,
-            json.dumps(data, ensure_ascii=False),
-            str(self._ttl),
-            f"{time.time():.6f}",
-        ]
+        now, document = f"{time.time():.6f}", json.dumps(data, ensure_ascii=False)
+        argv = [failed_at.value, wait_at.value, message, document, str(self._ttl), now]
         raw = await store_call(self._reopen(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         outcome, seq, current, at = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""))
 
-    @staticmethod
-    def stream_event(fields: dict[str, str]) -> StreamEvent:
-        """One job-stream entry as a StreamEvent, for readers outside the store (the gateway's shared XREAD)."""
-        return _stream_event(fields)
 
-
-def _stream_event(fields: dict[str, str]) -> StreamEvent:
+def stream_event(fields: dict[str, str]) -> StreamEvent:
+    """One job-stream entry as a StreamEvent (the store's reads, and the gateway's shared XREAD)."""
     data = fields.get("data") or ""
     return StreamEvent(
         seq=int(fields["seq"]),
@@ -400,7 +390,3 @@ def _stream_event(fields: dict[str, str]) -> StreamEvent:
         data=json.loads(data) if data else None,
         at=float(fields.get("at", "0")),
     )
-
-
-def _fields(stage: Stage) -> dict[str, Any]:
-    return {"fields": {"stage": stage.value}}

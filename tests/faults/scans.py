@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from eco2 import keys
 from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
-from eco2.stages import reward_id
+from eco2.rewards import reward_id
 from eco2.standin.samples import SAMPLES
 from tests.faults.pack import AMQP_URL, Pack
 

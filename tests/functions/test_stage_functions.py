@@ -17,8 +17,8 @@ from cloudevents.http import CloudEvent, from_http
 from eco2 import keys
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStatus, JobStore, Stage
+from eco2.rewards import reward_id
 from eco2.rules import RuleBook
-from eco2.stages import reward_id
 from eco2.standin.samples import SAMPLES
 from tests.support import Child
 

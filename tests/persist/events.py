@@ -12,7 +12,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.events import EventType, GrantedCharacter, RewardGranted, ScanCompleted, new_event
-from eco2.stages import reward_id
+from eco2.rewards import reward_id
 
 
 def granted(user: str, character: str, job: str, **overrides: Any) -> CloudEvent:

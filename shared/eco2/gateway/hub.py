@@ -19,7 +19,7 @@ import redis.exceptions
 
 from eco2 import keys
 from eco2.gateway.metrics import GatewayMetrics
-from eco2.jobs import JobStore, StreamEvent
+from eco2.jobs import StreamEvent, stream_event
 
 log = logging.getLogger("eco2.gateway.hub")
 
@@ -184,7 +184,7 @@ class StreamHub:
             for entry_id, fields in entries:
                 watch.last_seq = max(watch.last_seq, int(str(entry_id).split("-", 1)[0]))
                 try:
-                    event = JobStore.stream_event(fields)
+                    event = stream_event(fields)
                 except (KeyError, ValueError):
                     log.warning("skipped a malformed stream entry", extra={"fields": {"entry": str(entry_id)}})
                     continue

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from eco2 import keys
 from eco2.local.dead_letter_report import read_dead_letters
-from eco2.local.runner import DependencyMissing, LocalPack, RunnerOptions, run_until_stopped
+from eco2.local.dependencies import DependencyMissing
+from eco2.local.runner import LocalPack, RunnerOptions, run_until_stopped
 from eco2.manifests import ManifestError
 from eco2.observability import configure_logging
 

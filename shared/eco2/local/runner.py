@@ -16,11 +16,11 @@ from typing import Any
 
 import aio_pika
 import httpx
-import redis.asyncio as aioredis
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.local.deadletters import DeadLetterConsumer
+from eco2.local.dependencies import check_dependencies, without_password
 from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
 from eco2.local.emulators import emulator_env, start_s3_emulator
 from eco2.local.health import broker_problem
@@ -36,10 +36,6 @@ from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
 
 log = logging.getLogger("eco2.local.runner")
-
-
-class DependencyMissing(RuntimeError):
-    """Redis or RabbitMQ is not reachable; the message says how to start it."""
 
 
 @dataclass
@@ -121,7 +117,7 @@ class LocalPack:
         return f"http://{self.options.host}:{self.options.ingress_port}"
 
     async def start(self) -> None:
-        await check_dependencies(self.options)
+        await check_dependencies(self.options.redis_url, self.options.amqp_url)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         await self._start_model()
@@ -311,7 +307,7 @@ class LocalPack:
             "started_at": self.started_at,
             "root": str(self.options.root),
             "redis": self.options.redis_url,
-            "amqp": _without_password(self.options.amqp_url),
+            "amqp": without_password(self.options.amqp_url),
             "ingress": self.ingress_url,
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
@@ -367,36 +363,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-async def check_dependencies(options: RunnerOptions) -> None:
-    client = aioredis.from_url(options.redis_url, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except Exception:
-        raise DependencyMissing(
-            f"Redis is not reachable at {options.redis_url}. Start it with: "
-            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
-        ) from None
-    finally:
-        await client.aclose()
-    try:
-        connection = await aio_pika.connect(options.amqp_url, timeout=5)
-        await connection.close()
-    except Exception:
-        raise DependencyMissing(
-            f"RabbitMQ is not reachable at {_without_password(options.amqp_url)}. Start it with: "
-            "rabbitmq-server -detached   (Debian: apt-get install rabbitmq-server)"
-        ) from None
-
-
-def _without_password(url: str) -> str:
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 async def run_until_stopped(pack: LocalPack, stop: asyncio.Event) -> None:
