@@ -176,19 +176,24 @@ async function scan(file) {
   }
 }
 
-// The collection: the server's, when GET /api/v1/me/characters exists; else what this page's scans earned.
+// The collection: the server's (GET /api/v1/me/characters) together with what this page's scans earned. The
+// server's copy is written by persist moments after a scan ends, so a reward just seen is shown until it is there.
+// The page's own list belongs to the token it was earned with.
+function earnedKey() { return "eco2.characters." + token.slice(-16); }
+
 function remember(reward) {
-  const mine = JSON.parse(localStorage.getItem("eco2.characters") || "{}");
+  const mine = JSON.parse(localStorage.getItem(earnedKey()) || "{}");
   mine[reward.character_id] = reward;
-  localStorage.setItem("eco2.characters", JSON.stringify(mine));
+  localStorage.setItem(earnedKey(), JSON.stringify(mine));
 }
 
 async function loadCollection() {
-  let characters = Object.values(JSON.parse(localStorage.getItem("eco2.characters") || "{}"));
+  const byId = JSON.parse(localStorage.getItem(earnedKey()) || "{}");
   try {
     const body = await (await api("/api/v1/me/characters")).json();
-    characters = body.characters || body.items || characters;
-  } catch (_) { /* not served by this gateway yet: the local list */ }
+    for (const c of body.characters || []) byId[c.character_id] = c;
+  } catch (_) { /* not served by this gateway: what this page's scans earned */ }
+  const characters = Object.values(byId);
   const list = $("characters");
   list.textContent = "";
   if (!characters.length) list.textContent = t("empty");
