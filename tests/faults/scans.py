@@ -22,6 +22,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import keys
+from eco2.errors import REDIS_TRANSIENT
 from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
 from eco2.rewards import reward_id
@@ -145,7 +146,14 @@ async def wait_ended(redis: aioredis.Redis, job_ids: list[str], timeout: float) 
         pipe = redis.pipeline()
         for job_id in job_ids:
             pipe.hget(keys.job(job_id), "status")
-        statuses = {job: str(status or "missing") for job, status in zip(job_ids, await pipe.execute(), strict=True)}
+        try:
+            found = await pipe.execute()
+        except REDIS_TRANSIENT:
+            if time.monotonic() > deadline:
+                return statuses
+            await asyncio.sleep(0.5)  # the pause-redis case drops every connection, ours too: ask again
+            continue
+        statuses = {job: str(status or "missing") for job, status in zip(job_ids, found, strict=True)}
         if all(status in TERMINAL for status in statuses.values()) or time.monotonic() > deadline:
             return statuses
         await asyncio.sleep(0.5)
