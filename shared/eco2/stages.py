@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel
@@ -20,8 +20,6 @@ from pydantic import BaseModel
 from eco2 import default_character, keys
 from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
-from eco2.cachesync.process import CATALOG, start_sync
-from eco2.cachesync.replica import CacheSync
 from eco2.errors import PoisonEvent
 from eco2.events import (
     FUNCTION_EVENTS,
@@ -51,6 +49,9 @@ from eco2.rules import (
 )
 from eco2.settings import Settings
 from eco2.storage import Storage
+
+if TYPE_CHECKING:
+    from eco2.cachesync.replica import CacheSync
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
@@ -94,6 +95,9 @@ class StageContext:
 
     def sync_catalog(self) -> None:
         """Keep `catalog` current from the catalog exchange (reward): warm-up from Redis, then every update."""
+        # Imported here: only reward keeps a catalog current, so only it loads the AMQP client (aio-pika).
+        from eco2.cachesync.process import CATALOG, start_sync
+
         self._catalog_sync = start_sync(
             os.environ, self.settings.redis_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
         )
