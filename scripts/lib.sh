@@ -39,6 +39,19 @@ ensure_rabbitmq() {
   exit 1
 }
 
+ensure_postgres() {
+  # The persistence tests (tests/persist) use the real PostgreSQL, trust auth; they create their own database.
+  port_open 5432 && return 0
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "starting PostgreSQL on 127.0.0.1:5432"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    for _ in $(seq 60); do port_open 5432 && return 0; sleep 0.5; done
+  fi
+  echo "PostgreSQL is not running on 127.0.0.1:5432 (trust auth). Install and start it:"
+  echo "  apt-get install -y postgresql && pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start"
+  exit 1
+}
+
 ensure_chromium() {
   # The web page's browser test (tests/web/test_browser.py) drives Debian's chromium; Korean text needs a font.
   if command -v chromium >/dev/null 2>&1 && [ -n "$(fc-list :lang=ko 2>/dev/null)" ]; then return 0; fi

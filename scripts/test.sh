@@ -4,6 +4,7 @@ source "$(dirname "$0")/lib.sh"
 install_project --extra dev
 ensure_redis
 ensure_rabbitmq
+ensure_postgres
 ensure_chromium
 .venv/bin/ruff check shared functions tests
 .venv/bin/ruff format --check shared functions tests
