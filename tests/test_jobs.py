@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
@@ -141,13 +143,27 @@ async def test_unreachable_redis_is_a_transient_store_error() -> None:
     await dead.aclose()
 
 
+@pytest.fixture
+async def proxy(redis_client: aioredis.Redis) -> AsyncIterator[StallableRedis]:
+    """A pass-through to the test Redis that the test can stall (the DB is flushed by redis_client first)."""
+    stallable = await StallableRedis(REDIS_TEST_URL).start()
+    yield stallable
+    await stallable.aclose()
+
+
+@asynccontextmanager
+async def store_behind(proxy: StallableRedis, *, grace: float) -> AsyncIterator[JobStore]:
+    client = aioredis.from_url(proxy.url, decode_responses=True, socket_timeout=0.3)
+    try:
+        yield JobStore(client, ttl_seconds=60, store_grace_seconds=grace)
+    finally:
+        await client.aclose()
+
+
 async def test_a_redis_stall_keeps_the_computed_output_and_stores_it_when_redis_is_back(
-    redis_client: aioredis.Redis,
+    redis_client: aioredis.Redis, proxy: StallableRedis
 ) -> None:
     """A paid-for model answer survives a short Redis stall: the write is retried, the model is not called again."""
-    proxy = await StallableRedis(REDIS_TEST_URL).start()
-    client = aioredis.from_url(proxy.url, decode_responses=True, socket_timeout=0.3)
-    stalling = JobStore(client, ttl_seconds=60, store_grace_seconds=5)
     calls = 0
 
     async def compute() -> Out:
@@ -157,21 +173,15 @@ async def test_a_redis_stall_keeps_the_computed_output_and_stores_it_when_redis_
         asyncio.get_running_loop().call_later(1.0, proxy.resume)
         return Out(value=42)
 
-    try:
+    async with store_behind(proxy, grace=5) as stalling:
         assert await stalling.once("job1", Stage.VISION, Out, compute, timeout_seconds=5) == Out(value=42)
-        assert calls == 1
-        assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.VISION, Out) == Out(value=42)
-    finally:
-        await client.aclose()
-        await proxy.aclose()
+    assert calls == 1
+    assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.VISION, Out) == Out(value=42)
 
 
 async def test_an_output_not_stored_within_the_grace_is_reused_by_the_next_delivery(
-    redis_client: aioredis.Redis,
+    redis_client: aioredis.Redis, proxy: StallableRedis
 ) -> None:
-    proxy = await StallableRedis(REDIS_TEST_URL).start()
-    client = aioredis.from_url(proxy.url, decode_responses=True, socket_timeout=0.2)
-    stalling = JobStore(client, ttl_seconds=60, store_grace_seconds=0.5)
     calls = 0
 
     async def compute() -> Out:
@@ -180,16 +190,13 @@ async def test_an_output_not_stored_within_the_grace_is_reused_by_the_next_deliv
         proxy.stall()
         return Out(value=calls)
 
-    try:
+    async with store_behind(proxy, grace=0.5) as stalling:
         with pytest.raises(StoreUnavailable):
             await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5)
         proxy.resume()
         assert await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) == Out(value=1)
-        assert calls == 1
-        assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.ANSWER, Out) == Out(value=1)
-    finally:
-        await client.aclose()
-        await proxy.aclose()
+    assert calls == 1
+    assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.ANSWER, Out) == Out(value=1)
 
 
 async def test_transitions_never_create_a_job_and_expected_stage_guards(store: JobStore) -> None:
