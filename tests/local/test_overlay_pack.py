@@ -3,22 +3,18 @@ the cluster's addresses and the Secret's references replaced by this machine's s
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
-from cloudevents.conversion import to_binary
 
-from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
-from tests.support import ROOT, wait_for
+from tests.local.conftest import one_scan
+from tests.support import ROOT
 
 DEV = ROOT / "deploy" / "overlays" / "dev"
 
@@ -31,21 +27,8 @@ async def test_one_scan_flows_through_the_pack_started_from_the_dev_overlay(
     assert {doc.metadata.get("namespace") for doc in pack.manifests.documents} == {None, "eco2-dev"}
     assert pack.manifests.services["vision"].max_scale == 2
     assert "REDIS_URL" not in pack.manifests.services["gateway"].env
-    store = JobStore(redis_client, ttl_seconds=3600)
-    job_id = uuid.uuid4().hex
-    await store.create(job_id, "user-1")
-    scan = ScanRequested(job_id=job_id, user_id="user-1", image_url=f"{pack.model_url}/samples/aluminum_can.png")
-    headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, scan, source="/test", job_id=job_id))
-    async with httpx.AsyncClient() as http:
-        assert (await http.post(pack.ingress_url, headers=headers, content=body)).status_code == 202
-
-    async def finished() -> bool:
-        return await store.status(job_id) == "done"
-
-    await wait_for(finished, timeout=60, what="the scan to finish")
-    job = await store.get(job_id)
-    assert job is not None
-    assert json.loads(job["result"])["reward"]["name"] == "메탈리"
+    _job_id, result = await one_scan(pack, JobStore(redis_client, ttl_seconds=3600))
+    assert result["reward"]["name"] == "메탈리"
 
 
 def test_up_takes_the_overlay_from_its_option(tmp_path: Path) -> None:
