@@ -16,6 +16,7 @@ INSTALL_SCRIPT = "scripts/image/install.sh"
 @dataclass
 class Containerfile:
     install_steps: list[list[str]] = field(default_factory=list)  # install.sh's arguments, in build order
+    run_commands: list[str] = field(default_factory=list)  # every command of every RUN (split on &&)
     env: dict[str, str] = field(default_factory=dict)  # ENV of the final stage
     workdir: str = "/"  # WORKDIR of the final stage
     user: str = ""  # USER of the final stage
@@ -27,6 +28,7 @@ class Containerfile:
             if keyword == "FROM":  # a new stage: only the last one's settings are the image's
                 parsed.env, parsed.workdir, parsed.user = {}, "/", ""
             elif keyword == "RUN":
+                parsed.run_commands += [command.strip() for command in rest.split("&&")]
                 parsed.install_steps += _install_calls(rest)
             elif keyword == "ENV":
                 parsed.env.update(_env_pairs(rest, parsed.env))

@@ -72,8 +72,8 @@ class InstalledImage:
 
 
 def _uv() -> str:
-    """uv as scripts/lib.sh installs it (pip's user or system scripts), or on PATH."""
-    for candidate in (os.environ.get("UV"), shutil.which("uv"), str(Path(sys.base_prefix) / "bin" / "uv")):
+    """uv as scripts/lib.sh installs it (beside the base interpreter, as pip puts it), or on PATH."""
+    for candidate in (os.environ.get("UV"), str(Path(sys.base_prefix) / "bin" / "uv"), shutil.which("uv")):
         if candidate and Path(candidate).is_file():
             return candidate
     pytest.fail("uv is not installed: scripts/test.sh installs it (python3 -m pip install uv)")
@@ -133,6 +133,13 @@ def image() -> Iterator[InstalledImage]:
 def test_the_containerfile_installs_only_through_the_checked_script() -> None:
     containerfile = Containerfile.read(CONTAINERFILE)
     assert [step[0] for step in containerfile.install_steps] == ["wheel", "venv", "functions"]
+    # Anything else a RUN line did would be an install step this check never runs.
+    others = [c for c in containerfile.run_commands if not c.startswith("bash scripts/image/install.sh ")]
+    assert [c.split()[:4] for c in others] == [
+        ["python3", "-m", "pip", "install"],
+        ["useradd", "--system", "--uid", "10001"],
+    ]
+    assert others[0].endswith('"uv>=0.5,<1"'), "the build stage installs uv and nothing else with pip"
     assert containerfile.user.split(":")[0] not in ("", "0", "root")
     assert {"ECO2_ROOT", "PATH"} <= containerfile.env.keys()
 
