@@ -249,3 +249,10 @@ async def test_every_function_starts_from_the_image_and_answers(
         except Exception as exc:
             pytest.fail(f"{function}: {exc!r}\n{child.log.read_text(errors='replace')[-3000:]}")
     assert child.process.poll() is None
+    if AS_ROOT:  # the function really ran as nobody: real, effective, saved and filesystem uid
+        uids = next(
+            line
+            for line in Path(f"/proc/{child.process.pid}/status").read_text().splitlines()
+            if line.startswith("Uid:")
+        )
+        assert set(uids.split()[1:]) == {str(NOBODY)}
