@@ -23,7 +23,7 @@ from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
-from eco2.stages import StageContext, delta_writer
+from eco2.stages import StageContext, delta_writer, record_done
 
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20
@@ -107,15 +107,8 @@ async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         request.job_id, Stage.CHAT, ChatAnswer, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
     )
     result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
-    done = await ctx.store.transition(
-        request.job_id,
-        request.user_id,
-        Stage.CHAT,
-        JobStatus.DONE,
-        message="답변했어요",
-        data=result,
-        fields={"result": json.dumps(result, ensure_ascii=False)},
-        progress=100,
+    done = await record_done(
+        ctx.store, request.job_id, request.user_id, Stage.CHAT, result, message="답변했어요", data=result
     )
     if done.outcome is TransitionOutcome.APPLIED:
         await remember(ctx, request, reply)

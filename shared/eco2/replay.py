@@ -23,9 +23,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import httpx
 import redis.asyncio as aioredis
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
@@ -45,6 +44,9 @@ from eco2.deadletter import (
 from eco2.errors import NotFound, TransientError, store_call
 from eco2.jobs import JobStore, TransitionOutcome
 from eco2.settings import Settings, env_float, env_int
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("eco2.replay")
 
@@ -183,11 +185,18 @@ async def replays(redis: aioredis.Redis, domain: str) -> dict[str, dict[str, Any
 class Replayer:
     """Replays letters into the broker through `sink_url`; the job store reopens their jobs."""
 
-    def __init__(self, store: JobStore, http: httpx.AsyncClient, sink_url: str, policy: Policy) -> None:
+    def __init__(self, store: JobStore, http: httpx.AsyncClient | None, sink_url: str, policy: Policy) -> None:
+        """Without `http`, the replayer builds its own client at its first send, and closes it in `aclose`."""
         self.store = store
-        self.http = http
+        self._http = http
+        self._owns_http = http is None
         self.sink_url = sink_url
         self.policy = policy
+
+    async def aclose(self) -> None:
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -257,9 +266,14 @@ class Replayer:
         await store_call(self.redis.hset(keys.dead_letter_replays(letter.domain), letter.entry_id, record))
 
     async def _send(self, letter: Letter) -> str | None:
+        # Imported at the first send: most ticks find nothing to replay, and httpx is ~5 MB and ~40 ms of start-up.
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient()
         headers, body = to_binary(letter.event())
         try:
-            response = await self.http.post(self.sink_url, headers=dict(headers), content=body, timeout=10)
+            response = await self._http.post(self.sink_url, headers=dict(headers), content=body, timeout=10)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}"
         return None if response.is_success else f"HTTP {response.status_code}"
@@ -270,23 +284,22 @@ PING_TYPE = "dev.knative.sources.ping"
 
 @dataclass(slots=True)
 class ReplayContext:
-    """The replay function's resources: the job store, an HTTP client and the replayer sending to K_SINK."""
+    """The replay function's resources: the job store and the replayer sending to K_SINK."""
 
     replayer: Replayer | None  # None without K_SINK: every tick answers 503 (retried) until it is set
     store: JobStore
-    http: httpx.AsyncClient
 
     @classmethod
     async def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ReplayContext:
         env = os.environ if env is None else env
         store = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
-        http = httpx.AsyncClient()
         sink = (env.get("K_SINK") or "").strip()
-        replayer = Replayer(store, http, sink, Policy.from_env(env)) if sink else None
-        return cls(replayer, store, http)
+        replayer = Replayer(store, None, sink, Policy.from_env(env)) if sink else None
+        return cls(replayer, store)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self.replayer is not None:
+            await self.replayer.aclose()
         await self.store.aclose()
 
     async def ready(self) -> bool:

@@ -52,6 +52,7 @@ from eco2.storage import Storage
 
 if TYPE_CHECKING:
     from eco2.cachesync.replica import CacheSync
+    from eco2.jobs import Transition
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
@@ -266,6 +267,24 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
     return rule
 
 
+async def record_done(
+    store: JobStore,
+    job_id: str,
+    user_id: str,
+    stage: Stage,
+    result: dict[str, Any],
+    *,
+    message: str,
+    data: dict[str, Any],
+    claim: Claim | None = None,
+) -> Transition:
+    """A job's `done` transition (progress 100), its result kept whole in the job hash (what GET …/result serves)."""
+    fields = {"result": json.dumps(result, ensure_ascii=False)}
+    return await store.transition(
+        job_id, user_id, stage, JobStatus.DONE, message=message, data=data, fields=fields, progress=100, claim=claim
+    )
+
+
 def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
     """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
     count = 0
@@ -330,14 +349,14 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
             claim = Claim(
                 keys.reward(reward_id(scan.user_id, character.character_id)), scan.job_id, REWARD_CLAIM_SECONDS
             )
-        done = await ctx.store.transition(
+        done = await record_done(
+            ctx.store,
             scan.job_id,
             scan.user_id,
             Stage.DONE,
-            JobStatus.DONE,
+            result,
             message="완료되었어요",
             data={"result": result},
-            fields={"result": json.dumps(result, ensure_ascii=False)},
             claim=claim,
         )
         if done.outcome not in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):

@@ -101,7 +101,7 @@ async def test_catalog_sync_never_lets_an_older_version_overwrite_a_newer_one(
     await offer(5, 3)
     await offer(4, 2)  # older: ignored
     await offer(5, 2)  # the same version again: ignored (idempotent)
-    stored = await redis_client.hgetall(keys.character_catalog())
+    stored = await redis_client.hgetall(keys.CHARACTER_CATALOG)
     assert stored["version"] == "5"
     assert len(json.loads(stored["characters"])) == 3
 

@@ -43,8 +43,8 @@ async def test_events_on_the_exchanges_reach_redis_through_the_sources(
     await publish(Exchange.CATALOG, SyncEventType.CATALOG_UPDATED, catalog)
 
     async def stored() -> bool:
-        held = await redis_client.hget(keys.character_catalog(), "version")
+        held = await redis_client.hget(keys.CHARACTER_CATALOG, "version")
         return held is not None and int(held) >= version
 
     await wait_for(stored, timeout=30, what="catalog-sync storing the version")
-    assert json.loads(str(await redis_client.hget(keys.character_catalog(), "characters")))
+    assert json.loads(str(await redis_client.hget(keys.CHARACTER_CATALOG, "characters")))

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from eco2.errors import BadRequest
 from eco2.gateway.probe import MAX_REDIRECTS, ImageProbe, PinnedResolver
+from eco2.gateway.settings import ImagePolicy
 from eco2.gateway.ssrf import literal_address, resolve_host
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import RecordingSink, bearer
@@ -95,9 +96,7 @@ async def fake_dns(name: str, port: int) -> list[str]:
 @pytest.fixture
 async def probe(image_host: ImageHost) -> AsyncIterator[ImageProbe]:
     allowed = {image_host.origin, f"http://images.test:{image_host.port}"}
-    probe = ImageProbe(
-        allowlist=allowed, trusted=(), follow=True, timeout_seconds=2, dns_timeout_seconds=1, resolve=fake_dns
-    )
+    probe = ImageProbe(ImagePolicy(frozenset(allowed), timeout_seconds=2, dns_timeout_seconds=1), resolve=fake_dns)
     yield probe
     await probe.aclose()
 
@@ -145,9 +144,7 @@ async def test_a_url_that_leads_nowhere_useful_is_a_400(
 
 async def test_a_host_that_does_not_answer_is_a_400(image_host: ImageHost) -> None:
     closed = free_port()
-    probe = ImageProbe(
-        allowlist={f"http://127.0.0.1:{closed}"}, trusted=(), follow=True, timeout_seconds=1, dns_timeout_seconds=1
-    )
+    probe = ImageProbe(ImagePolicy(frozenset({f"http://127.0.0.1:{closed}"}), timeout_seconds=1, dns_timeout_seconds=1))
     try:
         error = await refused(probe, f"http://127.0.0.1:{closed}/img.png")
     finally:
@@ -157,9 +154,8 @@ async def test_a_host_that_does_not_answer_is_a_400(image_host: ImageHost) -> No
 
 async def test_trusted_origins_and_a_disabled_probe_do_not_fetch(image_host: ImageHost) -> None:
     for trusted, follow in (({image_host.origin}, True), ((), False)):
-        probe = ImageProbe(
-            allowlist={image_host.origin}, trusted=trusted, follow=follow, timeout_seconds=1, dns_timeout_seconds=1
-        )
+        policy = ImagePolicy(frozenset({image_host.origin}), frozenset(trusted), follow, 1, dns_timeout_seconds=1)
+        probe = ImageProbe(policy)
         try:
             await probe.check(image_host.url("/loop"))  # would be refused if it were followed
         finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from aiohttp import web
 from cloudevents.http import CloudEvent, from_http
 
 from eco2 import keys
@@ -17,8 +18,9 @@ from eco2.deadletter import function as deadletter_function
 from eco2.events import EventType, event_id
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.local.dead_letter_report import read_dead_letters
-from eco2.replay import ATTEMPT_EXTENSION, Outcome, Policy, Replayer, read_letters
-from tests.support import REDIS_TEST_URL
+from eco2.replay import ATTEMPT_EXTENSION, Outcome, Policy, ReplayContext, Replayer, read_letters
+from eco2.settings import Settings
+from tests.support import REDIS_TEST_URL, free_port
 
 SINK = "http://ingress.test/eco2/eco2"
 
@@ -211,3 +213,30 @@ async def test_the_sink_counts_letters_per_domain(redis_client: aioredis.Redis) 
     sample = served.metrics.registry.get_sample_value
     assert sample("eco2_dead_letters_total", {"domain": "reward", "outcome": "recorded"}) == 1
     assert sample("eco2_dead_letters_total", {"domain": "reward", "outcome": "repeat"}) == 1
+
+
+async def test_the_function_builds_its_http_client_at_its_first_send_and_closes_it(store: JobStore) -> None:
+    received: list[str] = []
+
+    async def ingress(request: web.Request) -> web.Response:
+        received.append(request.headers["ce-id"])
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/", ingress)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    env = {"K_SINK": f"http://127.0.0.1:{port}/", "ECO2_REPLAY_DELAY_SECONDS": "0", "REDIS_URL": REDIS_TEST_URL}
+    ctx = await ReplayContext.create(Settings.from_env(env, "replay"), env)
+    try:
+        await failed_at_vision(store)
+        assert ctx.replayer is not None
+        results = await ctx.replayer.replay_due()
+        assert [r.outcome for r in results] == [Outcome.SENT]
+        assert received == [event_id("job1", EventType.SCAN_REQUESTED)]
+    finally:
+        await ctx.aclose()
+        await runner.cleanup()
+    assert ctx.replayer._http is None  # closed with the function

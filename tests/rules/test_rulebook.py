@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,13 @@ def test_all_nineteen_rule_files_exist_and_validate_against_the_schema(
         errors = [e.message for e in validator.iter_errors(document)]
         assert errors == [], path.name
         assert document["id"] == path.stem
+
+
+def test_the_packaged_rules_load_without_jsonschema() -> None:
+    # The test above is the packaged files' schema check: a function's start does not import jsonschema for it.
+    script = "import sys\nfrom eco2.rules import RuleBook\nRuleBook.load()\nprint('jsonschema' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["False"]
 
 
 def test_the_schema_and_the_module_use_the_facts_vocabulary() -> None:

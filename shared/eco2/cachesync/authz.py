@@ -22,6 +22,7 @@ from eco2.cachesync.replica import CacheSync
 from eco2.errors import Eco2Error, error_response
 from eco2.gateway.auth import Authenticator
 from eco2.gateway.settings import GatewaySettings
+from eco2.lifecycle import started
 from eco2.settings import Settings
 
 DEFAULT_ROLES = ("user", "admin")
@@ -45,9 +46,7 @@ class Authz:
 
     @property
     def state(self) -> AuthzState:
-        if self._state is None:
-            raise RuntimeError("authz has not started")
-        return self._state
+        return started(self._state, "authz")
 
     async def start(self, env: Mapping[str, str] | None = None) -> AuthzState:
         if self._state is None:

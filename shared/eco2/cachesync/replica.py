@@ -29,6 +29,7 @@ from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
 from eco2.cachesync.handler import LocalCaches, catalog_of, decode
 from eco2.errors import Eco2Error
+from eco2.lifecycle import cancel_and_wait
 from eco2.settings import env_float
 
 log = logging.getLogger("eco2.cachesync")
@@ -102,11 +103,8 @@ class CacheSync:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._redis.close()
 
     # -- the consumer -------------------------------------------------------------------------------------

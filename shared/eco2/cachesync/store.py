@@ -43,7 +43,7 @@ async def store_catalog(client: aioredis.Redis, event: CatalogUpdated) -> tuple[
     """Offer a catalog version: (whether it was stored, the version Redis holds now)."""
     characters = json.dumps(event.characters, ensure_ascii=False, separators=(",", ":"))
     script = client.register_script(_OFFER_CATALOG)
-    applied, current = await store_call(script(keys=[keys.character_catalog()], args=[event.version, characters]))
+    applied, current = await store_call(script(keys=[keys.CHARACTER_CATALOG], args=[event.version, characters]))
     return bool(applied), int(current)
 
 
@@ -66,7 +66,7 @@ def revoked_entries(client: redis.Redis) -> list[tuple[str, float]]:
 
 def stored_catalog(client: redis.Redis) -> CatalogUpdated | None:
     """The catalog Redis holds, or None when no update was ever stored."""
-    raw: dict[str, Any] = client.hgetall(keys.character_catalog())  # type: ignore[assignment]
+    raw: dict[str, Any] = client.hgetall(keys.CHARACTER_CATALOG)  # type: ignore[assignment]
     if not raw.get("version") or not raw.get("characters"):
         return None
     return CatalogUpdated(version=int(raw["version"]), characters=json.loads(raw["characters"]))

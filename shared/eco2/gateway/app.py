@@ -27,6 +27,7 @@ from eco2.gateway.images import Images
 from eco2.gateway.settings import GatewaySettings
 from eco2.gateway.submit import Submit
 from eco2.gateway.web import web_routes
+from eco2.lifecycle import started
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.gateway")
@@ -85,9 +86,7 @@ class Gateway:
     @property
     def context(self) -> GatewayContext:
         """The running gateway's resources (for tests and tools)."""
-        if self._context is None:
-            raise RuntimeError("the gateway has not started")
-        return self._context
+        return started(self._context, "the gateway")
 
     async def start(self, env: Mapping[str, str] | None = None) -> GatewayContext:
         """Build the resources once (the environment, or `env`, is read then and kept for a later restart)."""
@@ -104,12 +103,12 @@ class Gateway:
 
     async def stop(self) -> None:
         async with self._lock:
-            if self._history is not None:
-                await self._history.aclose()
-                self._history = None
-            if self._context is not None:
-                await self._context.aclose()
-                self._context, self._routes = None, []
+            # Forget them first, then close them: history reads through the context, so it closes first.
+            history, context = self._history, self._context
+            self._history, self._context, self._routes = None, None, []
+            for resource in (history, context):
+                if resource is not None:
+                    await resource.aclose()
 
     async def handle(self, request: Request) -> Response:
         """Route one request (building the resources first if no lifespan did) and answer it."""

@@ -111,13 +111,7 @@ class GatewayContext:
             sweeper=sweeper,
             metrics=metrics,
             categories=models.categories(RuleBook.load().categories()),
-            probe=ImageProbe(
-                allowlist=settings.image_url_allowlist,
-                trusted=settings.image_url_trusted,
-                follow=settings.image_probe,
-                timeout_seconds=settings.image_probe_timeout_seconds,
-                dns_timeout_seconds=settings.dns_timeout_seconds,
-            ),
+            probe=ImageProbe(settings.images),
             caches=caches,
             storage=Storage(settings.base.storage) if settings.base.storage else None,
         )

@@ -9,7 +9,6 @@ wakes the blocked reader through a per-process wake-up stream, so live events ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ import redis.exceptions
 from eco2 import keys
 from eco2.gateway.metrics import GatewayMetrics
 from eco2.jobs import StreamEvent, stream_event
+from eco2.lifecycle import cancel_and_wait
 
 log = logging.getLogger("eco2.gateway.hub")
 
@@ -95,11 +95,8 @@ class StreamHub:
         # A flag as well as cancel(): redis-py can turn a cancellation mid-read into a reply or a TimeoutError.
         self._closing = True
         self._changed.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for watch in self._watches.values():
             for subscription in watch.subscribers:
                 subscription.end()

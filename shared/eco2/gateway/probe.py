@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict
-from collections.abc import Collection
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from eco2.errors import BadRequest
-from eco2.gateway.settings import origin_of
+from eco2.gateway.settings import ImagePolicy, origin_of
 from eco2.gateway.ssrf import Address, Resolver, check_image_url, resolve_host
 
 MAX_REDIRECTS = 3
@@ -66,28 +65,15 @@ def _result(hostname: str, address: str, port: int) -> ResolveResult:
 class ImageProbe:
     """One per gateway process; `check` raises a 400 or returns once the URL leads to an image."""
 
-    def __init__(
-        self,
-        *,
-        allowlist: Collection[str],
-        trusted: Collection[str],
-        follow: bool,
-        timeout_seconds: float,
-        dns_timeout_seconds: float,
-        resolve: Resolver = resolve_host,
-    ) -> None:
-        self._allowlist = allowlist
-        self._trusted = trusted
-        self._follow = follow
-        self._seconds = timeout_seconds
-        self._dns_timeout = dns_timeout_seconds
+    def __init__(self, policy: ImagePolicy, resolve: Resolver = resolve_host) -> None:
+        self.policy = policy
         self._resolve = resolve
         self._resolver = PinnedResolver(resolve)
         # Created inside the running loop (the gateway's start), as aiohttp requires.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=self._resolver, use_dns_cache=False, limit=50),
             cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds),
             headers={"User-Agent": "eco2-gateway image check"},
         )
 
@@ -95,12 +81,12 @@ class ImageProbe:
         await self._session.close()
 
     def trusts(self, url: str) -> bool:
-        return origin_of(url) in self._trusted
+        return origin_of(url) in self.policy.trusted
 
     async def check(self, url: str) -> None:
         """Check the URL; unless its origin is trusted (or following is off), follow it to the image."""
         await self._check_hop(url)
-        if not self._follow or self.trusts(url):
+        if not self.policy.follow or self.trusts(url):
             return
         for _ in range(MAX_REDIRECTS + 1):
             status, location, content_type = await self._head(url)
@@ -115,7 +101,7 @@ class ImageProbe:
     async def _check_hop(self, url: str, *, redirect: bool = False) -> None:
         try:
             addresses = await check_image_url(
-                url, allowlist=self._allowlist, resolve=self._resolve, timeout=self._dns_timeout
+                url, allowlist=self.policy.allowlist, resolve=self._resolve, timeout=self.policy.dns_timeout_seconds
             )
         except BadRequest as exc:
             if not redirect:
@@ -135,7 +121,7 @@ class ImageProbe:
             async with self._session.get(url, allow_redirects=False, headers=ranged) as response:
                 return response.status, response.headers.get("Location"), response.content_type
         except TimeoutError:
-            raise _unreachable(f"the image host did not answer within {self._seconds:g} s") from None
+            raise _unreachable(f"the image host did not answer within {self.policy.timeout_seconds:g} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _unreachable(f"the image host could not be reached ({type(exc).__name__})") from None
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings, SettingsError, env_float, env_int
 
-__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "origin_of"]
+__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "ImagePolicy", "origin_of"]
 
 log = logging.getLogger("eco2.gateway")
 
@@ -62,6 +62,39 @@ def _instance(raw: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class ImagePolicy:
+    """Which image URLs a submit accepts, and how their redirects are followed (eco2.gateway.probe)."""
+
+    # Origins whose URLs may point into this network (development's stand-in, an internal image store).
+    allowlist: frozenset[str] = frozenset()
+    # Origins whose URLs are not followed at submit (the operator's own upload CDN): they never redirect.
+    trusted: frozenset[str] = frozenset()
+    # Follow other image URLs' redirects at submit, so one into this network is a 400.
+    follow: bool = True
+    timeout_seconds: float = 3.0
+    dns_timeout_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], environment: str, base: Settings) -> ImagePolicy:
+        allowlist = _origins(env.get("ECO2_IMAGE_URL_ALLOWLIST"))
+        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED"))
+        if environment == "development":
+            standin = _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
+            allowlist, trusted = allowlist | standin, trusted | standin
+        if base.storage is not None:
+            # The photo store's own URLs: checked for ownership (eco2.storage), read through a presigned GET.
+            store = _origins(base.storage.base_url)
+            allowlist, trusted = allowlist | store, trusted | store
+        return cls(
+            allowlist,
+            trusted,
+            _bool(env, "ECO2_IMAGE_PROBE", default=True),
+            env_float(env, "ECO2_IMAGE_PROBE_TIMEOUT_SECONDS", cls.timeout_seconds, minimum=0.05),
+            env_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
     environment: str = "production"
@@ -82,14 +115,7 @@ class GatewaySettings:
     outbox_timeout_seconds: float = 5.0
     # Names this process's Redis connections (CLIENT LIST) and its SSE wake-up stream; random per process.
     instance: str = ""
-    # Origins whose URLs may point into this network (development's stand-in, an internal image store).
-    image_url_allowlist: frozenset[str] = frozenset()
-    # Origins whose URLs are not followed at submit (the operator's own upload CDN): they never redirect.
-    image_url_trusted: frozenset[str] = frozenset()
-    # Follow other image URLs' redirects at submit, so one into this network is a 400 (eco2.gateway.probe).
-    image_probe: bool = True
-    image_probe_timeout_seconds: float = 3.0
-    dns_timeout_seconds: float = 2.0
+    images: ImagePolicy = ImagePolicy()
     max_body_bytes: int = 16 * 1024
     rate_limit_burst: int = 10
     rate_limit_per_second: float = 2.0
@@ -133,15 +159,6 @@ class GatewaySettings:
             problem = f"ECO2_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, so no token is accepted"
         if problem:
             log.error("auth disabled: %s", problem)
-        allowlist = _origins(env.get("ECO2_IMAGE_URL_ALLOWLIST"))
-        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED"))
-        if environment == "development":
-            standin = _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
-            allowlist, trusted = allowlist | standin, trusted | standin
-        if base.storage is not None:
-            # The photo store's own URLs: checked for ownership (eco2.storage), read through a presigned GET.
-            store = _origins(base.storage.base_url)
-            allowlist, trusted = allowlist | store, trusted | store
         return cls(
             base=base,
             environment=environment,
@@ -163,13 +180,7 @@ class GatewaySettings:
                 env, "ECO2_OUTBOX_TIMEOUT_SECONDS", cls.outbox_timeout_seconds, minimum=0.05
             ),
             instance=_instance(env.get("ECO2_GATEWAY_INSTANCE")),
-            image_url_allowlist=allowlist,
-            image_url_trusted=trusted,
-            image_probe=_bool(env, "ECO2_IMAGE_PROBE", default=True),
-            image_probe_timeout_seconds=env_float(
-                env, "ECO2_IMAGE_PROBE_TIMEOUT_SECONDS", cls.image_probe_timeout_seconds, minimum=0.05
-            ),
-            dns_timeout_seconds=env_float(env, "ECO2_DNS_TIMEOUT_SECONDS", cls.dns_timeout_seconds, minimum=0.05),
+            images=ImagePolicy.from_env(env, environment, base),
             max_body_bytes=env_int(env, "ECO2_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             rate_limit_burst=env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
             rate_limit_per_second=env_float(

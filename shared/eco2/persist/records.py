@@ -38,6 +38,10 @@ class History:
     at: datetime
 
 
+# History's columns that are ScanSummary's fields by the same name.
+_SUMMARY_COLUMNS = {"job_id", "user_id", "category", "middle_category", "rule_id"}
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     grant: Grant | None
@@ -59,17 +63,10 @@ def record_of(event: CloudEvent, now: datetime | None = None) -> Record:
     if isinstance(data, RewardGranted):
         c = data.character
         grant = Grant(data.reward_id, data.user_id, c.character_id, c.name, c.middle_category, data.job_id, at)
-    history = History(
-        job_id=data.job_id,
-        user_id=data.user_id,
-        category=data.category,
-        middle_category=data.middle_category,
-        rule_id=data.rule_id,
-        outcome=data.reward_reason,
-        character_id=character.character_id if character else None,
-        reward_id=reward_id,
-        at=at,
-    )
+    # The history row keeps the summary's own fields as they are, and what the job ended with.
+    summary = data.model_dump(include=_SUMMARY_COLUMNS)
+    character_id = character.character_id if character else None
+    history = History(**summary, outcome=data.reward_reason, character_id=character_id, reward_id=reward_id, at=at)
     return Record(grant, history)
 
 

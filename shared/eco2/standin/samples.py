@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 SIZE = 256
-RECYCLABLE = "재활용폐기물"
 
 Colour = tuple[int, int, int]
 
@@ -34,70 +35,21 @@ class _Look:
     background: Colour
 
 
-def _recyclable(name: str, middle: str, minor: str, *tags: str) -> Sample:
-    return Sample(name, RECYCLABLE, middle, minor, tags)
+def _colour(rgb: list[int]) -> Colour:
+    red, green, blue = rgb
+    return red, green, blue
 
 
-def _other(name: str, major: str, minor: str | None, *tags: str) -> Sample:
-    return Sample(name, major, None, minor, tags)
+def _load() -> tuple[tuple[Sample, ...], dict[str, _Look]]:
+    """samples.json: one row per sample, its labels and how it is drawn."""
+    rows = json.loads((Path(__file__).parent / "samples.json").read_text(encoding="utf-8"))
+    samples = tuple(Sample(r["name"], r["major"], r["middle"], r["minor"], tuple(r["tags"])) for r in rows)
+    # How each sample is drawn; kept apart from Sample so the labels stay the whole public record.
+    looks = {r["name"]: _Look(r["shape"], _colour(r["fill"]), _colour(r["background"])) for r in rows}
+    return samples, looks
 
 
-SAMPLES: tuple[Sample, ...] = (
-    _recyclable("newspaper_bundle", "종이", "신문지"),
-    _recyclable("cardboard_box_taped", "종이", "택배 상자", "테이프_부착"),
-    _recyclable("milk_carton", "종이팩", "우유팩"),
-    _recyclable("clear_pet_bottle", "무색페트병", "생수병"),
-    _recyclable("clear_pet_bottle_labeled", "무색페트병", "생수병", "라벨_부착"),
-    _recyclable("plastic_container", "플라스틱류", "플라스틱 용기"),
-    _recyclable("plastic_container_soiled", "플라스틱류", "배달 음식 용기", "이물질_오염"),
-    _recyclable("snack_wrapper", "비닐류", "과자 봉지"),
-    _recyclable("eps_box", "발포합성수지", "스티로폼 상자"),
-    _recyclable("glass_bottle", "유리병", "음료 유리병"),
-    _recyclable("glass_bottle_capped", "유리병", "음료 유리병", "뚜껑_있음"),
-    _recyclable("aluminum_can", "금속류", "음료 캔"),
-    _recyclable("aluminum_can_with_contents", "금속류", "음료 캔", "내용물_있음"),
-    _recyclable("cotton_tshirt", "의류및원단", "티셔츠"),
-    _recyclable("aa_battery", "전지", "건전지"),
-    _recyclable("fluorescent_lamp", "조명제품", "형광등"),
-    _recyclable("fluorescent_lamp_broken", "조명제품", "형광등", "파손"),
-    _recyclable("hair_dryer", "전기전자제품", "헤어드라이어"),
-    _other("receipt", "일반종량제폐기물", "영수증"),
-    _other("ceramic_bowl_broken", "불연성종량제폐기물", "도자기 그릇", "파손"),
-    _other("fruit_peel", "음식물류폐기물", "과일 껍질"),
-    _other("wooden_chair", "대형폐기물", "나무 의자"),
-    _other("tile_debris", "공사장생활폐기물", "타일 조각"),
-    _other("expired_medicine", "생활계유해폐기물", "폐의약품"),
-    _other("blurry_photo", "미분류", None),
-)
-
-# How each sample is drawn; kept apart from Sample so the labels stay the whole public record.
-_LOOKS: dict[str, _Look] = {
-    "newspaper_bundle": _Look("stack", (225, 225, 215), (90, 110, 140)),
-    "cardboard_box_taped": _Look("box", (190, 140, 80), (235, 235, 240)),
-    "milk_carton": _Look("carton", (250, 250, 250), (120, 170, 220)),
-    "clear_pet_bottle": _Look("bottle", (200, 230, 245), (40, 60, 90)),
-    "clear_pet_bottle_labeled": _Look("bottle", (200, 230, 245), (40, 60, 90)),
-    "plastic_container": _Look("tub", (240, 240, 230), (70, 130, 90)),
-    "plastic_container_soiled": _Look("tub", (240, 240, 230), (70, 130, 90)),
-    "snack_wrapper": _Look("pouch", (230, 60, 50), (250, 220, 120)),
-    "eps_box": _Look("box", (252, 252, 252), (60, 60, 70)),
-    "glass_bottle": _Look("bottle", (60, 150, 70), (230, 220, 200)),
-    "glass_bottle_capped": _Look("bottle", (60, 150, 70), (230, 220, 200)),
-    "aluminum_can": _Look("can", (180, 185, 195), (180, 40, 60)),
-    "aluminum_can_with_contents": _Look("can", (180, 185, 195), (180, 40, 60)),
-    "cotton_tshirt": _Look("shirt", (50, 90, 200), (240, 230, 210)),
-    "aa_battery": _Look("battery", (30, 30, 30), (250, 200, 60)),
-    "fluorescent_lamp": _Look("tube", (250, 250, 235), (30, 40, 60)),
-    "fluorescent_lamp_broken": _Look("tube", (250, 250, 235), (30, 40, 60)),
-    "hair_dryer": _Look("dryer", (220, 80, 150), (210, 235, 235)),
-    "receipt": _Look("slip", (255, 255, 250), (150, 150, 160)),
-    "ceramic_bowl_broken": _Look("bowl", (235, 225, 200), (60, 90, 110)),
-    "fruit_peel": _Look("peel", (250, 200, 40), (110, 70, 40)),
-    "wooden_chair": _Look("chair", (140, 90, 50), (200, 220, 200)),
-    "tile_debris": _Look("shards", (180, 120, 100), (120, 120, 120)),
-    "expired_medicine": _Look("pills", (240, 240, 240), (200, 60, 60)),
-    "blurry_photo": _Look("blur", (128, 128, 128), (140, 130, 120)),
-}
+SAMPLES, _LOOKS = _load()
 
 _BY_NAME: dict[str, Sample] = {sample.name: sample for sample in SAMPLES}
 

@@ -2,28 +2,36 @@
 // stages and the streamed answer, see the reward, the collection and the chat. No libraries, no CDN.
 "use strict";
 
+// Each text in the page's two languages: [Korean, English].
 const TEXT = {
-  ko: {
-    tagline: "사진을 찍으면 분리배출 방법을 알려 드려요", signin: "로그인", token: "토큰",
-    use_token: "이 토큰 사용", dev_token: "개발용 토큰 받기", scan: "사진으로 물어보기",
-    drop: "사진을 고르거나 여기로 끌어다 놓으세요", note: "한마디 (선택)", collection: "내 캐릭터",
-    chat: "채팅", send: "보내기", signed_in: "로그인됨:", need_token: "먼저 로그인해 주세요",
-    uploading: "사진 올리는 중…", no_reward: "이번에는 캐릭터가 없어요", empty: "아직 모은 캐릭터가 없어요",
-    queued: "접수", vision: "분류", rule: "규칙", answer: "답변", reward: "보상", done: "완료",
-    failed: "실패", cancelled: "취소", chat_unavailable: "채팅을 쓸 수 없어요",
-  },
-  en: {
-    tagline: "Take a photo, learn how to sort it", signin: "Sign in", token: "Token",
-    use_token: "Use this token", dev_token: "Get a development token", scan: "Ask with a photo",
-    drop: "Pick a photo or drop it here", note: "A note (optional)", collection: "My characters",
-    chat: "Chat", send: "Send", signed_in: "Signed in:", need_token: "Sign in first",
-    uploading: "Uploading the photo…", no_reward: "No character this time", empty: "No characters yet",
-    queued: "Queued", vision: "Vision", rule: "Rule", answer: "Answer", reward: "Reward", done: "Done",
-    failed: "Failed", cancelled: "Cancelled", chat_unavailable: "Chat is not available",
-  },
+  tagline: ["사진을 찍으면 분리배출 방법을 알려 드려요", "Take a photo, learn how to sort it"],
+  signin: ["로그인", "Sign in"],
+  token: ["토큰", "Token"],
+  use_token: ["이 토큰 사용", "Use this token"],
+  dev_token: ["개발용 토큰 받기", "Get a development token"],
+  scan: ["사진으로 물어보기", "Ask with a photo"],
+  drop: ["사진을 고르거나 여기로 끌어다 놓으세요", "Pick a photo or drop it here"],
+  note: ["한마디 (선택)", "A note (optional)"],
+  collection: ["내 캐릭터", "My characters"],
+  chat: ["채팅", "Chat"],
+  send: ["보내기", "Send"],
+  signed_in: ["로그인됨:", "Signed in:"],
+  need_token: ["먼저 로그인해 주세요", "Sign in first"],
+  uploading: ["사진 올리는 중…", "Uploading the photo…"],
+  no_reward: ["이번에는 캐릭터가 없어요", "No character this time"],
+  empty: ["아직 모은 캐릭터가 없어요", "No characters yet"],
+  queued: ["접수", "Queued"],
+  vision: ["분류", "Vision"],
+  rule: ["규칙", "Rule"],
+  answer: ["답변", "Answer"],
+  reward: ["보상", "Reward"],
+  done: ["완료", "Done"],
+  failed: ["실패", "Failed"],
+  cancelled: ["취소", "Cancelled"],
+  chat_unavailable: ["채팅을 쓸 수 없어요", "Chat is not available"],
 };
 const LANG = (navigator.language || "ko").toLowerCase().startsWith("ko") ? "ko" : "en";
-const t = (key) => (TEXT[LANG][key] || TEXT.en[key] || key);
+const t = (key) => (TEXT[key] ? TEXT[key][LANG === "ko" ? 0 : 1] : key);
 const $ = (id) => document.getElementById(id);
 const STAGES = ["queued", "vision", "rule", "answer", "reward", "done"];
 let token = localStorage.getItem("eco2.token") || "";
