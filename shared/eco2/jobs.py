@@ -27,7 +27,6 @@ from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, delta_script, transiti
 
 log = logging.getLogger("eco2.jobs")
 # Seconds a Redis command may take before it counts as a stall (StoreUnavailable, retried).
-REDIS_SOCKET_TIMEOUT = 5.0
 # Outputs kept in memory per process while Redis cannot take them (bounded: oldest dropped first).
 MAX_UNSAVED = 1000
 
@@ -148,10 +147,10 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, *, ttl_seconds: int, store_grace_seconds: float = 15.0) -> JobStore:
-        # Bounded socket waits: a stalled Redis becomes a StoreUnavailable the caller can retry, not a hang.
-        client = aioredis.from_url(
-            url, decode_responses=True, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=2
-        )
+        # Bounded socket waits (eco2.connections): a stalled Redis becomes a StoreUnavailable to retry, not a hang.
+        from eco2.connections import async_redis
+
+        client = async_redis(url)
         return cls(client, ttl_seconds=ttl_seconds, store_grace_seconds=store_grace_seconds)
 
     @property

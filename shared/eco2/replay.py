@@ -32,6 +32,7 @@ from cloudevents.http import CloudEvent
 
 from eco2 import keys
 from eco2.adapter import EventFunction
+from eco2.connections import http_timeout
 from eco2.deadletter import (
     DEAD_LETTER_TTL_SECONDS,
     DOMAINS,
@@ -280,7 +281,7 @@ class ReplayContext:
     async def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ReplayContext:
         env = os.environ if env is None else env
         store = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
-        http = httpx.AsyncClient()
+        http = httpx.AsyncClient(timeout=http_timeout(env))
         sink = (env.get("K_SINK") or "").strip()
         replayer = Replayer(store, http, sink, Policy.from_env(env)) if sink else None
         return cls(replayer, store, http)

@@ -47,7 +47,11 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | N
 @dataclass(frozen=True)
 class Settings:
     function_name: str
+    # Job state: the job hash, its event stream, claims, the outbox, dead letters (one server: the Lua scripts
+    # and MULTI blocks write them together).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The replicated caches' durable copy (revoked tokens, the character catalog); "" means redis_url.
+    redis_cache_url: str = ""
     openai_base_url: str = "http://127.0.0.1:8090/v1"
     openai_api_key: str = STANDIN_API_KEY
     vision_model: str = "gpt-4.1-mini"
@@ -63,6 +67,10 @@ class Settings:
     # The photo store (eco2.storage): None when no S3_ENDPOINT_URL / ECO2_S3_BUCKET is set.
     storage: StorageSettings | None = None
 
+    def __post_init__(self) -> None:
+        if not self.redis_cache_url:
+            object.__setattr__(self, "redis_cache_url", self.redis_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:
         allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
@@ -73,6 +81,7 @@ class Settings:
         return cls(
             function_name=function_name,
             redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_cache_url=env.get("ECO2_REDIS_CACHE_URL") or env.get("REDIS_URL") or cls.redis_url,
             openai_base_url=env.get("OPENAI_BASE_URL") or cls.openai_base_url,
             openai_api_key=env.get("OPENAI_API_KEY") or STANDIN_API_KEY,
             vision_model=vision_model,

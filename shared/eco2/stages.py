@@ -99,7 +99,7 @@ class StageContext:
         from eco2.cachesync.process import CATALOG, start_sync
 
         self._catalog_sync = start_sync(
-            os.environ, self.settings.redis_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
+            os.environ, self.settings.redis_cache_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
         )
         self.catalog = self._catalog_sync.caches.catalog
 

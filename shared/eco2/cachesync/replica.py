@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aio_pika
-import redis
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
 from eco2.cachesync.handler import LocalCaches, catalog_of, decode
+from eco2.connections import amqp_connect, sync_redis
 from eco2.errors import Eco2Error
 from eco2.settings import env_float
 
@@ -85,7 +85,7 @@ class CacheSync:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0)
+        self._redis = sync_redis(settings.redis_url, socket_timeout=2.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -131,8 +131,8 @@ class CacheSync:
             delay = min(delay * 2, self.settings.backoff_cap_seconds)
 
     async def _session(self) -> None:
-        connection = await aio_pika.connect(
-            self.settings.amqp_url, client_properties={"connection_name": f"eco2-cachesync {self.name}"}, timeout=5
+        connection = await amqp_connect(
+            self.settings.amqp_url, client_properties={"connection_name": f"eco2-cachesync {self.name}"}
         )
         try:
             channel = await connection.channel()

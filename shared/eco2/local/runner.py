@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from eco2.connections import amqp_connect_robust
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dependencies import check_dependencies, without_password
 from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
@@ -123,7 +123,7 @@ class LocalPack:
         await self._start_model()
         await self._start_storage()
         # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.
-        self._connection = await aio_pika.connect_robust(
+        self._connection = await amqp_connect_robust(
             self.options.amqp_url, client_properties={"connection_name": f"eco2-runner {self.options.prefix}"}
         )
         setup_channel = await self._connection.channel()
