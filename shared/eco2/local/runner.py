@@ -34,8 +34,11 @@ from eco2.local.sources import SourceConsumer, start_sources
 from eco2.local.state import StateReporter
 from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
+from eco2.settings import env_float
 
 log = logging.getLogger("eco2.local.runner")
+# Deliveries in flight get this long to finish at a stop: below `eco2 down`'s 30 s before it SIGKILLs the runner.
+RUNNER_SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 @dataclass
@@ -326,8 +329,10 @@ class LocalPack:
         self.state.write(self.snapshot(), ready=ready)
 
     async def stop(self) -> None:
-        for consumer in self._consumers:
-            await consumer.stop()
+        # Every Trigger stops taking messages at once and its deliveries in flight finish (acked, replies
+        # published) within one shared grace period, before the functions behind them are stopped.
+        grace = env_float(os.environ, "ECO2_SHUTDOWN_GRACE_SECONDS", RUNNER_SHUTDOWN_GRACE_SECONDS, minimum=0)
+        await asyncio.gather(*(consumer.stop(grace) for consumer in self._consumers), return_exceptions=True)
         for letters in self._dead_letter_consumers:
             await letters.stop()
         for source in self.sources:
