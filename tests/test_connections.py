@@ -15,7 +15,7 @@ from aiormq.exceptions import AMQPConnectionError
 from eco2.connections import ConnectionSettings, amqp_connect, async_redis, http_timeout, sync_redis
 from eco2.jobs import JobStore
 from eco2.settings import SettingsError
-from tests.support import REDIS_TEST_URL
+from tests.support import REDIS_TEST_URL, wait_for
 from tests.tls_proxy import ThrowawayCertificates, TlsProxy, make_certificates
 
 AMQP_UPSTREAM = ("127.0.0.1", 5672)
@@ -102,6 +102,49 @@ async def test_amqps_connects_through_tls_with_the_ca_and_is_refused_without(
         await connection.close()
     with pytest.raises(AMQPConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         await amqp_connect(url, env={})
+
+
+async def test_the_gateway_and_a_stage_run_over_tls_with_the_ca_given_in_their_environment(
+    redis_tls: TlsProxy, amqp_tls: TlsProxy, certificates: ThrowawayCertificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection of a whole function through the TLS endpoints: the gateway's pool, stream reader, job
+    store and cache sync (Redis warm-up and the AMQP consumer), and a stage's job store."""
+    from eco2.gateway.app import Gateway
+    from eco2.serving import load_function
+    from tests.cachesync.support import Exchanges, delete_made_exchanges
+    from tests.gateway.conftest import gateway_env
+
+    monkeypatch.delenv("ECO2_TLS_CA_FILE", raising=False)  # the function's own environment carries it
+    tls = {
+        "REDIS_URL": _rediss(redis_tls),
+        "AMQP_URL": f"amqps://guest:guest@127.0.0.1:{amqp_tls.port}/%2F",
+        **_with_ca(certificates),
+    }
+    before = (redis_tls.handshakes, amqp_tls.handshakes)
+    gateway = Gateway()
+    await gateway.start(gateway_env("http://127.0.0.1:9", **Exchanges.fresh().env(), **tls))
+    try:
+        assert await gateway.context.ready()
+        assert await gateway.context.caches.wait_warm(5)
+
+        async def consuming() -> bool:
+            return gateway.context.caches.live
+
+        await wait_for(consuming, timeout=10, what="the cache sync consuming over amqps://")
+        # The pool, the stream reader and the warm-up each connected through the Redis endpoint; the consumer
+        # through the AMQP one.
+        assert redis_tls.handshakes - before[0] >= 3
+        assert amqp_tls.handshakes - before[1] >= 1
+    finally:
+        await gateway.stop()
+        await delete_made_exchanges()
+    app, rules = load_function("rules")
+    await rules.start({**tls, "LOG_LEVEL": "WARNING"})
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rules") as http:
+            assert (await http.get("/readyz")).status_code == 200  # its job store answers through TLS
+    finally:
+        await rules.stop()
 
 
 def test_plain_urls_get_no_tls_options_and_a_client_cert_needs_its_key(certificates: ThrowawayCertificates) -> None:

@@ -91,11 +91,11 @@ class ConnectionSettings:
         return options
 
 
-def http_timeout(env: Mapping[str, str] | None = None) -> httpx.Timeout:
+def http_timeout(env: Source = None) -> httpx.Timeout:
     """httpx limits: connect within ECO2_HTTP_CONNECT_TIMEOUT_SECONDS, each read/write/pool wait within the other."""
     import httpx
 
-    settings = ConnectionSettings.from_env(env)
+    settings = _resolved(env)
     return httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
 
 
@@ -103,31 +103,39 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return env_float(env, name, default, minimum=0.01)
 
 
-def async_redis(url: str, *, env: Mapping[str, str] | None = None, **overrides: Any) -> aioredis.Redis:
+# Where a client's settings come from: an environment to read (None: the process's), or settings already read.
+Source = Mapping[str, str] | ConnectionSettings | None
+
+
+def _resolved(env: Source) -> ConnectionSettings:
+    return env if isinstance(env, ConnectionSettings) else ConnectionSettings.from_env(env)
+
+
+def async_redis(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
     """An asyncio Redis client for `url` (decoded replies unless overridden); `overrides` win over the defaults."""
     import redis.asyncio as aioredis
 
-    options = {"decode_responses": True, **ConnectionSettings.from_env(env).redis_options(url), **overrides}
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
     return aioredis.Redis.from_url(url, **options)
 
 
-def async_redis_pool(url: str, *, env: Mapping[str, str] | None = None, **overrides: Any) -> aioredis.Redis:
+def async_redis_pool(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
     """An asyncio Redis client over a bounded pool (BlockingConnectionPool: a caller waits `timeout` for a slot)."""
     import redis.asyncio as aioredis
 
-    options = {"decode_responses": True, **ConnectionSettings.from_env(env).redis_options(url), **overrides}
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
     return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 
-def sync_redis(url: str, *, env: Mapping[str, str] | None = None, **overrides: Any) -> redis.Redis:
+def sync_redis(url: str, *, env: Source = None, **overrides: Any) -> redis.Redis:
     """A blocking Redis client (the cache sync's warm-up thread, the CLI's reports), as async_redis."""
     import redis
 
-    options = {"decode_responses": True, **ConnectionSettings.from_env(env).redis_options(url), **overrides}
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
     return redis.Redis.from_url(url, **options)
 
 
-async def amqp_connect(url: str, *, env: Mapping[str, str] | None = None, **kwargs: Any) -> AbstractConnection:
+async def amqp_connect(url: str, *, env: Source = None, **kwargs: Any) -> AbstractConnection:
     """An aio-pika connection with the connect limit and, for amqps://, certificate verification."""
     import aio_pika
 
@@ -135,9 +143,7 @@ async def amqp_connect(url: str, *, env: Mapping[str, str] | None = None, **kwar
     return connection
 
 
-async def amqp_connect_robust(
-    url: str, *, env: Mapping[str, str] | None = None, **kwargs: Any
-) -> AbstractRobustConnection:
+async def amqp_connect_robust(url: str, *, env: Source = None, **kwargs: Any) -> AbstractRobustConnection:
     """As amqp_connect, reconnecting by itself (the local runner's long-lived connection)."""
     import aio_pika
 
@@ -145,5 +151,5 @@ async def amqp_connect_robust(
     return connection
 
 
-def _amqp_arguments(url: str, env: Mapping[str, str] | None, given: dict[str, Any]) -> dict[str, Any]:
-    return {**ConnectionSettings.from_env(env).amqp_options(url), **given}
+def _amqp_arguments(url: str, env: Source, given: dict[str, Any]) -> dict[str, Any]:
+    return {**_resolved(env).amqp_options(url), **given}

@@ -280,8 +280,10 @@ class ReplayContext:
     @classmethod
     async def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ReplayContext:
         env = os.environ if env is None else env
-        store = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
-        http = httpx.AsyncClient(timeout=http_timeout(env))
+        store = JobStore.from_url(
+            settings.redis_url, ttl_seconds=settings.job_ttl_seconds, connections=settings.connections
+        )
+        http = httpx.AsyncClient(timeout=http_timeout(settings.connections or env))
         sink = (env.get("K_SINK") or "").strip()
         replayer = Replayer(store, http, sink, Policy.from_env(env)) if sink else None
         return cls(replayer, store, http)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from eco2.connections import ConnectionSettings
     from eco2.storage import StorageSettings
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
@@ -66,6 +67,8 @@ class Settings:
     log_level: str = "INFO"
     # The photo store (eco2.storage): None when no S3_ENDPOINT_URL / ECO2_S3_BUCKET is set.
     storage: StorageSettings | None = None
+    # TLS and time limits of every client (eco2.connections); None: read from the process environment.
+    connections: ConnectionSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.redis_cache_url:
@@ -76,7 +79,8 @@ class Settings:
         allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
         vision_model = env.get("ECO2_VISION_MODEL") or cls.vision_model
         answer_model = env.get("ECO2_ANSWER_MODEL") or cls.answer_model
-        from eco2.storage import StorageSettings  # eco2.storage imports this module's errors
+        from eco2.connections import ConnectionSettings  # both import this module's helpers
+        from eco2.storage import StorageSettings
 
         return cls(
             function_name=function_name,
@@ -93,4 +97,5 @@ class Settings:
             max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
             storage=StorageSettings.from_env(env),
+            connections=ConnectionSettings.from_env(env),
         )

@@ -79,6 +79,7 @@ class StageContext:
                 settings.redis_url,
                 ttl_seconds=settings.job_ttl_seconds,
                 store_grace_seconds=settings.store_grace_seconds,
+                connections=settings.connections,
             ),
             rules=rules,
             catalog=CatalogCache(),

@@ -39,7 +39,7 @@ class SyncResources:
 
 
 async def _setup(settings: Settings) -> SyncResources:
-    return SyncResources(async_redis(settings.redis_cache_url))
+    return SyncResources(async_redis(settings.redis_cache_url, env=settings.connections))
 
 
 async def apply(event: CloudEvent, resources: SyncResources) -> CloudEvent | None:

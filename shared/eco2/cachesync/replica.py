@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika import DeliveryMode, ExchangeType
@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
 from eco2.cachesync.handler import LocalCaches, catalog_of, decode
-from eco2.connections import amqp_connect, sync_redis
+from eco2.connections import ConnectionSettings, amqp_connect, sync_redis
 from eco2.errors import Eco2Error
 from eco2.settings import env_float
 
@@ -49,6 +49,8 @@ class SyncSettings:
     tick_seconds: float = 0.2  # how often the consumer looks up (a closed connection, purge of expired entries)
     # ECO2_BLACKLIST_LOOKUP=redis: ask Redis on every request, as before the cache (the benchmark's baseline).
     redis_per_request: bool = False
+    # TLS and time limits of its Redis and AMQP connections, from the same environment.
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], redis_url: str) -> SyncSettings:
@@ -62,6 +64,7 @@ class SyncSettings:
             ),
             backoff_cap_seconds=env_float(env, "ECO2_CACHE_BACKOFF_CAP_SECONDS", cls.backoff_cap_seconds, minimum=0.1),
             redis_per_request=(env.get("ECO2_BLACKLIST_LOOKUP") or "cache").lower() == "redis",
+            connections=ConnectionSettings.from_env(env),
         )
 
     def exchange(self, kind: SyncEventType) -> str:
@@ -85,7 +88,7 @@ class CacheSync:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._redis = sync_redis(settings.redis_url, socket_timeout=2.0)
+        self._redis = sync_redis(settings.redis_url, env=settings.connections, socket_timeout=2.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -132,7 +135,9 @@ class CacheSync:
 
     async def _session(self) -> None:
         connection = await amqp_connect(
-            self.settings.amqp_url, client_properties={"connection_name": f"eco2-cachesync {self.name}"}
+            self.settings.amqp_url,
+            env=self.settings.connections,
+            client_properties={"connection_name": f"eco2-cachesync {self.name}"},
         )
         try:
             channel = await connection.channel()
