@@ -85,6 +85,7 @@ class EventFunction(Generic[R]):
         self._settings: Settings | None = None
         self._lock = asyncio.Lock()
         self.metrics = FunctionMetrics(name)
+        self.draining = False  # SIGTERM came: not ready, no new delivery; the ones in flight finish
 
         # functions-framework wants a plain function as its target, not a bound method.
         async def handle_http(request: Request) -> Response:
@@ -106,6 +107,10 @@ class EventFunction(Generic[R]):
             if self._resources is not None:
                 await self._resources.aclose()
                 self._resources = None
+
+    def drain(self) -> None:
+        """Called on SIGTERM (eco2.serving): readiness answers 503 and a new delivery is refused (retried)."""
+        self.draining = True
 
     @property
     def settings(self) -> Settings:
@@ -134,6 +139,8 @@ class EventFunction(Generic[R]):
         return await self._deliver(request)
 
     async def _readiness(self) -> Response:
+        if self.draining:
+            return JSONResponse({"status": "draining", "function": self.name}, status_code=503)
         try:
             resources = self._resources if self._resources is not None else await self.start()
             ready = await resources.ready()
@@ -144,6 +151,8 @@ class EventFunction(Generic[R]):
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _deliver(self, request: Request) -> Response:
+        if self.draining:  # the broker redelivers it to a replica that is not going away
+            return error_response(TransientError("shutting_down", "this replica is shutting down"))
         started = time.perf_counter()
         # The lock in start() is only for the first requests of a process; later ones skip it.
         resources = self._resources if self._resources is not None else await self.start()

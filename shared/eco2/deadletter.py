@@ -92,7 +92,10 @@ class DeadLetterContext:
 
     @classmethod
     async def create(cls, settings: Settings) -> DeadLetterContext:
-        return cls(JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds))
+        store = JobStore.from_url(
+            settings.redis_url, ttl_seconds=settings.job_ttl_seconds, connections=settings.connections
+        )
+        return cls(store)
 
     async def aclose(self) -> None:
         await self.store.aclose()

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from eco2.connections import http_timeout
 from eco2.deadletter import DOMAINS
 from eco2.errors import Eco2Error
 from eco2.jobs import JobStore
@@ -57,7 +58,7 @@ def _check_domain(domain: str | None) -> str | None:
 def _run(redis_url: str, sink: str, work: Callable[[Replayer], Awaitable[T]]) -> T:
     async def main() -> T:
         store = JobStore.from_url(redis_url, ttl_seconds=24 * 3600)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=http_timeout()) as http:
             try:
                 return await work(Replayer(store, http, sink, Policy.from_env(os.environ)))
             finally:

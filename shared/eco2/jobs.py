@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -25,9 +25,10 @@ from eco2 import keys
 from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
 from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, delta_script, transition_script
 
+if TYPE_CHECKING:
+    from eco2.connections import ConnectionSettings
+
 log = logging.getLogger("eco2.jobs")
-# Seconds a Redis command may take before it counts as a stall (StoreUnavailable, retried).
-REDIS_SOCKET_TIMEOUT = 5.0
 # Outputs kept in memory per process while Redis cannot take them (bounded: oldest dropped first).
 MAX_UNSAVED = 1000
 
@@ -147,11 +148,19 @@ class JobStore:
         self._unsaved: OrderedDict[tuple[str, Stage], BaseModel] = OrderedDict()
 
     @classmethod
-    def from_url(cls, url: str, *, ttl_seconds: int, store_grace_seconds: float = 15.0) -> JobStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        ttl_seconds: int,
+        store_grace_seconds: float = 15.0,
+        connections: ConnectionSettings | None = None,
+    ) -> JobStore:
+        """A store on its own client; `connections` (else the process environment) gives its TLS and time limits."""
         # Bounded socket waits: a stalled Redis becomes a StoreUnavailable the caller can retry, not a hang.
-        client = aioredis.from_url(
-            url, decode_responses=True, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=2
-        )
+        from eco2.connections import async_redis
+
+        client = async_redis(url, env=connections)
         return cls(client, ttl_seconds=ttl_seconds, store_grace_seconds=store_grace_seconds)
 
     @property

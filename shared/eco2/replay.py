@@ -31,6 +31,8 @@ from cloudevents.http import CloudEvent
 
 from eco2 import keys
 from eco2.adapter import EventFunction
+from eco2.connections import Source as ConnectionSource
+from eco2.connections import http_timeout
 from eco2.deadletter import (
     DEAD_LETTER_TTL_SECONDS,
     DOMAINS,
@@ -185,10 +187,19 @@ async def replays(redis: aioredis.Redis, domain: str) -> dict[str, dict[str, Any
 class Replayer:
     """Replays letters into the broker through `sink_url`; the job store reopens their jobs."""
 
-    def __init__(self, store: JobStore, http: httpx.AsyncClient | None, sink_url: str, policy: Policy) -> None:
-        """Without `http`, the replayer builds its own client at its first send, and closes it in `aclose`."""
+    def __init__(
+        self,
+        store: JobStore,
+        http: httpx.AsyncClient | None,
+        sink_url: str,
+        policy: Policy,
+        connections: ConnectionSource = None,
+    ) -> None:
+        """Without `http`, the replayer builds its own client at its first send (time limits from `connections`),
+        and closes it in `aclose`."""
         self.store = store
         self._http = http
+        self._connections = connections
         self._owns_http = http is None
         self.sink_url = sink_url
         self.policy = policy
@@ -270,10 +281,10 @@ class Replayer:
         import httpx
 
         if self._http is None:
-            self._http = httpx.AsyncClient()
+            self._http = httpx.AsyncClient(timeout=http_timeout(self._connections))
         headers, body = to_binary(letter.event())
         try:
-            response = await self._http.post(self.sink_url, headers=dict(headers), content=body, timeout=10)
+            response = await self._http.post(self.sink_url, headers=dict(headers), content=body)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}"
         return None if response.is_success else f"HTTP {response.status_code}"
@@ -292,9 +303,11 @@ class ReplayContext:
     @classmethod
     async def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ReplayContext:
         env = os.environ if env is None else env
-        store = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
+        store = JobStore.from_url(
+            settings.redis_url, ttl_seconds=settings.job_ttl_seconds, connections=settings.connections
+        )
         sink = (env.get("K_SINK") or "").strip()
-        replayer = Replayer(store, None, sink, Policy.from_env(env)) if sink else None
+        replayer = Replayer(store, None, sink, Policy.from_env(env), settings.connections or env) if sink else None
         return cls(replayer, store)
 
     async def aclose(self) -> None:

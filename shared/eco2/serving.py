@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from eco2.adapter import ServedFunction
 
 FUNCTION_TARGET = "handle_http"
+# Below Kubernetes' default 30 s grace period; a revision with a shorter timeoutSeconds (authz) sets its own.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 25
 
 
 class UnknownFunction(LookupError):
@@ -82,12 +86,48 @@ def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, ServedF
     return Lifespan(app, function), function
 
 
+def shutdown_grace_seconds(env: Mapping[str, str]) -> int:
+    """How long in-flight requests may run on after SIGTERM: keep it below the pod's terminationGracePeriodSeconds
+    (Knative sets that to the revision's timeoutSeconds), or the kubelet's SIGKILL cuts them first."""
+    from eco2.settings import env_int
+
+    return env_int(env, "ECO2_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, minimum=0)
+
+
 def serve(name: str, *, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: stop listening and refuse new deliveries (readiness 503), let the
+    requests in flight finish within the grace period, close the function's connections, exit 0."""
     import uvicorn
 
     app, function = load_function(name)
     loop, http = ("uvloop", "httptools") if getattr(function, "fast_http", False) else ("asyncio", "h11")
-    uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=shutdown_grace_seconds(os.environ),
+    )
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            drain = getattr(function, "drain", None)
+            if callable(drain):
+                drain()
+            super().handle_exit(sig, frame)
+
+    # uvicorn re-raises the signal it stopped on once it is done; a handler that returns makes a drained stop
+    # exit 0 (Kubernetes reads a clean stop), instead of dying of SIGTERM after the work is finished.
+    signal.signal(signal.SIGTERM, _stopped)
+    DrainingServer(config).run()
+
+
+def _stopped(sig: int, frame: FrameType | None) -> None:
+    print(f"stopped on {signal.Signals(sig).name}, in-flight requests finished", file=sys.stderr, flush=True)
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from eco2.connections import ConnectionSettings
     from eco2.storage import StorageSettings
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
@@ -47,7 +48,11 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | N
 @dataclass(frozen=True)
 class Settings:
     function_name: str
+    # Job state: the job hash, its event stream, claims, the outbox, dead letters (one server: the Lua scripts
+    # and MULTI blocks write them together).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The replicated caches' durable copy (revoked tokens, the character catalog); "" means redis_url.
+    redis_cache_url: str = ""
     openai_base_url: str = "http://127.0.0.1:8090/v1"
     openai_api_key: str = STANDIN_API_KEY
     vision_model: str = "gpt-4.1-mini"
@@ -62,17 +67,25 @@ class Settings:
     log_level: str = "INFO"
     # The photo store (eco2.storage): None when no S3_ENDPOINT_URL / ECO2_S3_BUCKET is set.
     storage: StorageSettings | None = None
+    # TLS and time limits of every client (eco2.connections); None: read from the process environment.
+    connections: ConnectionSettings | None = None
+
+    def __post_init__(self) -> None:
+        if not self.redis_cache_url:
+            object.__setattr__(self, "redis_cache_url", self.redis_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:
         allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
         vision_model = env.get("ECO2_VISION_MODEL") or cls.vision_model
         answer_model = env.get("ECO2_ANSWER_MODEL") or cls.answer_model
-        from eco2.storage import StorageSettings  # eco2.storage imports this module's errors
+        from eco2.connections import ConnectionSettings  # both import this module's helpers
+        from eco2.storage import StorageSettings
 
         return cls(
             function_name=function_name,
             redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_cache_url=env.get("ECO2_REDIS_CACHE_URL") or env.get("REDIS_URL") or cls.redis_url,
             openai_base_url=env.get("OPENAI_BASE_URL") or cls.openai_base_url,
             openai_api_key=env.get("OPENAI_API_KEY") or STANDIN_API_KEY,
             vision_model=vision_model,
@@ -84,4 +97,5 @@ class Settings:
             max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
             storage=StorageSettings.from_env(env),
+            connections=ConnectionSettings.from_env(env),
         )

@@ -80,6 +80,7 @@ class StageContext:
                 settings.redis_url,
                 ttl_seconds=settings.job_ttl_seconds,
                 store_grace_seconds=settings.store_grace_seconds,
+                connections=settings.connections,
             ),
             rules=rules,
             catalog=CatalogCache(),
@@ -100,7 +101,7 @@ class StageContext:
         from eco2.cachesync.process import CATALOG, start_sync
 
         self._catalog_sync = start_sync(
-            os.environ, self.settings.redis_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
+            os.environ, self.settings.redis_cache_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
         )
         self.catalog = self._catalog_sync.caches.catalog
 

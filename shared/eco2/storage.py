@@ -83,6 +83,9 @@ class Storage:
         import boto3
         from botocore.config import Config
 
+        from eco2.connections import ConnectionSettings
+
+        limits = ConnectionSettings.from_env()
         self.settings = settings
         self._client: Any = boto3.client(
             "s3",
@@ -90,7 +93,13 @@ class Storage:
             aws_access_key_id=settings.access_key,
             aws_secret_access_key=settings.secret_key,
             region_name=settings.region,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=limits.http_connect_timeout_seconds,
+                read_timeout=limits.http_timeout_seconds,
+                retries={"total_max_attempts": 3, "mode": "standard"},
+            ),
         )
 
     def key_of(self, url: str) -> str | None:

@@ -123,21 +123,46 @@ async def _live(*gateways: Gateway) -> bool:
     return all(g.context.caches.live for g in gateways)
 
 
-async def test_rs256_tokens_are_checked_with_the_public_key(make_gateway: MakeGateway) -> None:
+def _rsa_pair() -> tuple[str, str]:
+    """A fresh RSA key pair as PEM: (private, public)."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return private_pem, public.decode()
+
+
+async def test_rs256_tokens_are_checked_with_the_public_key(make_gateway: MakeGateway) -> None:
+    private_pem, public_pem = _rsa_pair()
     gateway = await make_gateway(ECO2_JWT_PUBLIC_KEY=public_pem.replace("\n", "\\n"))
     signed = issue_token("rs-user", private_pem, 600, algorithm="RS256")
     status, body = await submit(gateway, {"Authorization": f"Bearer {signed}"})
     assert status == 202, body
     assert (await submit(gateway, bearer()))[0] == 401, "HS256 tokens are refused once RS256 is configured"
+
+
+NEW_SECRET = "the-rotated-in-secret-0123456789abcdef0123456789"
+
+
+async def test_hs256_rotation_accepts_the_previous_secret_until_it_is_unset(make_gateway: MakeGateway) -> None:
+    rotating = await make_gateway(ECO2_JWT_SECRET=NEW_SECRET, ECO2_JWT_PREVIOUS_SECRET=SECRET)
+    assert (await submit(rotating, bearer(secret=NEW_SECRET)))[0] == 202
+    assert (await submit(rotating, bearer()))[0] == 202, "a token signed with the previous secret still counts"
+    status, body = await submit(rotating, bearer(secret="a-third-secret-nobody-configured-0123456789"))
+    assert (status, body["error"]) == (401, "invalid_token")
+    rotated = await make_gateway(ECO2_JWT_SECRET=NEW_SECRET)
+    assert (await submit(rotated, bearer()))[0] == 401, "once the previous secret is unset its tokens are refused"
+
+
+async def test_moving_from_hs256_to_rs256_keeps_the_old_secret_as_previous(make_gateway: MakeGateway) -> None:
+    private_pem, public_pem = _rsa_pair()
+    gateway = await make_gateway(ECO2_JWT_SECRET="", ECO2_JWT_PUBLIC_KEY=public_pem, ECO2_JWT_PREVIOUS_SECRET=SECRET)
+    signed = issue_token("rs-user", private_pem, 600, algorithm="RS256")
+    assert (await submit(gateway, {"Authorization": f"Bearer {signed}"}))[0] == 202
+    assert (await submit(gateway, bearer()))[0] == 202
 
 
 async def test_a_bad_public_key_refuses_every_token_with_a_clear_message(make_gateway: MakeGateway) -> None:

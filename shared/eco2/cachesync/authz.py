@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from eco2.cachesync.blacklist import Blacklist
 from eco2.cachesync.process import BLACKLIST, start_sync
 from eco2.cachesync.replica import CacheSync
+from eco2.connections import async_redis
 from eco2.errors import Eco2Error, error_response
 from eco2.gateway.auth import Authenticator
 from eco2.gateway.settings import GatewaySettings
@@ -54,8 +55,8 @@ class Authz:
             base = Settings.from_env(env, self.name)
             # Behind Envoy every header is the client's: an X-User-ID is never trusted here.
             settings = dataclasses.replace(GatewaySettings.from_env(env, base), trust_user_header=False)
-            client = aioredis.Redis.from_url(base.redis_url, decode_responses=True, socket_timeout=2.0)
-            sync = start_sync(env, base.redis_url, BLACKLIST, name=f"authz-{os.getpid()}")
+            client = async_redis(base.redis_cache_url, env=env, socket_timeout=2.0)
+            sync = start_sync(env, base.redis_cache_url, BLACKLIST, name=f"authz-{os.getpid()}")
             blacklist = Blacklist(sync, client, source="/eco2/authz", leeway_seconds=settings.jwt_leeway_seconds)
             roles = frozenset((env.get("ECO2_AUTHZ_ROLES") or ",".join(DEFAULT_ROLES)).split(","))
             self._state = AuthzState(Authenticator(settings, blacklist), sync, client, roles)

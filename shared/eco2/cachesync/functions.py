@@ -17,6 +17,7 @@ from eco2.adapter import EventFunction
 from eco2.cachesync.events import CatalogUpdated, SyncEventType
 from eco2.cachesync.handler import decode
 from eco2.cachesync.store import store_catalog, store_revocation
+from eco2.connections import async_redis
 from eco2.errors import PoisonEvent
 from eco2.settings import Settings
 
@@ -38,7 +39,7 @@ class SyncResources:
 
 
 async def _setup(settings: Settings) -> SyncResources:
-    return SyncResources(aioredis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5.0))
+    return SyncResources(async_redis(settings.redis_cache_url, env=settings.connections))
 
 
 async def apply(event: CloudEvent, resources: SyncResources) -> CloudEvent | None:

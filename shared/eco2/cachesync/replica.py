@@ -18,16 +18,16 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
-import redis
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
 from eco2.cachesync.handler import LocalCaches, catalog_of, decode
+from eco2.connections import ConnectionSettings, amqp_connect, sync_redis
 from eco2.errors import Eco2Error
 from eco2.lifecycle import cancel_and_wait
 from eco2.settings import env_float
@@ -50,6 +50,8 @@ class SyncSettings:
     tick_seconds: float = 0.2  # how often the consumer looks up (a closed connection, purge of expired entries)
     # ECO2_BLACKLIST_LOOKUP=redis: ask Redis on every request, as before the cache (the benchmark's baseline).
     redis_per_request: bool = False
+    # TLS and time limits of its Redis and AMQP connections, from the same environment.
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], redis_url: str) -> SyncSettings:
@@ -63,6 +65,7 @@ class SyncSettings:
             ),
             backoff_cap_seconds=env_float(env, "ECO2_CACHE_BACKOFF_CAP_SECONDS", cls.backoff_cap_seconds, minimum=0.1),
             redis_per_request=(env.get("ECO2_BLACKLIST_LOOKUP") or "cache").lower() == "redis",
+            connections=ConnectionSettings.from_env(env),
         )
 
     def exchange(self, kind: SyncEventType) -> str:
@@ -86,7 +89,7 @@ class CacheSync:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0)
+        self._redis = sync_redis(settings.redis_url, env=settings.connections, socket_timeout=2.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -129,8 +132,10 @@ class CacheSync:
             delay = min(delay * 2, self.settings.backoff_cap_seconds)
 
     async def _session(self) -> None:
-        connection = await aio_pika.connect(
-            self.settings.amqp_url, client_properties={"connection_name": f"eco2-cachesync {self.name}"}, timeout=5
+        connection = await amqp_connect(
+            self.settings.amqp_url,
+            env=self.settings.connections,
+            client_properties={"connection_name": f"eco2-cachesync {self.name}"},
         )
         try:
             channel = await connection.channel()

@@ -110,6 +110,12 @@ class Gateway:
                 if resource is not None:
                     await resource.aclose()
 
+    def drain(self) -> None:
+        """SIGTERM (eco2.serving): end the SSE streams, which would otherwise hold the shutdown for its whole grace."""
+        if self._context is not None:
+            # From a signal handler: let the event loop run it, between two of its own steps.
+            asyncio.get_running_loop().call_soon(self._context.hub.end_streams)
+
     async def handle(self, request: Request) -> Response:
         """Route one request (building the resources first if no lifespan did) and answer it."""
         if self._context is None:

@@ -64,16 +64,17 @@ class Authenticator:
         self._key: Any = settings.jwt_secret
         self._algorithm = "HS256"
         if settings.jwt_public_key:
-            from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
             self._algorithm = "RS256"
-            # A PEM pasted into one env line often arrives with literal "\n".
-            pem = settings.jwt_public_key.replace("\\n", "\n").strip()
-            try:
-                self._key = load_pem_public_key(pem.encode())
-            except (ValueError, TypeError):
-                self._key = None
+            self._key = _public_key(settings.jwt_public_key)
+            if self._key is None:
                 self._problem = "ECO2_JWT_PUBLIC_KEY is not a valid PEM public key, so no token is accepted"
+        # The key being retired (rotation): asked only when the current one finds the signature wrong.
+        self._previous: tuple[Any, str] | None = None
+        if settings.jwt_previous_public_key:
+            previous = _public_key(settings.jwt_previous_public_key)
+            self._previous = None if previous is None else (previous, "RS256")
+        elif settings.jwt_previous_secret:
+            self._previous = (settings.jwt_previous_secret, "HS256")
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @property
@@ -118,15 +119,12 @@ class Authenticator:
         import jwt
 
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._key,
-                algorithms=[self._algorithm],
-                issuer=self._settings.jwt_issuer,
-                audience=self._settings.jwt_audience,
-                leeway=self._settings.jwt_leeway_seconds,
-                options={"require": list(REQUIRED_CLAIMS)},
-            )
+            try:
+                claims = self._claims(token, self._key, self._algorithm)
+            except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+                if self._previous is None:
+                    raise
+                claims = self._claims(token, *self._previous)
         except jwt.ExpiredSignatureError:
             raise _unauthorized("token_expired", "the token has expired") from None
         except jwt.InvalidTokenError as exc:
@@ -138,11 +136,35 @@ class Authenticator:
             raise _unauthorized("invalid_token", "the token's jti must be a short string")
         return claims
 
+    def _claims(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
+        import jwt
+
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=self._settings.jwt_issuer,
+            audience=self._settings.jwt_audience,
+            leeway=self._settings.jwt_leeway_seconds,
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+        return claims
+
     async def revoke(self, principal: Principal) -> bool:
         """Blacklist the caller's token for the rest of its lifetime (logout); True if every replica was told."""
         if principal.jti is None or principal.expires_at is None:
             raise BadRequest("no_token", "only a bearer token can be revoked; this request carried none")
         return await self.blacklist.revoke(principal.jti, principal.user_id, principal.expires_at)
+
+
+def _public_key(text: str) -> Any:
+    """A PEM public key from one env value (pasted into one line it often arrives with literal "\\n"), or None."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        return load_pem_public_key(text.replace("\\n", "\n").strip().encode())
+    except (ValueError, TypeError):
+        return None
 
 
 def _role(claim: object) -> str:

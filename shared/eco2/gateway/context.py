@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from eco2.cachesync.blacklist import Blacklist
 from eco2.cachesync.process import BOTH, start_sync
 from eco2.cachesync.replica import CacheSync
+from eco2.connections import async_redis, async_redis_pool
 from eco2.gateway import models
 from eco2.gateway.auth import Authenticator
 from eco2.gateway.hub import StreamHub
@@ -60,29 +61,34 @@ class GatewayContext:
     caches: CacheSync  # the blacklist and the catalog, current from the fanout exchanges
     # The photo store (presigned uploads, ownership of image URLs); None when none is configured.
     storage: Storage | None = None
+    # The client of ECO2_REDIS_CACHE_URL when it names another server than REDIS_URL (closed with the rest).
+    cache_redis: aioredis.Redis | None = None
 
     @classmethod
     async def create(cls, settings: GatewaySettings, env: Mapping[str, str] | None = None) -> GatewayContext:
         url = settings.base.redis_url
         pool_name, reader_name = client_names(settings.instance)
         # Bounded: hundreds of SSE clients replaying at once queue for a connection instead of opening hundreds.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        env = os.environ if env is None else env
+        client = async_redis_pool(
             url,
+            env=env,
             max_connections=settings.redis_max_connections,
             timeout=_POOL_WAIT_SECONDS,
-            decode_responses=True,
             client_name=pool_name,
         )
-        client = aioredis.Redis.from_pool(pool)
         # The read timeout must outlast XREAD's BLOCK, or every quiet period ends in a timeout and a reconnect.
-        reader = aioredis.Redis.from_url(
+        reader = async_redis(
             url,
-            decode_responses=True,
+            env=env,
             single_connection_client=True,
             client_name=reader_name,
             socket_timeout=settings.sse_block_ms / 1000 + _READ_MARGIN_SECONDS,
             socket_connect_timeout=_POOL_WAIT_SECONDS,
         )
+        # The caches' durable copy may live on its own server (ECO2_REDIS_CACHE_URL).
+        cache_url = settings.base.redis_cache_url
+        cache_client = client if cache_url == url else async_redis(cache_url, env=env)
         metrics = GatewayMetrics()
         hub = StreamHub(
             reader,
@@ -93,8 +99,8 @@ class GatewayContext:
             metrics=metrics,
         )
         sink, outbox, sweeper = _delivery(settings, client, metrics)
-        caches = start_sync(os.environ if env is None else env, url, BOTH, name=f"gateway-{settings.instance}")
-        blacklist = Blacklist(caches, client, source="/eco2/gateway", leeway_seconds=settings.jwt_leeway_seconds)
+        caches = start_sync(env, cache_url, BOTH, name=f"gateway-{settings.instance}")
+        blacklist = Blacklist(caches, cache_client, source="/eco2/gateway", leeway_seconds=settings.jwt_leeway_seconds)
         context = cls(
             settings=settings,
             store=JobStore(client, ttl_seconds=settings.base.job_ttl_seconds),
@@ -114,6 +120,7 @@ class GatewayContext:
             probe=ImageProbe(settings.images),
             caches=caches,
             storage=Storage(settings.base.storage) if settings.base.storage else None,
+            cache_redis=None if cache_client is client else cache_client,
         )
         hub.start()
         # Requests wait for nothing: readiness says when the warm-up is done. A short wait here serves most starts.
@@ -135,6 +142,8 @@ class GatewayContext:
             await self.sink.aclose()
         await self.probe.aclose()
         await self.store.aclose()
+        if self.cache_redis is not None:
+            await self.cache_redis.aclose()
 
 
 def _delivery(

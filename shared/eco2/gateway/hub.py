@@ -97,13 +97,17 @@ class StreamHub:
         self._changed.set()
         await cancel_and_wait(self._task)
         self._task = None
-        for watch in self._watches.values():
-            for subscription in watch.subscribers:
-                subscription.end()
+        self.end_streams()
         self._watches.clear()
         await self._reader.aclose()
         self._metrics.reader_connections.set(0)
         self._metrics.watched_streams.set(0)
+
+    def end_streams(self) -> None:
+        """End every open SSE stream now (shutdown): each client resumes, on another replica, with Last-Event-ID."""
+        for watch in list(self._watches.values()):
+            for subscription in list(watch.subscribers):
+                subscription.end()
 
     async def subscribe(self, job_id: str, after_seq: int) -> Subscription:
         """Start receiving the job's entries after `after_seq` (or after what the reader already passed)."""

@@ -100,6 +100,9 @@ class GatewaySettings:
     environment: str = "production"
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
+    # Key rotation: tokens signed with the key being retired are still accepted until this is unset.
+    jwt_previous_secret: str | None = None
+    jwt_previous_public_key: str | None = None
     jwt_issuer: str = "eco2"
     jwt_audience: str = "eco2"
     jwt_leeway_seconds: float = 30.0
@@ -164,6 +167,8 @@ class GatewaySettings:
             environment=environment,
             jwt_secret=secret,
             jwt_public_key=public_key,
+            jwt_previous_secret=env.get("ECO2_JWT_PREVIOUS_SECRET") or None,
+            jwt_previous_public_key=env.get("ECO2_JWT_PREVIOUS_PUBLIC_KEY") or None,
             jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
             jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
             jwt_leeway_seconds=env_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),

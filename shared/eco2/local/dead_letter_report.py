@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis
 
 from eco2 import keys
+from eco2.connections import sync_redis
 from eco2.deadletter import DOMAINS
 
 READ_LIMIT = 1000  # the newest entries summarized; `total` is the whole stream
@@ -43,7 +44,7 @@ class LetterGroup:
 
 def read_dead_letters(redis_url: str, routes: list[dict[str, Any]], limit: int = READ_LIMIT) -> dict[str, Any]:
     """{"total", "summarized", "groups": [...newest first], "error"}; an unreachable Redis is an error, not a crash."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+    client = sync_redis(redis_url, socket_timeout=2, socket_connect_timeout=2)
     entries: list[tuple[str, dict[str, str]]] = []
     try:
         total = sum(int(client.xlen(keys.dead_letters(domain))) for domain in DOMAINS)

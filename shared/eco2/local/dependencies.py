@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import aio_pika
-import redis.asyncio as aioredis
+from eco2.connections import amqp_connect, async_redis
 
 
 class DependencyMissing(RuntimeError):
@@ -12,7 +11,7 @@ class DependencyMissing(RuntimeError):
 
 async def check_dependencies(redis_url: str, amqp_url: str) -> None:
     """Both servers answer, or DependencyMissing saying how to start the one that does not."""
-    client = aioredis.from_url(redis_url, socket_connect_timeout=2)
+    client = async_redis(redis_url)
     try:
         await client.ping()
     except Exception:
@@ -23,7 +22,7 @@ async def check_dependencies(redis_url: str, amqp_url: str) -> None:
     finally:
         await client.aclose()
     try:
-        connection = await aio_pika.connect(amqp_url, timeout=5)
+        connection = await amqp_connect(amqp_url)
         await connection.close()
     except Exception:
         raise DependencyMissing(

@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
+from eco2.connections import amqp_connect
 from eco2.local.topology import Topology
 
 log = logging.getLogger("eco2.local.migration")
@@ -29,7 +30,7 @@ class InUse(Exception):
 async def migrate_legacy_queues(amqp_url: str, topology: Topology) -> int:
     """Drain every generation-1 queue of the topology into its successor; the number of messages moved."""
     moved = 0
-    connection = await aio_pika.connect(amqp_url)
+    connection = await amqp_connect(amqp_url)
     try:
         for plan in topology.triggers.values():
             pairs = [(plan.retry_queue(n, legacy=True), plan.retry_queue(n)) for n in plan.retry_attempts]

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from eco2.connections import amqp_connect_robust
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dependencies import check_dependencies, without_password
 from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
@@ -34,8 +34,11 @@ from eco2.local.sources import SourceConsumer, start_sources
 from eco2.local.state import StateReporter
 from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
+from eco2.settings import env_float
 
 log = logging.getLogger("eco2.local.runner")
+# Deliveries in flight get this long to finish at a stop: below `eco2 down`'s 30 s before it SIGKILLs the runner.
+RUNNER_SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 @dataclass
@@ -124,7 +127,7 @@ class LocalPack:
         await self._start_model()
         await self._start_storage()
         # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.
-        self._connection = await aio_pika.connect_robust(
+        self._connection = await amqp_connect_robust(
             self.options.amqp_url, client_properties={"connection_name": f"eco2-runner {self.options.prefix}"}
         )
         setup_channel = await self._connection.channel()
@@ -327,8 +330,10 @@ class LocalPack:
         self.state.write(self.snapshot(), ready=ready)
 
     async def stop(self) -> None:
-        for consumer in self._consumers:
-            await consumer.stop()
+        # Every Trigger stops taking messages at once and its deliveries in flight finish (acked, replies
+        # published) within one shared grace period, before the functions behind them are stopped.
+        grace = env_float(os.environ, "ECO2_SHUTDOWN_GRACE_SECONDS", RUNNER_SHUTDOWN_GRACE_SECONDS, minimum=0)
+        await asyncio.gather(*(consumer.stop(grace) for consumer in self._consumers), return_exceptions=True)
         for letters in self._dead_letter_consumers:
             await letters.stop()
         for source in self.sources:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from eco2.connections import async_redis
 from eco2.local.health import PROBE_TIMEOUT, Reading, broker_problem, redis_problem
 from eco2.local.topology import Topology
 
@@ -24,7 +24,9 @@ class StateReporter:
     def __init__(self, path: Path, topology: Topology, redis_url: str) -> None:
         self.path = path
         self.topology = topology
-        self.redis = aioredis.from_url(redis_url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
+        self.redis = async_redis(
+            redis_url, decode_responses=False, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
+        )
         self.broker = Reading()
         self.redis_reading = Reading()
         self.queues = Reading()

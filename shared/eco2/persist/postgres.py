@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # ships no type hints
 
+from eco2.connections import ConnectionSettings
 from eco2.persist.records import Grant, History, Record, merge
 from eco2.persist.store import OwnedCharacter, Position, Refused, ScanEntry, migration_files, statements
 
@@ -68,7 +69,9 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str, pool_size: int) -> PostgresStore:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, command_timeout=10)
+        # The connect (timeout) and every statement (command_timeout) are bounded: a stalled server is not waited on.
+        connect_limit = ConnectionSettings.from_env().db_connect_timeout_seconds
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, command_timeout=10, timeout=connect_limit)
         store = cls(pool)
         await store.migrate()
         return store

@@ -1,0 +1,155 @@
+"""Opening connections to Redis and RabbitMQ: TLS with the operator's CA, and a time limit on every wait.
+
+Every Redis and AMQP client of the pack is made here, so `rediss://` / `amqps://` URLs verify the server against
+ECO2_TLS_CA_FILE (else the system's CAs), present a client certificate when one is configured, and no connect or
+read waits without a bound. Settings come from the environment when a client is made, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from eco2.settings import SettingsError, env_float
+
+if TYPE_CHECKING:
+    import httpx
+    import redis
+    import redis.asyncio as aioredis
+    from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+
+TLS_REDIS_SCHEME = "rediss"
+TLS_AMQP_SCHEME = "amqps"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    # PEM bundle of the CA(s) that signed the servers' certificates; None: the system's trust store.
+    tls_ca_file: str | None = None
+    # A client certificate and its key, for servers that require mutual TLS; both or neither.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    redis_connect_timeout_seconds: float = 2.0
+    # A reply that takes longer is a stalled server: the caller's retry path takes over.
+    redis_socket_timeout_seconds: float = 5.0
+    amqp_connect_timeout_seconds: float = 5.0
+    # Plain HTTP clients (replay and `eco2 dlq` to K_SINK), the photo store (boto3), PostgreSQL's connect.
+    http_connect_timeout_seconds: float = 2.0
+    http_timeout_seconds: float = 10.0
+    db_connect_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectionSettings:
+        env = os.environ if env is None else env
+        cert, key = env.get("ECO2_TLS_CERT_FILE") or None, env.get("ECO2_TLS_KEY_FILE") or None
+        if (cert is None) != (key is None):
+            raise SettingsError("ECO2_TLS_CERT_FILE and ECO2_TLS_KEY_FILE must be set together")
+        return cls(
+            tls_ca_file=env.get("ECO2_TLS_CA_FILE") or None,
+            tls_cert_file=cert,
+            tls_key_file=key,
+            redis_connect_timeout_seconds=_seconds(env, "ECO2_REDIS_CONNECT_TIMEOUT_SECONDS", 2.0),
+            redis_socket_timeout_seconds=_seconds(env, "ECO2_REDIS_SOCKET_TIMEOUT_SECONDS", 5.0),
+            amqp_connect_timeout_seconds=_seconds(env, "ECO2_AMQP_CONNECT_TIMEOUT_SECONDS", 5.0),
+            http_connect_timeout_seconds=_seconds(env, "ECO2_HTTP_CONNECT_TIMEOUT_SECONDS", 2.0),
+            http_timeout_seconds=_seconds(env, "ECO2_HTTP_TIMEOUT_SECONDS", 10.0),
+            db_connect_timeout_seconds=_seconds(env, "ECO2_DB_CONNECT_TIMEOUT_SECONDS", 5.0),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifying context: the server's certificate must chain to the CA and name the host."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca_file)
+        if self.tls_cert_file is not None:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
+
+    def redis_options(self, url: str) -> dict[str, Any]:
+        """redis-py keyword arguments for `url`: the time limits, and TLS verification for rediss://."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self.redis_connect_timeout_seconds,
+            "socket_timeout": self.redis_socket_timeout_seconds,
+        }
+        if urlsplit(url).scheme == TLS_REDIS_SCHEME:
+            options.update(
+                ssl_cert_reqs="required",
+                ssl_check_hostname=True,
+                ssl_ca_certs=self.tls_ca_file,
+                ssl_certfile=self.tls_cert_file,
+                ssl_keyfile=self.tls_key_file,
+            )
+        return options
+
+    def amqp_options(self, url: str) -> dict[str, Any]:
+        """aio-pika keyword arguments for `url`: the connect time limit, and a verifying context for amqps://."""
+        options: dict[str, Any] = {"timeout": self.amqp_connect_timeout_seconds}
+        if urlsplit(url).scheme == TLS_AMQP_SCHEME:
+            options["ssl_context"] = self.ssl_context()
+        return options
+
+
+def http_timeout(env: Source = None) -> httpx.Timeout:
+    """httpx limits: connect within ECO2_HTTP_CONNECT_TIMEOUT_SECONDS, each read/write/pool wait within the other."""
+    import httpx
+
+    settings = _resolved(env)
+    return httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return env_float(env, name, default, minimum=0.01)
+
+
+# Where a client's settings come from: an environment to read (None: the process's), or settings already read.
+Source = Mapping[str, str] | ConnectionSettings | None
+
+
+def _resolved(env: Source) -> ConnectionSettings:
+    return env if isinstance(env, ConnectionSettings) else ConnectionSettings.from_env(env)
+
+
+def async_redis(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
+    """An asyncio Redis client for `url` (decoded replies unless overridden); `overrides` win over the defaults."""
+    import redis.asyncio as aioredis
+
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    return aioredis.Redis.from_url(url, **options)
+
+
+def async_redis_pool(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
+    """An asyncio Redis client over a bounded pool (BlockingConnectionPool: a caller waits `timeout` for a slot)."""
+    import redis.asyncio as aioredis
+
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
+
+
+def sync_redis(url: str, *, env: Source = None, **overrides: Any) -> redis.Redis:
+    """A blocking Redis client (the cache sync's warm-up thread, the CLI's reports), as async_redis."""
+    import redis
+
+    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    return redis.Redis.from_url(url, **options)
+
+
+async def amqp_connect(url: str, *, env: Source = None, **kwargs: Any) -> AbstractConnection:
+    """An aio-pika connection with the connect limit and, for amqps://, certificate verification."""
+    import aio_pika
+
+    connection: AbstractConnection = await aio_pika.connect(url, **_amqp_arguments(url, env, kwargs))
+    return connection
+
+
+async def amqp_connect_robust(url: str, *, env: Source = None, **kwargs: Any) -> AbstractRobustConnection:
+    """As amqp_connect, reconnecting by itself (the local runner's long-lived connection)."""
+    import aio_pika
+
+    connection: AbstractRobustConnection = await aio_pika.connect_robust(url, **_amqp_arguments(url, env, kwargs))
+    return connection
+
+
+def _amqp_arguments(url: str, env: Source, given: dict[str, Any]) -> dict[str, Any]:
+    return {**_resolved(env).amqp_options(url), **given}
