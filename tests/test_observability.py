@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ async def pack(
             clients[name] = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")
         for name, client in clients.items():
             # Ready (reward: its catalog sync warmed up), so no start-up line lands among the scan's.
-            await wait_for(lambda c=client: ready(c), timeout=20, what=f"{name} ready")
+            await wait_for(partial(ready, client), timeout=20, what=f"{name} ready")
         yield Pack(clients.pop("gateway"), clients, sink, spans, json_log, standin_url)
     finally:
         for client in clients.values():
@@ -132,6 +133,11 @@ async def run_scan(pack: Pack) -> tuple[str, list[CloudEvent]]:
     return str(accepted.json()["job_id"]), events
 
 
+def parent_id(span: ReadableSpan) -> int:
+    assert span.parent is not None, f"{span.name} has no parent"
+    return span.parent.span_id
+
+
 def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
     """Spans by function ("vision eco2.scan.requested" → vision), model calls by their own name."""
     return {span.name if span.name.startswith("model ") else span.name.split(" ")[0]: span for span in finished}
@@ -155,14 +161,11 @@ async def test_one_scan_is_one_trace_on_every_log_line_and_every_span(pack: Pack
     spans = by_name(pack.spans.get_finished_spans())
     assert set(spans) == {"gateway", *CHAIN, "model vision", "model answer"}
     assert {f"{s.context.trace_id:032x}" for s in spans.values()} == {trace_id}
-    assert spans["gateway"].parent is not None
-    assert f"{spans['gateway'].parent.span_id:016x}" == CALLER.split("-")[2]
+    assert f"{parent_id(spans['gateway']):016x}" == CALLER.split("-")[2]
     for parent, child in zip(("gateway", *CHAIN), CHAIN, strict=False):
-        assert spans[child].parent is not None
-        assert spans[child].parent.span_id == spans[parent].context.span_id, f"{child} is not {parent}'s child"
+        assert parent_id(spans[child]) == spans[parent].context.span_id, f"{child} is not {parent}'s child"
     for stage in ("vision", "answer"):
-        assert spans[f"model {stage}"].parent is not None
-        assert spans[f"model {stage}"].parent.span_id == spans[stage].context.span_id
+        assert parent_id(spans[f"model {stage}"]) == spans[stage].context.span_id
     assert spans["reward"].attributes is not None
     assert spans["reward"].attributes["cloudevents.event_id"] == events[3]["id"]
 

@@ -39,7 +39,7 @@ from eco2.errors import (
 from eco2.events import SPECVERSION
 from eco2.observability import FunctionMetrics, configure_logging, log_context
 from eco2.settings import Settings
-from eco2.tracing import configure_tracing, span
+from eco2.tracing import configure_tracing, shutdown_tracing, span
 
 log = logging.getLogger("eco2.adapter")
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
@@ -321,4 +321,5 @@ class Lifespan:
         await send({"type": "lifespan.startup.complete"})
         await receive()
         await self._function.stop()
+        await asyncio.to_thread(shutdown_tracing)
         await send({"type": "lifespan.shutdown.complete"})

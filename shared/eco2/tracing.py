@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cloudevents.http import CloudEvent
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 log = logging.getLogger("eco2.tracing")
@@ -27,6 +28,7 @@ TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 _tracer: Tracer | None = None
+_exporting: SdkTracerProvider | None = None  # the provider configure_tracing installed, flushed at shutdown
 
 
 def new_traceparent() -> str:
@@ -51,8 +53,16 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     use_provider(provider)
+    global _exporting
+    _exporting = provider
     log.info("exporting traces over OTLP", extra={"fields": {"service": service_name}})
     return True
+
+
+def shutdown_tracing() -> None:
+    """At process exit: export the spans still buffered (bounded by the exporter's own timeout)."""
+    if _exporting is not None:
+        _exporting.shutdown()
 
 
 def use_provider(provider: TracerProvider | None) -> None:
