@@ -1,4 +1,4 @@
-"""The metrics catalog (eco2/metrics.toml): every metrics object built from it, names that follow Prometheus's
+"""The metrics catalog (eco2/metrics.json): every metrics object built from it, names that follow Prometheus's
 conventions, and the table in docs/observability.md generated from it (like openapi.json's test)."""
 
 from __future__ import annotations

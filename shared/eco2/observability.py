@@ -84,7 +84,7 @@ def configure_logging(function_name: str, level: str) -> None:
 
 
 class FunctionMetrics(MetricSet):
-    """What every function exposes (declared in eco2/metrics.toml), in a registry of its own per function object."""
+    """What every function exposes (declared in eco2/metrics.json), in a registry of its own per function object."""
 
     set_name = "function"
     events: Counter

@@ -1,5 +1,5 @@
 """deploy/monitoring/: the PodMonitor, the alert rules and the Grafana dashboard load, kustomize renders them, and
-every metric their PromQL reads is one the pack documents (eco2/metrics.toml) or one of RabbitMQ's own."""
+every metric their PromQL reads is one the pack documents (eco2/metrics.json) or one of RabbitMQ's own."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (declared in eco2/metrics.toml), in their own registry."""
+"""The gateway's Prometheus metrics (declared in eco2/metrics.json), in their own registry."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the local runner (declared in eco2/metrics.toml): deliveries, hop latency, cold starts."""
+"""Prometheus metrics of the local runner (declared in eco2/metrics.json): deliveries, hop latency, cold starts."""
 
 from __future__ import annotations
 

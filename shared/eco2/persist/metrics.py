@@ -1,4 +1,4 @@
-"""The persist function's own metrics (declared in eco2/metrics.toml), on its /metrics beside the adapter's: how
+"""The persist function's own metrics (declared in eco2/metrics.json), on its /metrics beside the adapter's: how
 long each event waited for its batch's commit, and how many events each batch carried."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class CallStats:
 
 
 class StandinMetrics(MetricSet):
-    """One registry per app (declared in eco2/metrics.toml), so several stand-ins in one process never collide."""
+    """One registry per app (declared in eco2/metrics.json), so several stand-ins in one process never collide."""
 
     set_name = "standin"
     requests: Counter
