@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> bool:
     """
     if _tracer is not None or not any(env.get(name) for name in ENDPOINT_VARIABLES):
         return _tracer is not None
+    allow_sdk()
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -57,6 +59,12 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> bool:
     _exporting = provider
     log.info("exporting traces over OTLP", extra={"fields": {"service": service_name}})
     return True
+
+
+def allow_sdk() -> None:
+    """Lift eco2/__init__'s "absent" mark from OpenTelemetry's metrics API, which the tracing SDK imports."""
+    if "opentelemetry.metrics" in sys.modules and sys.modules["opentelemetry.metrics"] is None:
+        del sys.modules["opentelemetry.metrics"]
 
 
 def shutdown_tracing() -> None:
