@@ -67,10 +67,20 @@ def _pack_commands(commands: "typer.Typer") -> None:
     @commands.command()
     def up(
         detach: bool = typer.Option(False, "--detach", "-d", help="run in the background; return once ready"),
+        manifests: str = typer.Option(
+            "",
+            "--manifests",
+            help="an overlay (deploy/overlays/prod), a rendered file, or a checkout; default: knative/ and eventing/"
+            " ($ECO2_MANIFESTS)",
+        ),
     ) -> None:
         """Start the whole pack on this machine from knative/ and eventing/, over the local Redis and RabbitMQ."""
+        from pathlib import Path
+
         from eco2.local import control
 
+        if manifests:  # through the environment, so a detached runner reads the same
+            os.environ["ECO2_MANIFESTS"] = str(Path(manifests).resolve())
         options = control.default_options()
         raise typer.Exit(control.up_detached(options) if detach else control.up_foreground(options))
 

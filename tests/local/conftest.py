@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from cloudevents.conversion import to_binary
 
+from eco2.events import EventType, ScanRequested, new_event
+from eco2.jobs import JobStore
 from eco2.local.runner import LocalPack, RunnerOptions
-from tests.support import REDIS_TEST_URL, ROOT, free_port
+from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The `runner_process` fixture: starts `eco2 up` on a manifest root with an environment.
@@ -73,6 +78,25 @@ async def start_pack(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncItera
     for pack in packs:
         await pack.stop()
         await delete_topology(pack)
+
+
+async def one_scan(pack: LocalPack, store: JobStore, sample: str = "aluminum_can") -> tuple[str, dict[str, Any]]:
+    """A stand-in sample scan sent into the pack's broker ingress; its job id and final result once done."""
+    job_id = uuid.uuid4().hex
+    await store.create(job_id, "user-1")
+    scan = ScanRequested(job_id=job_id, user_id="user-1", image_url=f"{pack.model_url}/samples/{sample}.png")
+    headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, scan, source="/test", job_id=job_id))
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(pack.ingress_url, headers=headers, content=body)).status_code == 202
+
+    async def finished() -> bool:
+        return await store.status(job_id) == "done"
+
+    await wait_for(finished, timeout=60, what="the scan to finish")
+    job = await store.get(job_id)
+    assert job is not None
+    result: dict[str, Any] = json.loads(job["result"])
+    return job_id, result
 
 
 def runner_env(state_dir: Path, prefix: str, ingress_port: int) -> dict[str, str]:

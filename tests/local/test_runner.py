@@ -21,10 +21,9 @@ from cloudevents.http import CloudEvent
 
 from eco2 import keys
 from eco2.deadletter import DOMAINS
-from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
 from eco2.local.runner import LocalPack
-from tests.local.conftest import delete_topology, options, runner_env
+from tests.local.conftest import delete_topology, one_scan, options, runner_env
 from tests.support import ROOT, free_port, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -287,20 +286,7 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
 ) -> None:
     pack = await start_pack(None, standin=True, extra_env={"STANDIN_LATENCY_SCALE": "0.01"})
     store = JobStore(redis_client, ttl_seconds=3600)
-    job_id = uuid.uuid4().hex
-    await store.create(job_id, "user-1")
-    scan = ScanRequested(job_id=job_id, user_id="user-1", image_url=f"{pack.model_url}/samples/aluminum_can.png")
-    headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, scan, source="/test", job_id=job_id))
-    async with httpx.AsyncClient() as http:
-        assert (await http.post(pack.ingress_url, headers=headers, content=body)).status_code == 202
-
-    async def finished() -> bool:
-        return await store.status(job_id) == "done"
-
-    await wait_for(finished, timeout=60, what="the scan to finish")
-    job = await store.get(job_id)
-    assert job is not None
-    result = json.loads(job["result"])
+    job_id, result = await one_scan(pack, store)
     assert result["pipeline_result"]["classification"]["middle_category"] == "금속류"
     assert result["reward"]["name"] == "메탈리"
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]

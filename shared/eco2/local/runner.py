@@ -41,7 +41,8 @@ log = logging.getLogger("eco2.local.runner")
 @dataclass
 class RunnerOptions:
     root: Path  # the checkout: functions/ and the working directory of function processes
-    manifests_dir: Path | None = None  # where knative/ and eventing/ are read from (default: root)
+    # What Manifests.load reads (default: root's knative/ and eventing/): a checkout, an overlay, a rendered file.
+    manifests_dir: Path | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "127.0.0.1"

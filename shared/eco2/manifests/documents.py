@@ -8,9 +8,9 @@ from typing import Any, NoReturn
 
 import yaml
 
-__all__ = ["Document", "ManifestError", "read_documents"]
+__all__ = ["KUSTOMIZATION_NAMES", "Document", "ManifestError", "parse_documents", "read_documents", "read_file"]
 
-_KUSTOMIZATION_NAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
+KUSTOMIZATION_NAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 
 class ManifestError(ValueError):
@@ -68,20 +68,31 @@ def read_documents(directory: Path) -> list[Document]:
     files = sorted(
         p
         for p in directory.iterdir()
-        if p.is_file() and p.suffix in (".yaml", ".yml") and p.name not in _KUSTOMIZATION_NAMES
+        if p.is_file() and p.suffix in (".yaml", ".yml") and p.name not in KUSTOMIZATION_NAMES
     )
     documents: list[Document] = []
     for path in files:
-        bodies = [body for body in _load_yaml(path) if body is not None]
-        documents.extend(_document(path, index, body) for index, body in enumerate(bodies))
+        documents.extend(read_file(path))
     return documents
 
 
-def _load_yaml(path: Path) -> list[object]:
+def read_file(path: Path) -> list[Document]:
+    """Every non-empty YAML document of one file."""
+    return parse_documents(path, _read(path))
+
+
+def parse_documents(path: Path, text: str) -> list[Document]:
+    """Every non-empty YAML document of `text`, named as coming from `path` (a file, or a rendered overlay)."""
     try:
-        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        bodies = [body for body in yaml.safe_load_all(text) if body is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(path, "", f"not valid YAML: {exc}") from None
+    return [_document(path, index, body) for index, body in enumerate(bodies)]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(path, "", f"cannot read: {exc}") from None
 

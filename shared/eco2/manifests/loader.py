@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eco2.manifests.documents import Document, ManifestError, read_documents
+from eco2.manifests import kustomize
+from eco2.manifests.documents import Document, ManifestError, parse_documents, read_documents, read_file
 from eco2.manifests.fields import validate
 from eco2.manifests.models import BrokerConfigObject, BrokerObject, ConfigMapObject, ServiceObject, TriggerObject
 from eco2.manifests.specs import (
@@ -44,10 +45,16 @@ class Manifests:
 
     @classmethod
     def load(cls, root: Path) -> Manifests:
-        """Read every YAML document of `root/knative/*.yaml` and `root/eventing/*.yaml` (not kustomizations).
+        """Read the pack's objects from `root`, which is one of:
 
-        Kinds the pack does not model (PingSource, RabbitmqSource, Secret, ...) are kept in `documents` only.
-        Raises ManifestError naming the file and object on anything malformed, duplicated or unsupported.
+        - a checkout: every YAML document of `root/knative/*.yaml` and `root/eventing/*.yaml` (the bases, not
+          their kustomizations);
+        - an overlay (a directory with a kustomization, such as deploy/overlays/prod): what kustomize renders;
+        - a file: an overlay rendered before (`kubectl kustomize deploy/overlays/prod > prod.yaml`).
+
+        Kinds the pack does not model (PingSource, RabbitmqSource, SinkBinding, Secret, ...) are kept in
+        `documents` only. Raises ManifestError naming the file and object on anything malformed, duplicated or
+        unsupported.
         """
         documents = _read_all(root)
         by_kind = _group(documents)
@@ -79,6 +86,10 @@ class Manifests:
 
 
 def _read_all(root: Path) -> list[Document]:
+    if root.is_file():
+        return read_file(root)
+    if kustomize.is_kustomization(root) and not (root / MANIFEST_DIRS[0]).is_dir():
+        return parse_documents(root / "kustomization.yaml", kustomize.render(root))
     documents: list[Document] = []
     for directory in MANIFEST_DIRS:
         path = root / directory

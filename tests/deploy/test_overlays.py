@@ -1,0 +1,154 @@
+"""deploy/overlays/*: rendered by the real kustomize (kubectl's), every object valid against its schema, the
+bases' objects all there, credentials only by secretKeyRef, K_SINK from SinkBindings, each overlay's settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eco2.manifests import MANIFEST_DIRS, Document, ManifestError, Manifests, read_documents
+from eco2.manifests.documents import parse_documents
+from eco2.manifests.kustomize import render
+from tests.manifests.schemas import schema_errors
+from tests.support import ROOT
+
+OVERLAYS_DIR = ROOT / "deploy" / "overlays"
+OVERLAYS = sorted(p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file())
+SECRET = "eco2-secrets"
+# Which Service gets which credential from the Secret (deploy/components/secret-refs).
+CREDENTIALS = {
+    "REDIS_URL": "*",
+    "AMQP_URL": {"gateway", "authz", "reward"},
+    "ECO2_JWT_SECRET": {"gateway", "authz"},
+    "OPENAI_API_KEY": {"vision", "answer", "chat"},
+    "DATABASE_URL": {"persist", "gateway"},
+}
+# What each overlay says: namespace, image, the gateway's min-scale.
+EXPECTED = {
+    "dev": ("eco2-dev", "localhost/eco2/functions:dev", 1),
+    "prod": ("eco2", "ghcr.io/eco2/functions:0.1.0", 3),
+}
+
+Body = dict[str, Any]
+
+
+def _require_kustomize() -> None:
+    if shutil.which("kubectl") is None and shutil.which("kustomize") is None:
+        message = "neither kubectl (it carries kustomize) nor kustomize is installed: the overlays cannot be rendered"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@cache
+def rendered(overlay: str) -> tuple[Document, ...]:
+    _require_kustomize()
+    directory = OVERLAYS_DIR / overlay
+    return tuple(parse_documents(directory / "kustomization.yaml", render(directory)))
+
+
+def _services(overlay: str) -> list[Body]:
+    return [d.body for d in rendered(overlay) if d.kind == "Service"]
+
+
+def _container(service: Body) -> Body:
+    container: Body = service["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_there_are_overlays() -> None:
+    assert set(OVERLAYS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_passes_its_schema(overlay: str) -> None:
+    errors = {doc.label: schema_errors(doc.body) for doc in rendered(overlay)}
+    assert {label: problems for label, problems in errors.items() if problems} == {}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_base_object_is_rendered_once_in_the_overlays_namespace(overlay: str) -> None:
+    namespace = EXPECTED[overlay][0]
+    base = [(d.kind, d.name) for directory in MANIFEST_DIRS for d in read_documents(ROOT / directory)]
+    objects = [(d.kind, d.name) for d in rendered(overlay)]
+    assert len(objects) == len(set(objects))
+    assert set(base) <= set(objects)
+    assert {"PingSource", "RabbitmqSource", "SinkBinding", "Broker", "Trigger"} <= {kind for kind, _ in objects}
+    assert ("Namespace", namespace) in objects
+    for doc in rendered(overlay):
+        if doc.kind != "Namespace":
+            assert doc.metadata.get("namespace") == namespace, doc.label
+        assert doc.metadata.get("labels", {}).get("app.kubernetes.io/part-of") == "eco2", doc.label
+        assert doc.metadata["labels"].get("eco2.dev/environment") == overlay, doc.label
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_credentials_come_only_from_the_secret_by_reference(overlay: str) -> None:
+    config = next(d.body for d in rendered(overlay) if d.kind == "ConfigMap" and d.name == "eco2-config")
+    assert not CREDENTIALS.keys() & config.get("data", {}).keys(), "a credential in the ConfigMap"
+    for service in _services(overlay):
+        name = service["metadata"]["name"]
+        env = {var["name"]: var for var in _container(service)["env"]}
+        for variable, services in CREDENTIALS.items():
+            if services == "*" or name in services:
+                assert env[variable] == {
+                    "name": variable,
+                    "valueFrom": {"secretKeyRef": {"name": SECRET, "key": variable}},
+                }, (name, variable)
+            else:
+                assert variable not in env, (name, variable)
+
+
+def test_dev_generates_its_secret_and_prod_commits_none() -> None:
+    secrets = {o: [d.body for d in rendered(o) if d.kind == "Secret"] for o in OVERLAYS}
+    assert secrets["prod"] == [], "production credentials are created out of band, never rendered from the repo"
+    (dev,) = secrets["dev"]
+    assert dev["metadata"]["name"] == SECRET, "a hashed name would not be rewritten in the Services' secretKeyRef"
+    assert set(dev["data"]) == set(CREDENTIALS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k_sink_is_bound_not_written(overlay: str) -> None:
+    for service in _services(overlay):
+        assert "K_SINK" not in {var["name"] for var in _container(service)["env"]}
+    bindings = {d.name: d.body["spec"] for d in rendered(overlay) if d.kind == "SinkBinding"}
+    assert {b["subject"]["name"] for b in bindings.values()} == {"gateway", "replay"}
+    assert all(b["sink"]["ref"]["kind"] == "Broker" for b in bindings.values())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_image_resources_and_gateway_scale(overlay: str) -> None:
+    _namespace, image, gateway_min_scale = EXPECTED[overlay]
+    for service in _services(overlay):
+        container = _container(service)
+        assert container["image"] == image
+        assert {"requests", "limits"} <= container["resources"].keys(), service["metadata"]["name"]
+    loaded = Manifests.load(OVERLAYS_DIR / overlay)
+    assert loaded.services["gateway"].min_scale == gateway_min_scale
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_overlay_loads_as_the_packs_manifests(overlay: str, tmp_path: Path) -> None:
+    base = Manifests.load(ROOT)
+    loaded = Manifests.load(OVERLAYS_DIR / overlay)
+    assert loaded.services.keys() == base.services.keys()
+    assert loaded.triggers == base.triggers, "an overlay changes no routing, retry or dead-lettering"
+    assert loaded.broker == base.broker
+    for name, service in loaded.services.items():
+        assert service.command == base.services[name].command
+    # The same objects rendered to a file beforehand load the same.
+    rendered_file = tmp_path / f"{overlay}.yaml"
+    rendered_file.write_text(render(OVERLAYS_DIR / overlay), encoding="utf-8")
+    assert Manifests.load(rendered_file).services == loaded.services
+
+
+def test_a_broken_overlay_is_a_manifest_error_with_kustomizes_message(tmp_path: Path) -> None:
+    _require_kustomize()
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"missing\.yaml"):
+        Manifests.load(tmp_path)
