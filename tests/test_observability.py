@@ -33,6 +33,7 @@ from tests.support import REDIS_TEST_URL, wait_for
 CHAIN = ("vision", "rules", "answer", "reward", "persist")
 # A caller's own trace context: the gateway continues it rather than starting a new trace.
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+BACKGROUND_LOGGERS = ("eco2.cachesync", "aiormq", "aio_pika")
 TEST_CLIENT_REQUESTS = tuple(f"HTTP Request: {m} http://{n}/" for m in ("GET", "POST") for n in ("gateway", *CHAIN))
 
 
@@ -179,12 +180,12 @@ async def test_one_scan_is_one_trace_on_every_log_line_and_every_span(pack: Pack
         line = handled[str(event["type"])]
         assert (line["trace_id"], line["job_id"], line["event_id"]) == (trace_id, job_id, event["id"])
     # Every line the pack wrote while the scan ran carries its job and trace, whichever function wrote it (the
-    # lines of the libraries it calls included). Not the pack's: this test's own requests, and reward's catalog
-    # sync, a background task of the process that may log (a reconnect) whenever it likes.
+    # lines of the libraries it calls included). Not the scan's: this test's own requests, and reward's catalog
+    # sync, a background task of the process whose AMQP client may log (a reconnect) whenever it likes.
     ours = [
         line
         for line in lines
-        if not line["msg"].startswith(TEST_CLIENT_REQUESTS) and not line["logger"].startswith("eco2.cachesync")
+        if not line["msg"].startswith(TEST_CLIENT_REQUESTS) and not line["logger"].startswith(BACKGROUND_LOGGERS)
     ]
     assert [line for line in ours if (line.get("job_id"), line.get("trace_id")) != (job_id, trace_id)] == []
 
