@@ -11,7 +11,11 @@ import redis
 import redis.asyncio as aioredis
 
 from eco2.jobs import JobStore
+from eco2.tracing import allow_sdk
 from tests.support import REDIS_TEST_URL, Child, free_port, start_child
+
+# Tests record spans with the OpenTelemetry SDK in process (tests/test_observability.py).
+allow_sdk()
 
 STAGE_FUNCTIONS = ("vision", "rules", "answer", "reward")
 

@@ -39,12 +39,15 @@ from eco2.errors import (
 from eco2.events import SPECVERSION
 from eco2.observability import FunctionMetrics, configure_logging, log_context
 from eco2.settings import Settings
+from eco2.tracing import configure_tracing, shutdown_tracing, span
 
 log = logging.getLogger("eco2.adapter")
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch"
 # CloudEvents 1.0: attribute names are lower-case ASCII letters and digits.
 ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+")
+# Outcomes that mark an event's span as failed (a poison event is the sender's error, not this function's).
+FAILED_OUTCOMES = frozenset({"transient", "error"})
 
 
 class Resources(Protocol):
@@ -100,6 +103,7 @@ class EventFunction(Generic[R]):
                 settings = Settings.from_env(os.environ if env is None else env, self.name)
                 self._resources = await self._setup(settings)
                 self._settings = settings
+                self.metrics.started()
             return self._resources
 
     async def stop(self) -> None:
@@ -156,37 +160,51 @@ class EventFunction(Generic[R]):
         started = time.perf_counter()
         # The lock in start() is only for the first requests of a process; later ones skip it.
         resources = self._resources if self._resources is not None else await self.start()
-        event_type = "unknown"
         try:
             event = decode(request.headers, await read_body(request, self.settings.max_event_bytes))
-            event_type = str(event["type"])
+        except Eco2Error as exc:
+            self.metrics.observe("unknown", _outcome_of(exc), started)
+            log.warning("event refused", extra={"fields": {"error": exc.code}})
+            return error_response(exc)
+        event_type = str(event["type"])
+        # A span per event, child of the event's traceparent; the reply carries this span's, so one scan is
+        # one trace from the gateway to its last stage. Every log line inside names the job, event and trace.
+        with span(f"{self.name} {event_type}", event.get("traceparent"), event=event) as traced:
+            with log_context(event.get("subject"), traced.traceparent, event["id"]):
+                outcome, response = await self._answer(event, event_type, resources, traced.traceparent)
+            traced.outcome(outcome, failed=outcome in FAILED_OUTCOMES)
+        self.metrics.observe(event_type, outcome, started)
+        return response
+
+    async def _answer(self, event: CloudEvent, event_type: str, resources: R, traceparent: str) -> tuple[str, Response]:
+        """Handle one decoded event: its outcome (for the metrics and the span) and the HTTP answer."""
+        try:
             if self.accepts is not None and event_type != self.accepts:
                 raise PoisonEvent("unexpected_type", f"{self.name} accepts {self.accepts}, not {event_type}")
-            with log_context(event.get("subject"), event.get("traceparent")):
-                # The stage's own budget (model call, lease wait) plus the grace its writes get: a timed-out
-                # model call or a busy lease answers its own clean 5xx before this fires.
-                async with asyncio.timeout(self.settings.stage_timeout_seconds + self.settings.store_grace_seconds):
-                    reply = await self._handle(event, resources)
-                log.info("handled", extra={"fields": {"type": event_type, "replied": reply is not None}})
+            # The stage's own budget (model call, lease wait) plus the grace its writes get: a timed-out
+            # model call or a busy lease answers its own clean 5xx before this fires.
+            async with asyncio.timeout(self.settings.stage_timeout_seconds + self.settings.store_grace_seconds):
+                reply = await self._handle(event, resources)
+            log.info("handled", extra={"fields": {"type": event_type, "replied": reply is not None}})
         except Eco2Error as exc:
-            outcome = "poison" if isinstance(exc, PoisonEvent) else "transient"
-            self.metrics.observe(event_type, outcome, started)
             log.warning("event failed", extra={"fields": {"type": event_type, "error": exc.code}})
-            return error_response(exc)
+            return _outcome_of(exc), error_response(exc)
         except TimeoutError:
-            self.metrics.observe(event_type, "transient", started)
             log.warning("event timed out", extra={"fields": {"type": event_type}})
-            return error_response(TransientError("timeout", "the stage ran out of time"))
+            return "transient", error_response(TransientError("timeout", "the stage ran out of time"))
         except Exception:
-            self.metrics.observe(event_type, "error", started)
             log.exception("event crashed", extra={"fields": {"type": event_type}})
-            return internal_error()
+            return "error", internal_error()
         if reply is None:
-            self.metrics.observe(event_type, "no_reply", started)
-            return Response(status_code=202)
-        self.metrics.observe(event_type, "replied", started)
+            return "no_reply", Response(status_code=202)
+        reply["traceparent"] = traceparent
+        self.metrics.emit(str(reply["type"]))
         headers, body = to_binary(reply)
-        return Response(body, status_code=200, headers=dict(headers))
+        return "replied", Response(body, status_code=200, headers=dict(headers))
+
+
+def _outcome_of(exc: Eco2Error) -> str:
+    return "poison" if isinstance(exc, PoisonEvent) else "transient"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -304,6 +322,7 @@ class Lifespan:
         await receive()
         try:
             configure_logging(self._function.name, (os.environ.get("LOG_LEVEL") or "INFO").upper())
+            configure_tracing(self._function.name, os.environ)
             await self._function.start()
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
@@ -311,4 +330,5 @@ class Lifespan:
         await send({"type": "lifespan.startup.complete"})
         await receive()
         await self._function.stop()
+        await asyncio.to_thread(shutdown_tracing)
         await send({"type": "lifespan.shutdown.complete"})

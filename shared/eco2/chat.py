@@ -117,10 +117,12 @@ async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
 
 def function() -> EventFunction[StageContext]:
     """The chat function, as functions/chat/main.py serves it."""
+    served: EventFunction[StageContext]
 
     async def setup(settings: Settings) -> StageContext:
-        context = await StageContext.create(settings)
+        context = await StageContext.create(settings, served.metrics)
         _ = context.model
         return context
 
-    return EventFunction("chat", setup, handle, accepts=FUNCTION_EVENTS["chat"][0])
+    served = EventFunction("chat", setup, handle, accepts=FUNCTION_EVENTS["chat"][0])
+    return served

@@ -26,6 +26,7 @@ from eco2.adapter import EventFunction
 from eco2.errors import store_call
 from eco2.events import FUNCTION_EVENTS, EventType, event_id
 from eco2.jobs import STAGE_OF_FUNCTION, JobStatus, JobStore, Stage, Transition, TransitionOutcome
+from eco2.metric_catalog import MetricSet
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.deadletter")
@@ -174,6 +175,11 @@ async def fail_job(store: JobStore, job_id: str, user_id: str, event_type: str, 
     )
 
 
+class DeadLetterMetrics(MetricSet):
+    set_name = "dead_letter"
+    letters: Counter
+
+
 def function() -> EventFunction[DeadLetterContext]:
     """The dead-letter sink as functions/dead-letter serves it, counting letters per domain on its /metrics."""
     served: EventFunction[DeadLetterContext]
@@ -184,12 +190,7 @@ def function() -> EventFunction[DeadLetterContext]:
         return context
 
     served = EventFunction("dead-letter", setup, record)
-    recorded = Counter(
-        "eco2_dead_letters",
-        "Dead letters received, by domain and outcome (recorded, or a repeat of one already recorded)",
-        ["domain", "outcome"],
-        registry=served.metrics.registry,
-    )
+    recorded = DeadLetterMetrics(served.metrics.registry).letters
     return served
 
 

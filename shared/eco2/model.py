@@ -8,16 +8,20 @@ message is a JSON document (classification, the matched rule, the user's text).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited
+from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
+from eco2.tracing import child_span
 
 T = TypeVar("T", Classification, FinalAnswer)
+# Told of every model call: which (vision, answer, chat), its error code or None, its perf_counter start.
+ModelObserver = Callable[[str, str | None, float], None]
 # Called with each new piece of streamed text, in order.
 OnText = Callable[[str], Awaitable[None]]
 
@@ -79,10 +83,13 @@ def load_sdk() -> ModuleType:
 class ModelClient:
     """One per process: wraps AsyncOpenAI, maps its errors onto the pack's transient/poison split."""
 
-    def __init__(self, *, base_url: str, api_key: str, timeout_seconds: float) -> None:
+    def __init__(
+        self, *, base_url: str, api_key: str, timeout_seconds: float, observe: ModelObserver | None = None
+    ) -> None:
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
         openai = load_sdk()
         self._openai = openai
+        self._observe = observe
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0)
 
     async def aclose(self) -> None:
@@ -145,7 +152,23 @@ class ModelClient:
             model=model, messages=messages, response_format=None, job_id=job_id, stage="chat", on_text=on_text
         )
 
-    async def _complete(
+    async def _complete(self, *, model: str, stage: str, **request: Any) -> str:
+        """One model call in a span of its own (a child of the stage's), timed and counted by outcome."""
+        started, error = time.perf_counter(), None
+        try:
+            with child_span(f"model {stage}", **{"gen_ai.request.model": model}) as traced:
+                try:
+                    return await self._request(model=model, stage=stage, **request)
+                except Eco2Error as exc:
+                    error = exc.code
+                    if traced is not None:
+                        traced.outcome(error, failed=True)
+                    raise
+        finally:
+            if self._observe is not None:
+                self._observe(stage, error, started)
+
+    async def _request(
         self,
         *,
         model: str,

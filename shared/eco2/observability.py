@@ -1,20 +1,25 @@
-"""JSON logs that carry the job id and trace id, and the Prometheus metrics every function process exposes."""
+"""JSON logs that carry the job id, event id and trace id, and the Prometheus metrics every function exposes."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from eco2.metric_catalog import MetricSet
 
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("eco2_job_id", default=None)
 _trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("eco2_trace_id", default=None)
+_IMPORTED = time.monotonic()
+_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("eco2_event_id", default=None)
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
@@ -28,14 +33,17 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 @contextmanager
-def log_context(job_id: str | None, traceparent: str | None) -> Iterator[None]:
+def log_context(job_id: str | None, traceparent: str | None, event_id: str | None = None) -> Iterator[None]:
+    """Every log line written inside carries these ids (the job, the trace, the CloudEvent being handled)."""
     job_token = _job_id.set(job_id)
     trace_token = _trace_id.set(trace_id_of(traceparent))
+    event_token = _event_id.set(event_id)
     try:
         yield
     finally:
         _job_id.reset(job_token)
         _trace_id.reset(trace_token)
+        _event_id.reset(event_token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,9 +59,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        job_id, trace_id = _job_id.get(), _trace_id.get()
+        job_id, event_id, trace_id = _job_id.get(), _event_id.get(), _trace_id.get()
         if job_id:
             entry["job_id"] = job_id
+        if event_id:
+            entry["event_id"] = event_id
         if trace_id:
             entry["trace_id"] = trace_id
         extra = getattr(record, "fields", None)
@@ -73,26 +83,48 @@ def configure_logging(function_name: str, level: str) -> None:
     root.setLevel(level)
 
 
-class FunctionMetrics:
-    """One registry per function object, so several functions (or tests) in one process never collide."""
+class FunctionMetrics(MetricSet):
+    """What every function exposes (declared in eco2/metrics.json), in a registry of its own per function object."""
+
+    set_name = "function"
+    events: Counter
+    event_seconds: Histogram
+    emitted: Counter
+    model_seconds: Histogram
+    model_errors: Counter
+    cold_starts: Counter
+    cold_start_seconds: Gauge
 
     def __init__(self, function_name: str) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         self._function = function_name
-        self.events = Counter(
-            "eco2_events_total",
-            "CloudEvents handled, by type and outcome (replied, no_reply, poison, transient, error)",
-            ["function", "type", "outcome"],
-            registry=self.registry,
-        )
-        self.seconds = Histogram(
-            "eco2_event_seconds",
-            "Time to handle one CloudEvent",
-            ["function", "type"],
-            registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
 
     def observe(self, event_type: str, outcome: str, started: float) -> None:
         self.events.labels(self._function, event_type, outcome).inc()
-        self.seconds.labels(self._function, event_type).observe(time.perf_counter() - started)
+        self.event_seconds.labels(self._function, event_type).observe(time.perf_counter() - started)
+
+    def emit(self, event_type: str) -> None:
+        self.emitted.labels(self._function, event_type).inc()
+
+    def model_call(self, call: str, error: str | None, started: float) -> None:
+        """One model call: its time by outcome (ok, or the error code), and the error counted apart."""
+        self.model_seconds.labels(self._function, call, error or "ok").observe(time.perf_counter() - started)
+        if error is not None:
+            self.model_errors.labels(self._function, call, error).inc()
+
+    def started(self) -> None:
+        """The process built its resources: one cold start, timed from the process's own start."""
+        self.cold_starts.labels(self._function).inc()
+        self.cold_start_seconds.labels(self._function).set(seconds_since_process_start())
+
+
+def seconds_since_process_start() -> float:
+    """Wall time since this process was created (Linux: /proc), else since this module was imported."""
+    try:
+        with open("/proc/self/stat", "rb") as stat, open("/proc/uptime", "rb") as uptime:
+            # Field 22 is the start time in clock ticks after boot; the command name (field 2) may hold spaces.
+            started_ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+            booted_seconds = float(uptime.read().split()[0])
+        return max(0.0, booted_seconds - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED

@@ -37,6 +37,7 @@ from eco2.events import (
 )
 from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
+from eco2.observability import FunctionMetrics
 from eco2.rewards import RewardDecision, decide_reward, final_event_data, final_result, reward_id
 from eco2.rules import (
     MAJOR_CATEGORIES,
@@ -67,15 +68,17 @@ class StageContext:
     rules: RuleBook
     catalog: CatalogCache  # the package's catalog, or the newer one a catalog sync delivered
     classify_prompt: str
+    metrics: FunctionMetrics | None = None  # the serving function's: model calls are timed into it
     _model: ModelClient | None = None
     _catalog_sync: CacheSync | None = None
     _storage: Storage | None = None
 
     @classmethod
-    async def create(cls, settings: Settings) -> StageContext:
+    async def create(cls, settings: Settings, metrics: FunctionMetrics | None = None) -> StageContext:
         rules = RuleBook.load()
         return cls(
             settings=settings,
+            metrics=metrics,
             store=JobStore.from_url(
                 settings.redis_url,
                 ttl_seconds=settings.job_ttl_seconds,
@@ -113,6 +116,7 @@ class StageContext:
                 base_url=self.settings.openai_base_url,
                 api_key=self.settings.openai_api_key,
                 timeout_seconds=self.settings.stage_timeout_seconds,
+                observe=None if self.metrics is None else self.metrics.model_call,
             )
         return self._model
 
@@ -383,9 +387,10 @@ STEPS: dict[str, Step[Any, Any]] = {
 def function(name: str) -> EventFunction[StageContext]:
     """The stage function `name`, as functions/<name>/main.py serves it; it accepts only its own event type."""
     step = STEPS[name]
+    served: EventFunction[StageContext]
 
     async def setup(settings: Settings) -> StageContext:
-        context = await StageContext.create(settings)
+        context = await StageContext.create(settings, served.metrics)
         if name == "reward":
             context.sync_catalog()
         if step.uses_model:
@@ -395,4 +400,5 @@ def function(name: str) -> EventFunction[StageContext]:
     async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return await run(step, event, ctx)
 
-    return EventFunction(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
+    served = EventFunction(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
+    return served

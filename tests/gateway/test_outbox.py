@@ -79,6 +79,8 @@ async def test_a1_a_send_answered_after_the_timeout_is_accepted_and_resent_with_
     job = await gateway.store.get(job_id)
     assert job is not None
     assert job["status"] == "queued"
+    # The re-send is the same trace: the traceparent the job keeps, on both sends.
+    assert [str(r.event["traceparent"]) for r in sink.events()] == [job["traceparent"]] * 2
     assert [(e.stage, e.status) for e in await gateway.store.events(job_id)] == [("queued", "queued")]
     assert await sends(gateway, "submit", "timeout") == 1
     assert await sends(gateway, "outbox", "ok") == 1

