@@ -1,0 +1,92 @@
+"""The Celery app, configured as the seed configured it: acks late, prefetch 1, confirms, a queue per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from eco2.settings import SettingsError, env_int
+
+# The chain's steps in order, then the sink of every finished scan's final event (the pack's persist Trigger).
+STAGES: tuple[str, ...] = ("vision", "rules", "answer", "reward")
+PERSIST = "persist"
+CHAIN: tuple[str, ...] = (*STAGES, PERSIST)
+# A chat message is one task, not a chain (the chat function answers into the job's stream only).
+CHAT = "chat"
+TASKS: tuple[str, ...] = (*CHAIN, CHAT)
+# The seed's backoff: 10 s, then 60 s, then 300 s, at most 3 retries.
+SEED_RETRY_DELAYS = (10.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    result_url: str = "redis://127.0.0.1:6379/0"
+    # Queue and exchange names start with it: a test or a second fleet on one broker gets its own.
+    queue_prefix: str = "eco2.celery"
+    retry_delays: tuple[float, ...] = SEED_RETRY_DELAYS
+    result_expires_seconds: int = 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CeleryConfig:
+        raw_delays = env.get("ECO2_CELERY_RETRY_DELAYS", "")
+        try:
+            delays = tuple(float(d) for d in raw_delays.split(",") if d.strip()) or SEED_RETRY_DELAYS
+        except ValueError:
+            message = f"ECO2_CELERY_RETRY_DELAYS must be seconds separated by commas, got {raw_delays!r}"
+            raise SettingsError(message) from None
+        return cls(
+            broker_url=env.get("AMQP_URL") or cls.broker_url,
+            result_url=env.get("ECO2_CELERY_RESULT_URL") or env.get("REDIS_URL") or cls.result_url,
+            queue_prefix=env.get("ECO2_CELERY_QUEUE_PREFIX") or cls.queue_prefix,
+            retry_delays=delays,
+            result_expires_seconds=env_int(env, "ECO2_JOB_TTL_SECONDS", cls.result_expires_seconds, minimum=60),
+        )
+
+    def queue(self, task: str) -> str:
+        return f"{self.queue_prefix}.{task}"
+
+    def task_name(self, task: str) -> str:
+        return f"eco2.{task}"
+
+
+def make_app(config: CeleryConfig) -> Celery:
+    """The app the worker consumes with and the gateway publishes with: both must agree on every setting here."""
+    app = Celery("eco2", broker=config.broker_url, backend=config.result_url, set_as_current=False)
+    # Topic: Celery's native delayed delivery (a retry's countdown on quorum queues) routes through topic exchanges.
+    exchange = Exchange(config.queue_prefix, type="topic", durable=True)
+    app.conf.update(
+        task_queues=[
+            Queue(config.queue(task), exchange, routing_key=task, durable=True, queue_arguments=_quorum())
+            for task in TASKS
+        ],
+        task_routes={config.task_name(task): {"queue": config.queue(task), "routing_key": task} for task in TASKS},
+        task_default_queue=config.queue(STAGES[0]),
+        task_default_exchange=config.queue_prefix,
+        task_default_exchange_type="topic",
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_expires=config.result_expires_seconds,
+        # At least once: ack after the work, and a message whose worker died goes back to its queue.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Publisher confirms: apply_async returns once the broker has the message.
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        task_track_started=False,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        # Quorum queues cannot take a global QoS: prefetch per consumer, as the seed's quorum queues need.
+        worker_detect_quorum_queues=True,
+    )
+    return app
+
+
+def _quorum() -> dict[str, str]:
+    # Durable replicated queues, as the seed declared them (system-facts: "quorum queues for durability").
+    return {"x-queue-type": "quorum"}
