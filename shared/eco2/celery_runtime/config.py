@@ -18,7 +18,7 @@ CHAIN: tuple[str, ...] = (*STAGES, PERSIST)
 CHAT = "chat"
 TASKS: tuple[str, ...] = (*CHAIN, CHAT)
 # The seed's backoff: 10 s, then 60 s, then 300 s, at most 3 retries.
-SEED_RETRY_DELAYS = (10.0, 60.0, 300.0)
+SEED_RETRY_DELAYS = (10, 60, 300)
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,20 @@ class CeleryConfig:
     result_url: str = "redis://127.0.0.1:6379/0"
     # Queue and exchange names start with it: a test or a second fleet on one broker gets its own.
     queue_prefix: str = "eco2.celery"
-    retry_delays: tuple[float, ...] = SEED_RETRY_DELAYS
+    retry_delays: tuple[int, ...] = SEED_RETRY_DELAYS
     result_expires_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CeleryConfig:
         raw_delays = env.get("ECO2_CELERY_RETRY_DELAYS", "")
         try:
-            delays = tuple(float(d) for d in raw_delays.split(",") if d.strip()) or SEED_RETRY_DELAYS
+            delays = tuple(int(d) for d in raw_delays.split(",") if d.strip()) or SEED_RETRY_DELAYS
         except ValueError:
-            message = f"ECO2_CELERY_RETRY_DELAYS must be seconds separated by commas, got {raw_delays!r}"
-            raise SettingsError(message) from None
+            delays = ()
+        # Whole seconds, at least 1: Celery's native delayed delivery (quorum queues) refuses anything else.
+        if not delays or min(delays) < 1:
+            message = f"ECO2_CELERY_RETRY_DELAYS must be whole seconds >= 1 separated by commas, got {raw_delays!r}"
+            raise SettingsError(message)
         return cls(
             broker_url=env.get("AMQP_URL") or cls.broker_url,
             result_url=env.get("ECO2_CELERY_RESULT_URL") or env.get("REDIS_URL") or cls.result_url,
