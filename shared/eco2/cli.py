@@ -57,6 +57,13 @@ def commands() -> "typer.Typer":
 
         raise typer.Exit(worker.main(ctx.args))
 
+    @commands.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def bench(ctx: typer.Context) -> None:
+        """The pack beside the Celery baseline: throughput, latency, CPU per scan, memory (`eco2 bench --help`)."""
+        from eco2.bench.command import main
+
+        raise typer.Exit(main(ctx.args))
+
     @commands.command("model-standin")
     def model_standin(
         host: str = typer.Option("127.0.0.1", help="address to listen on"),

@@ -13,9 +13,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from kombu import Connection
 
-from eco2.celery_runtime.config import TASKS, CeleryConfig
+from eco2.celery_runtime.config import CeleryConfig, delete_topology
 from tests.gateway.conftest import gateway_env
 from tests.support import REDIS_TEST_URL, ROOT, Child, free_port, start_child
 
@@ -85,15 +84,7 @@ def worker(celery_env: dict[str, str], celery_config: CeleryConfig, child_log_di
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-        _delete_queues(celery_config)
-
-
-def _delete_queues(config: CeleryConfig) -> None:
-    with Connection(config.broker_url) as connection:
-        channel = connection.channel()
-        for task in TASKS:
-            channel.queue_delete(config.queue(task))
-        channel.exchange_delete(config.queue_prefix)
+        delete_topology(celery_config)
 
 
 @pytest.fixture(scope="session")

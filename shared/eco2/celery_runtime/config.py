@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from eco2.settings import SettingsError, env_int
 
@@ -93,3 +94,28 @@ def make_app(config: CeleryConfig) -> Celery:
 def _quorum() -> dict[str, str]:
     # Durable replicated queues, as the seed declared them (system-facts: "quorum queues for durability").
     return {"x-queue-type": "quorum"}
+
+
+def delete_topology(config: CeleryConfig) -> None:
+    """Delete the queues and the exchange under the config's prefix (a test's or a benchmark's own)."""
+    with Connection(config.broker_url) as connection:
+        channel = connection.channel()
+        for task in TASKS:
+            channel.queue_delete(config.queue(task))
+        channel.exchange_delete(config.queue_prefix)
+
+
+def consumers(config: CeleryConfig, tasks: tuple[str, ...] = TASKS) -> dict[str, int]:
+    """How many consumers each task's queue has (a worker is consuming once its queues have one); 0 if absent."""
+    counts: dict[str, int] = {}
+    with Connection(config.broker_url) as connection:
+        for task in tasks:
+            channel = connection.channel()
+            try:
+                counts[task] = int(channel.queue_declare(config.queue(task), passive=True).consumer_count)
+            except Exception:  # the queue is not declared yet: the worker has not started consuming
+                counts[task] = 0
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return counts
