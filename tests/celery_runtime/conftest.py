@@ -14,11 +14,10 @@ from uuid import uuid4
 
 import pytest
 
-from eco2.celery_runtime.config import CeleryConfig, delete_topology
+from eco2.celery_runtime.config import CeleryConfig, consumers, delete_topology
+from tests.benchmarks.processes import Children
 from tests.gateway.conftest import gateway_env
-from tests.support import REDIS_TEST_URL, ROOT, Child, free_port, start_child
-
-WORKER_READY = " ready."
+from tests.support import REDIS_TEST_URL, Child, free_port, start_child
 
 
 @dataclass
@@ -60,30 +59,23 @@ def celery_config(celery_env: dict[str, str]) -> CeleryConfig:
 
 @pytest.fixture(scope="session")
 def worker(celery_env: dict[str, str], celery_config: CeleryConfig, child_log_dir: Path) -> Iterator[Worker]:
-    log_path = child_log_dir / "celery-worker.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "eco2.cli", "worker", "--celery", "--concurrency", "20"],
-            cwd=ROOT,
-            env={**os.environ, **celery_env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    worker = Worker(process, log_path)
+    children = Children(child_log_dir, nofile=4096)
+    process = children.spawn(
+        [sys.executable, "-m", "eco2.cli", "worker", "--celery", "--concurrency", "20"],
+        env={**os.environ, **celery_env},
+        log_name="celery-worker",
+    )
+    worker = Worker(process, child_log_dir / "celery-worker.log")
     try:
         deadline = time.monotonic() + 30
-        while WORKER_READY not in worker.log():
+        # Ready once every task's queue has the worker as its consumer.
+        while not all(consumers(celery_config).values()):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Celery worker did not start:\n{worker.log()}")
-            time.sleep(0.05)
+            time.sleep(0.1)
         yield worker
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        children.stop(process)
         delete_topology(celery_config)
 
 

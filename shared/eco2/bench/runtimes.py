@@ -39,7 +39,7 @@ class Runtime:
     sink: Callable[[], Sink]  # built inside the bench's event loop (aiohttp wants the running loop)
     standin_url: str
     roots: list[int]
-    stop_commands: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def processes(self) -> list[Proc]:
         """This runtime's own processes now (the stand-in and the S3 emulator are labelled, and left out of sums)."""
@@ -152,6 +152,6 @@ def _answers(url: str) -> bool:
 def stop_fleet(runtime: Runtime, children: Children, env: dict[str, str], run_id: str) -> None:
     from eco2.celery_runtime.config import CeleryConfig, delete_topology
 
-    for process in runtime.stop_commands:
+    for process in runtime.started:
         children.stop(process)
     delete_topology(CeleryConfig.from_env({**env, "ECO2_CELERY_QUEUE_PREFIX": fleet_prefix(run_id)}))
