@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 from eco2.settings import SettingsError, env_int
+
+log = logging.getLogger("eco2.celery")
 
 # The chain's steps in order, then the sink of every finished scan's final event (the pack's persist Trigger).
 STAGES: tuple[str, ...] = ("vision", "rules", "answer", "reward")
@@ -106,16 +109,20 @@ def delete_topology(config: CeleryConfig) -> None:
 
 
 def consumers(config: CeleryConfig, tasks: tuple[str, ...] = TASKS) -> dict[str, int]:
-    """How many consumers each task's queue has (a worker is consuming once its queues have one); 0 if absent."""
-    counts: dict[str, int] = {}
-    with Connection(config.broker_url) as connection:
-        for task in tasks:
-            channel = connection.channel()
-            try:
-                counts[task] = int(channel.queue_declare(config.queue(task), passive=True).consumer_count)
-            except Exception:  # the queue is not declared yet: the worker has not started consuming
-                counts[task] = 0
-            finally:
+    """How many consumers each task's queue has (a worker is consuming once its queues have one).
+
+    0 for a queue not declared yet, and for every queue while the broker does not answer (a busy broker's
+    connect timeout included): the caller asks again until its own deadline.
+    """
+    counts = dict.fromkeys(tasks, 0)
+    try:
+        with Connection(config.broker_url, connect_timeout=10) as connection:
+            for task in tasks:
+                channel = connection.channel()
+                with contextlib.suppress(Exception):  # a queue not declared yet: a 404, which closes the channel
+                    counts[task] = int(channel.queue_declare(config.queue(task), passive=True).consumer_count)
                 with contextlib.suppress(Exception):
                     channel.close()
+    except (OSError, ConnectionError) as exc:  # TimeoutError is an OSError
+        log.info("the broker did not answer the consumer count", extra={"fields": {"error": type(exc).__name__}})
     return counts
