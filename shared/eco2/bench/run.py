@@ -17,6 +17,7 @@ from eco2.bench.command import config_of, progress_bar
 from eco2.bench.runtimes import Runtime, start_fleet, start_pack, stop_fleet, stop_pack
 from eco2.jobs import JobStore
 from tests.benchmarks.harness import (
+    BenchError,
     cancel_on_sigterm,
     machine_info,
     new_results,
@@ -64,11 +65,16 @@ async def _all(
         with progress_bar(console) as progress:
             for name in runtimes:
                 console.print(f"[bold]{name}[/]: starting")
-                runtime = _start(name, args, env, children, run_id)
                 try:
-                    results["runtimes"][name] = await measure(runtime, store, args, progress, f"bench-{run_id}-{name}")
-                finally:
-                    _stop(runtime, env, children, run_id)
+                    runtime = _start(name, args, env, children, run_id)
+                    try:
+                        prefix = f"bench-{run_id}-{name}"
+                        results["runtimes"][name] = await measure(runtime, store, args, progress, prefix)
+                    finally:
+                        _stop(runtime, env, children, run_id)
+                except TimeoutError as exc:
+                    # Not the bench's budget (run_budgeted's reading of a TimeoutError): a server that hung.
+                    raise BenchError(f"{name}: a server did not answer in time ({exc or 'timed out'})") from exc
     finally:
         await _forget_jobs(store, f"bench-{run_id}-")
         await store.aclose()
