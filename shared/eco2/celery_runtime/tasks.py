@@ -67,7 +67,7 @@ def _install(app: Celery, config: CeleryConfig, name: str, worker: StageWorker) 
         try:
             return worker.handle(name, event)
         except Exception as exc:
-            status = _status(exc)
+            status = failure_status(exc)
             if status == POISON:
                 worker.give_up(name, event, str(getattr(exc, "status", 422)))
                 raise
@@ -83,7 +83,7 @@ def _install(app: Celery, config: CeleryConfig, name: str, worker: StageWorker) 
 POISON = "poison"
 
 
-def _status(exc: Exception) -> str:
+def failure_status(exc: Exception) -> str:
     """`poison` for an error no retry can fix (a 4xx but 408/429, as the broker judges one), else the status."""
     if not isinstance(exc, Eco2Error):
         return "500"  # a crash: the adapter answers 500, which the broker retries
