@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import typer
 
 SERVE = "serve"
+WORKER = "worker"  # `eco2 worker --celery`: gevent must patch the standard library before anything else loads
 
 
 def app() -> None:
@@ -25,6 +26,10 @@ def app() -> None:
         from eco2 import serving
 
         sys.exit(serving.main(argv[1:]))
+    if argv[:1] == [WORKER]:
+        from eco2.celery_runtime import worker
+
+        sys.exit(worker.main(argv[1:]))
     commands()()
 
 
@@ -44,6 +49,20 @@ def commands() -> "typer.Typer":
         from eco2 import serving
 
         raise typer.Exit(serving.main(ctx.args))
+
+    @commands.command(WORKER, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def worker(ctx: typer.Context) -> None:
+        """Run the stages as a Celery chain (the seed's runtime): `eco2 worker --celery [--queues Q] [-c N]`."""
+        from eco2.celery_runtime import worker
+
+        raise typer.Exit(worker.main(ctx.args))
+
+    @commands.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def bench(ctx: typer.Context) -> None:
+        """The pack beside the Celery baseline: throughput, latency, CPU per scan, memory (`eco2 bench --help`)."""
+        from eco2.bench.command import main
+
+        raise typer.Exit(main(ctx.args))
 
     @commands.command("model-standin")
     def model_standin(

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from eco2.cachesync.blacklist import Blacklist
 from eco2.cachesync.process import BOTH, start_sync
 from eco2.cachesync.replica import CacheSync
+from eco2.celery_runtime.mode import CELERY, runtime_of
 from eco2.connections import async_redis, async_redis_pool
 from eco2.gateway import models
 from eco2.gateway.auth import Authenticator
@@ -22,7 +23,7 @@ from eco2.gateway.outbox import Outbox
 from eco2.gateway.probe import ImageProbe
 from eco2.gateway.ratelimit import RateLimiter
 from eco2.gateway.settings import GatewaySettings
-from eco2.gateway.sink import EventSink
+from eco2.gateway.sink import EventSink, Sink
 from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
@@ -52,7 +53,7 @@ class GatewayContext:
     auth: Authenticator
     limiter: RateLimiter
     hub: StreamHub
-    sink: EventSink | None  # None when K_SINK is not set: every submit answers 503
+    sink: Sink | None  # None when K_SINK is not set (and the runtime is not celery): every submit answers 503
     outbox: Outbox | None
     sweeper: Sweeper | None
     metrics: GatewayMetrics
@@ -98,7 +99,7 @@ class GatewayContext:
             queue_size=settings.sse_queue_size,
             metrics=metrics,
         )
-        sink, outbox, sweeper = _delivery(settings, client, metrics)
+        sink, outbox, sweeper = _delivery(settings, client, metrics, env)
         caches = start_sync(env, cache_url, BOTH, name=f"gateway-{settings.instance}")
         blacklist = Blacklist(caches, cache_client, source="/eco2/gateway", leeway_seconds=settings.jwt_leeway_seconds)
         context = cls(
@@ -146,15 +147,26 @@ class GatewayContext:
             await self.cache_redis.aclose()
 
 
-def _delivery(
-    settings: GatewaySettings, client: aioredis.Redis, metrics: GatewayMetrics
-) -> tuple[EventSink | None, Outbox | None, Sweeper | None]:
-    """The K_SINK client, the outbox in front of it and its sweeper; none of them without K_SINK."""
+def _sink(settings: GatewaySettings, env: Mapping[str, str]) -> Sink | None:
+    """The K_SINK client; with ECO2_RUNTIME=celery, the Celery chain's publisher instead (Celery loaded only then)."""
+    if runtime_of(env) == CELERY:
+        from eco2.celery_runtime.submit import CelerySink
+
+        return CelerySink.from_env(env, timeout_seconds=settings.sink_timeout_seconds)
     if settings.sink_url is None:
         log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
+        return None
+    return EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds)
+
+
+def _delivery(
+    settings: GatewaySettings, client: aioredis.Redis, metrics: GatewayMetrics, env: Mapping[str, str]
+) -> tuple[Sink | None, Outbox | None, Sweeper | None]:
+    """The sink, the outbox in front of it and its sweeper; none of them without a sink."""
+    sink = _sink(settings, env)
+    if sink is None:
         return None, None, None
-    sink = EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds)
-    outbox = Outbox(client, settings.sink_url, lease_seconds=settings.outbox_lease_seconds)
+    outbox = Outbox(client, sink.url, lease_seconds=settings.outbox_lease_seconds)
     sweeper = Sweeper(
         outbox,
         sink,

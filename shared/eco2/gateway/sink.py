@@ -7,6 +7,7 @@ the outbox — `timeout` (the ingress may or may not have published it), `unreac
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 import aiohttp
 from cloudevents.conversion import to_binary
@@ -36,6 +37,18 @@ def scan_requested(data: ScanRequested, *, priority: Priority, traceparent: str)
 def binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     headers, body = to_binary(event)
     return dict(headers), body if isinstance(body, bytes) else str(body).encode()
+
+
+class Sink(Protocol):
+    """Where the gateway's events go: the broker ingress (EventSink), or a Celery chain (ECO2_RUNTIME=celery)."""
+
+    url: str  # names the outbox: the gateways sending to one place share it
+
+    async def send(
+        self, headers: dict[str, str], body: bytes, *, timeout_seconds: float | None = None
+    ) -> SendOutcome: ...
+
+    async def aclose(self) -> None: ...
 
 
 class EventSink:

@@ -27,7 +27,7 @@ from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
 from eco2.gateway.images import check_owner
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict
-from eco2.gateway.sink import EventSink, SendOutcome, binary, scan_requested
+from eco2.gateway.sink import SendOutcome, Sink, binary, scan_requested
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
 from eco2.tracing import span
@@ -99,7 +99,7 @@ class Submit:
                 return job_id, repeated(job_id, job, digest, accepted)
         return job_id, None
 
-    def _delivery(self) -> tuple[EventSink, Outbox]:
+    def _delivery(self) -> tuple[Sink, Outbox]:
         if self.ctx.sink is None or self.ctx.outbox is None:
             raise TransientError("sink_unavailable", "this gateway has no broker to send to (K_SINK)")
         return self.ctx.sink, self.ctx.outbox
@@ -124,7 +124,7 @@ class Submit:
         await self._send(sink, outbox, job_id, headers, payload)
         return True
 
-    async def _send(self, sink: EventSink, outbox: Outbox, job_id: str, headers: dict[str, str], body: bytes) -> None:
+    async def _send(self, sink: Sink, outbox: Outbox, job_id: str, headers: dict[str, str], body: bytes) -> None:
         """Send once; on a 2xx the outbox entry goes, otherwise it stays for the sweeper. Never raises."""
         metrics = self.ctx.metrics
         sending = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from eco2.errors import StoreUnavailable
 from eco2.gateway.metrics import GatewayMetrics
 from eco2.gateway.outbox import Outbox, Pending
-from eco2.gateway.sink import EventSink, SendOutcome
+from eco2.gateway.sink import SendOutcome, Sink
 
 log = logging.getLogger("eco2.gateway.outbox")
 
@@ -20,7 +20,7 @@ BATCH = 50
 @dataclass
 class Sweeper:
     outbox: Outbox
-    sink: EventSink
+    sink: Sink
     metrics: GatewayMetrics
     interval_seconds: float
     send_timeout_seconds: float

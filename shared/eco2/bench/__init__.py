@@ -1,0 +1,1 @@
+"""`eco2 bench`: the pack and the Celery baseline (the same handlers) side by side, in one run."""
