@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eco2.binary import binary_event, binary_headers, encode
 from eco2.errors import (
     BadRequest,
     Eco2Error,
@@ -176,8 +176,8 @@ class EventFunction(Generic[R]):
             self.metrics.observe(event_type, "no_reply", started)
             return Response(status_code=202)
         self.metrics.observe(event_type, "replied", started)
-        headers, body = to_binary(reply)
-        return Response(body, status_code=200, headers=dict(headers))
+        headers, body = encode(reply)
+        return Response(body, status_code=200, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -200,19 +200,21 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def decode(headers: Any, body: bytes) -> CloudEvent:
     """One binary or structured CloudEvent from an HTTP request; anything else is a 400 naming what is wrong."""
-    content_type = str(headers.get("content-type") or "").split(";")[0].strip().lower()
+    raw_type, attributes = binary_headers(headers)
+    content_type = (raw_type or "").split(";")[0].strip().lower()
     if content_type.startswith(BATCH_CONTENT_TYPE):
         raise _invalid("batched CloudEvents are not accepted: send one event per request")
-    if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+    structured = content_type.startswith(STRUCTURED_CONTENT_TYPE)
+    if structured:
         attributes = _structured_attributes(body)
-    else:
-        attributes = {k[3:]: str(v) for k, v in headers.items() if k.lower().startswith("ce-")}
-        if not attributes:
-            raise _invalid(
-                "not a valid CloudEvent: binary mode needs ce-specversion, ce-id, ce-source and ce-type headers; "
-                f"structured mode the content type {STRUCTURED_CONTENT_TYPE}+json"
-            )
+    elif not attributes:
+        raise _invalid(
+            "not a valid CloudEvent: binary mode needs ce-specversion, ce-id, ce-source and ce-type headers; "
+            f"structured mode the content type {STRUCTURED_CONTENT_TYPE}+json"
+        )
     _check_attributes(attributes)
+    if not structured:
+        return binary_event(attributes, raw_type, body)
     try:
         return from_http(headers, body)
     except CloudEventError as exc:

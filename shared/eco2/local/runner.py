@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import httpx
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dependencies import check_dependencies, without_password
-from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
+from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer, delivery_session
 from eco2.local.emulators import emulator_env, start_s3_emulator
 from eco2.local.health import broker_problem
 from eco2.local.ingress import create_ingress
@@ -99,6 +100,7 @@ class LocalPack:
         self.publisher: AbstractChannel | None = None  # publisher confirms: the ingress's and every reply's
         self.state = StateReporter(options.state_path, self.topology, options.redis_url)
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self._deliveries: aiohttp.ClientSession | None = None  # every Trigger's HTTP deliveries (built in start)
         self._ingress: uvicorn.Server | None = None
         self._ingress_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -256,6 +258,7 @@ class LocalPack:
 
     async def _start_consumers(self, publisher: Any, broker_exchange: Any) -> None:
         assert self._connection is not None
+        deliveries = self._deliveries = delivery_session()
         for plan in self.topology.triggers.values():
             consumer = TriggerConsumer(
                 plan,
@@ -263,7 +266,7 @@ class LocalPack:
                 publisher=publisher,
                 broker_exchange=broker_exchange,
                 endpoints=self.endpoint,
-                http=self._http,
+                http=deliveries,
                 metrics=self.metrics,
                 pause_max=self.options.pause_max,
             )
@@ -275,7 +278,7 @@ class LocalPack:
                     plan.delivery,
                     channel=await self._connection.channel(),
                     endpoints=self.endpoint,
-                    http=self._http,
+                    http=deliveries,
                     metrics=self.metrics,
                 )
                 await letters.start()
@@ -352,6 +355,8 @@ class LocalPack:
         if self._connection is not None:
             await self._connection.close()
         await self._http.aclose()
+        if self._deliveries is not None:
+            await self._deliveries.close()
         await self.state.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.options.state_path.unlink()
