@@ -140,8 +140,14 @@ def pack_processes(state_dir: Path) -> dict[int, str]:
         if found is None or found[0] != runner:
             continue
         pid, cmdline = int(entry.name), found[1]
-        groups[pid] = named.get(pid) or ("model stand-in" if "model-standin" in cmdline else "other: " + cmdline[-40:])
+        groups[pid] = named.get(pid) or _helper_name(cmdline)
     return groups
+
+
+def _helper_name(cmdline: str) -> str:
+    if "model-standin" in cmdline:
+        return "model stand-in"
+    return "S3 emulator" if "emulators" in cmdline else "other: " + cmdline[-40:]
 
 
 def redis_pid() -> int | None:
