@@ -47,6 +47,7 @@ ERROR_DATA_LIMIT = 1024
 DEFAULT_TIMEOUT = 60.0
 PAUSE_FIRST = 0.5
 PAUSE_MAX = 30.0
+IDLE_CONNECTION_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), which every function is served with
 
 
 class Outcome(StrEnum):
@@ -100,10 +101,12 @@ def delivery_session() -> aiohttp.ClientSession:
 
     aiohttp, not httpx: the profile of the runner under load spent two thirds of its CPU in httpx/httpcore, most
     of it in the connection pool's per-request scan of every pooled connection (a readability poll each).
-    No cookie jar: one client serves every function, so a cookie one of them sets must not ride along.
+    No cookie jar: one client serves every function, so a cookie one of them sets must not ride along. Idle
+    connections are dropped after 4 s, before uvicorn closes its side (5 s), so a delivery never lands on a
+    connection the function is closing.
     """
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=IDLE_CONNECTION_SECONDS),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
