@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 from cloudevents.conversion import to_binary
 from prometheus_client.parser import text_string_to_metric_families
@@ -241,6 +242,8 @@ async def measure_pack(checkout: Checkout, scans: int, console: Console) -> Pack
             await store.aclose()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(eco2, "down", env=env, log=log)
+            with contextlib.suppress(Exception):
+                await delete_topology(env["ECO2_TOPOLOGY_PREFIX"])
     spent = cpu_by_group(before, after)
     runner = spent.get("runner (ingress + dispatchers)")
     return PackRun(
@@ -252,6 +255,31 @@ async def measure_pack(checkout: Checkout, scans: int, console: Console) -> Pack
         runner / moved * 1000 if runner is not None and moved else None,
         errors,
     )
+
+
+async def delete_topology(prefix: str) -> None:
+    """Delete the throwaway queues and exchanges `eco2 up` declared under `prefix` (eco2.local.topology)."""
+    from eco2.local.topology import Topology
+    from eco2.manifests import Manifests
+    from eco2.manifests.rabbitmq_source import rabbitmq_sources
+
+    manifests = Manifests.load(ROOT)
+    topology = Topology.plan(manifests, prefix)
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
+    try:
+        channel = await connection.channel()
+        for plan in topology.triggers.values():
+            retries = [plan.retry_queue(attempt) for attempt in plan.retry_attempts]
+            for name in [plan.queue, *retries, plan.dead_letter_queue]:
+                if name:
+                    await channel.queue_delete(name)
+            if plan.dead_letter_exchange:
+                await channel.exchange_delete(plan.dead_letter_exchange)
+        await channel.exchange_delete(topology.exchange)
+        for source in rabbitmq_sources(manifests).values():  # eco2.local.sources: one queue each
+            await channel.queue_delete(f"{prefix}.source.{source.name}")
+    finally:
+        await connection.close()
 
 
 async def forget_jobs(store: JobStore) -> None:
