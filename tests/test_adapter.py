@@ -209,3 +209,48 @@ async def test_a_delivery_waiting_on_a_busy_stage_answers_stage_busy_before_the_
         assert (response.status_code, response.json()["error"]) == (503, "stage_busy")
     finally:
         await function.stop()
+
+
+@pytest.mark.parametrize(
+    ("mode", "body"),
+    [("reply", None), ("none", None), ("poison", None), ("crash", None), ("reply", b"x" * 4096), ("reply", b"{")],
+)
+async def test_post_root_past_the_framework_answers_as_the_framework_does(mode: str, body: bytes | None) -> None:
+    """Lifespan hands POST / straight to the function (EventFunction.asgi_post); functions-framework's own app,
+    as plain `functions-framework --asgi` serves it, must answer every request the same."""
+    wrapped, function = load_function("echo", FIXTURES)
+    await function.start(
+        {"ECO2_STAGE_TIMEOUT_SECONDS": "1", "ECO2_STORE_GRACE_SECONDS": "0", "ECO2_MAX_EVENT_BYTES": "2048"}
+    )
+    headers, encoded = to_binary(echo_event(mode))
+    answers = []
+    try:
+        for app in (wrapped, wrapped._app):  # type: ignore[attr-defined]
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
+                response = await http.post("/", headers=headers, content=encoded if body is None else body)
+            answers.append((response.status_code, response.content, response.headers.get("ce-type")))
+    finally:
+        await function.stop()
+    assert answers[0] == answers[1]
+
+
+async def test_post_root_skips_the_framework_and_other_requests_do_not() -> None:
+    wrapped, function = load_function("echo", FIXTURES)
+    framework_saw: list[str] = []
+    framework = wrapped._app  # type: ignore[attr-defined]
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        framework_saw.append(f"{scope['method']} {scope['path']}")
+        await framework(scope, receive, send)
+
+    wrapped._app = spy  # type: ignore[attr-defined]
+    await function.start({})
+    headers, body = to_binary(echo_event("reply"))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://fn") as http:
+            assert (await http.post("/", headers=headers, content=body)).status_code == 200
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.post("/other", headers=headers, content=body)).status_code == 404
+    finally:
+        await function.stop()
+    assert framework_saw == ["GET /healthz", "POST /other"]

@@ -111,6 +111,37 @@ async def test_once_computes_once_across_concurrent_calls(store: JobStore) -> No
     assert calls == 1
 
 
+@pytest.mark.parametrize("ended", [JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED])
+async def test_once_unless_ended_drops_an_ended_job_without_computing(
+    store: JobStore, redis_client: aioredis.Redis, ended: JobStatus
+) -> None:
+    await store.create("job1", "u")
+    await store.transition("job1", "u", Stage.VISION, ended)
+
+    async def compute() -> Out:
+        raise AssertionError("an ended job's stage must not compute")
+
+    assert await store.once_unless_ended("job1", Stage.RULE, Out, compute, timeout_seconds=1) is None
+    assert not await redis_client.exists(keys.stage_lease("job1", "rule"))
+
+
+async def test_once_unless_ended_computes_once_and_releases_its_lease(
+    store: JobStore, redis_client: aioredis.Redis
+) -> None:
+    await store.create("job1", "u")
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        return Out(value=5)
+
+    for _ in range(2):
+        assert await store.once_unless_ended("job1", Stage.RULE, Out, compute, timeout_seconds=1) == Out(value=5)
+    assert calls == 1
+    assert not await redis_client.exists(keys.stage_lease("job1", "rule"))  # released with the checkpoint write
+
+
 async def test_once_failure_releases_the_lease_for_the_retry(store: JobStore) -> None:
     async def fail() -> Out:
         raise TransientError("boom", "model down")

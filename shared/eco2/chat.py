@@ -97,15 +97,16 @@ async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
 
 async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     request = parse_data(event, ChatRequested)
-    if await ctx.should_drop(request.job_id):
-        return None
 
     async def compute() -> ChatAnswer:
         return await answer(request, ctx)
 
-    reply = await ctx.store.once(
+    # An ended job's events are dropped before any model call.
+    reply = await ctx.store.once_unless_ended(
         request.job_id, Stage.CHAT, ChatAnswer, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
     )
+    if reply is None:
+        return None
     result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
     done = await record_done(
         ctx.store, request.job_id, request.user_id, Stage.CHAT, result, message="답변했어요", data=result

@@ -83,10 +83,30 @@ def delta_script(terminal: Iterable[str]) -> str:
     return _ended(_DELTA, terminal)
 
 
-# KEYS: checkpoints hash. ARGV: stage, json, ttl. First writer wins; everyone gets the winner's value.
+# KEYS: job hash, checkpoints hash, lease. ARGV: stage, lease token, lease ttl ms, '1' to answer 'ended' for an
+# ended job. The start of a stage in one round trip: the ended-job check, the stored output, else the lease.
+# Returns {'ended', ''}, {'cached', json}, {'leased', ''} (this caller computes) or {'busy', ''} (another does).
+_BEGIN = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if ARGV[4] == '1' and (ENDED) then return {'ended', ''} end
+local cached = redis.call('HGET', KEYS[2], ARGV[1])
+if cached then return {'cached', cached} end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then return {'leased', ''} end
+return {'busy', ''}
+"""
+
+
+def begin_script(terminal: Iterable[str]) -> str:
+    """The stage-start script, with the job's ended statuses written in."""
+    return _ended(_BEGIN, terminal)
+
+
+# KEYS: checkpoints hash, lease (optional). ARGV: stage, json, ttl, lease token. First writer wins; everyone gets
+# the winner's value; the lease is released in the same step, by its holder only.
 CHECKPOINT = """
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 

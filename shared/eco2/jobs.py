@@ -6,12 +6,9 @@ redelivered event finds its transition's mark and changes nothing, so SSE never 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,15 +19,14 @@ from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 
 from eco2 import keys
-from eco2.errors import REDIS_TRANSIENT, StoreUnavailable, TransientError, store_call
-from eco2.job_scripts import CHECKPOINT, RELEASE, REOPEN, delta_script, transition_script
+from eco2.checkpoints import Checkpoints
+from eco2.errors import REDIS_TRANSIENT, store_call
+from eco2.job_scripts import REOPEN, delta_script, transition_script
 
 if TYPE_CHECKING:
     from eco2.connections import ConnectionSettings
 
 log = logging.getLogger("eco2.jobs")
-# Outputs kept in memory per process while Redis cannot take them (bounded: oldest dropped first).
-MAX_UNSAVED = 1000
 
 
 class JobStatus(StrEnum):
@@ -140,12 +136,11 @@ class JobStore:
         self._ttl = ttl_seconds
         self._grace = store_grace_seconds
         self._transition = client.register_script(transition_script(TERMINAL_STATUSES))
-        self._checkpoint = client.register_script(CHECKPOINT)
-        self._release = client.register_script(RELEASE)
         self._reopen = client.register_script(REOPEN)
         self._delta = client.register_script(delta_script(TERMINAL_STATUSES))
-        # Stage outputs computed but not yet stored (Redis stalled): a retry in this process reuses them.
-        self._unsaved: OrderedDict[tuple[str, Stage], BaseModel] = OrderedDict()
+        self.checkpoints = Checkpoints(
+            client, ttl_seconds=ttl_seconds, grace_seconds=store_grace_seconds, terminal=TERMINAL_STATUSES
+        )
 
     @classmethod
     def from_url(
@@ -280,85 +275,28 @@ class JobStore:
         return [stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
 
     async def get_checkpoint(self, job_id: str, stage: Stage, model: type[M]) -> M | None:
-        raw = await store_call(self._redis.hget(keys.job_checkpoints(job_id), stage.value))
-        return model.model_validate_json(raw) if raw else None
+        return await self.checkpoints.get(job_id, stage.value, model)
 
     async def put_checkpoint(self, job_id: str, stage: Stage, value: M) -> M:
         """Store a stage's output unless one is already stored; return whichever is stored (the first)."""
-        stored = await store_call(
-            self._checkpoint(
-                keys=[keys.job_checkpoints(job_id)],
-                args=[stage.value, value.model_dump_json(), str(self._ttl)],
-            )
-        )
-        return type(value).model_validate_json(stored)
+        return await self.checkpoints.put(job_id, stage.value, value)
 
     async def once(
-        self,
-        job_id: str,
-        stage: Stage,
-        model: type[M],
-        compute: Callable[[], Awaitable[M]],
-        *,
-        timeout_seconds: float,
-        poll_seconds: float = 0.05,
+        self, job_id: str, stage: Stage, model: type[M], compute: Callable[[], Awaitable[M]], *, timeout_seconds: float
     ) -> M:
-        """Run `compute` at most once per (job, stage), across redeliveries and concurrent deliveries.
+        """Run `compute` at most once per (job, stage), across redeliveries and concurrent deliveries
+        (eco2.checkpoints: a stored output is reused; concurrent deliveries wait for the one that computes)."""
+        output = await self.checkpoints.once(job_id, stage.value, model, compute, timeout_seconds=timeout_seconds)
+        assert output is not None  # only `unless_ended` answers None
+        return output
 
-        A finished stage's checkpoint is reused. Concurrent deliveries take a lease: one computes, the others
-        wait for its checkpoint up to `timeout_seconds` (then `stage_busy`, retried); if the holder dies, its
-        lease expires and a waiter takes over. A computed output is kept while Redis is unreachable: its write
-        is retried for the store grace, and a later delivery to this process reuses it.
-        """
-        unsaved = self._unsaved.get((job_id, stage))
-        if isinstance(unsaved, model):
-            return await self._keep(job_id, stage, unsaved)
-        cached = await self.get_checkpoint(job_id, stage, model)
-        if cached is not None:
-            return cached
-        lease_key = keys.stage_lease(job_id, stage.value)
-        token = f"{time.time_ns()}-{id(compute)}"
-        deadline = time.monotonic() + timeout_seconds
-        lease_ttl_ms = int((timeout_seconds + self._grace) * 1000) + 5000
-        while True:
-            if await store_call(self._redis.set(lease_key, token, nx=True, px=lease_ttl_ms)):
-                try:
-                    cached = await self.get_checkpoint(job_id, stage, model)
-                    return cached if cached is not None else await self._keep(job_id, stage, await compute())
-                finally:
-                    # A lost release only delays a waiter until the lease expires; it must not lose the output.
-                    with contextlib.suppress(StoreUnavailable):
-                        await store_call(self._release(keys=[lease_key], args=[token]))
-            cached = await self.get_checkpoint(job_id, stage, model)
-            if cached is not None:
-                return cached
-            if time.monotonic() > deadline:
-                raise TransientError("stage_busy", "another delivery of this stage is still running")
-            await asyncio.sleep(poll_seconds)
-
-    async def _keep(self, job_id: str, stage: Stage, value: M) -> M:
-        """Store a computed output, retrying a stalled Redis for the store grace; never drop what was paid for."""
-        self._unsaved[(job_id, stage)] = value
-        self._unsaved.move_to_end((job_id, stage))
-        while len(self._unsaved) > MAX_UNSAVED:
-            self._unsaved.popitem(last=False)
-        deadline = time.monotonic() + self._grace
-        pause = 0.1
-        while True:
-            try:
-                stored = await self.put_checkpoint(job_id, stage, value)
-            except StoreUnavailable:
-                if time.monotonic() + pause > deadline:
-                    log.warning(
-                        "checkpoint not stored yet; kept in memory for the retry",
-                        extra={"fields": {"stage": stage.value}},
-                    )
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
-                continue
-            self._unsaved.pop((job_id, stage), None)
-            return stored
+    async def once_unless_ended(
+        self, job_id: str, stage: Stage, model: type[M], compute: Callable[[], Awaitable[M]], *, timeout_seconds: float
+    ) -> M | None:
+        """As `once`, but None for a job that ended (done, failed, cancelled), checked in the same round trip."""
+        return await self.checkpoints.once(
+            job_id, stage.value, model, compute, timeout_seconds=timeout_seconds, unless_ended=True
+        )
 
     async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
         """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.

@@ -1,4 +1,5 @@
-"""Model client: every model call goes through the openai SDK to an OpenAI-compatible endpoint.
+"""Model client: every model call goes through the openai SDK (its `post`, aiohttp transport) to an OpenAI-compatible
+endpoint.
 
 The request shapes here are the protocol the stand-in model server answers too: classification is a
 `json_schema` response format named `eco2_classification`, the answer one named `eco2_answer` whose user
@@ -30,6 +31,7 @@ ANSWER_SCHEMA_NAME = "eco2_answer"
 # Headers the model client sends on every call so a proxy (or the stand-in's call counter) can attribute it.
 JOB_HEADER = "X-Eco2-Job-Id"
 STAGE_HEADER = "X-Eco2-Stage"
+CHAT_PATH = "/chat/completions"
 
 CLASSIFY_SYSTEM_PROMPT = (
     "당신은 한국 생활폐기물 분리배출 분류기입니다. 사진 속 물건을 대분류(major_category), 중분류"
@@ -90,7 +92,14 @@ class ModelClient:
         openai = load_sdk()
         self._openai = openai
         self._observe = observe
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0)
+        # The SDK's aiohttp transport: its default httpx pool scans every pooled connection on each request.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout_seconds,
+            max_retries=0,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout_seconds),
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -179,19 +188,28 @@ class ModelClient:
         on_text: OnText | None = None,
     ) -> str:
         openai = self._openai
-        # The SDK's overloads want TypedDicts; these dicts follow the same wire format.
-        create: Any = self._client.chat.completions.create
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "extra_headers": {JOB_HEADER: job_id, STAGE_HEADER: stage},
-        }
+        # The SDK's own `post`, as for any request it has no typed method for: the body goes out as written and
+        # the reply comes back as plain JSON, without `create`'s parameter transform and response models
+        # (profiled: 40% of the SDK's CPU per call; cast_to=object hands the JSON back untouched; the wire format and
+        # the error mapping are the same).
+        body: dict[str, Any] = {"model": model, "messages": messages}
         if response_format is not None:
-            request["response_format"] = response_format
+            body["response_format"] = response_format
+        options: dict[str, Any] = {"headers": {JOB_HEADER: job_id, STAGE_HEADER: stage}}
+        post: Any = self._client.post
         try:
             if on_text is not None:
-                return await _streamed(await create(**request, stream=True), on_text)
-            completion = await create(**request)
+                body["stream"] = True
+                stream = await post(
+                    CHAT_PATH,
+                    body=body,
+                    options=options,
+                    cast_to=object,
+                    stream=True,
+                    stream_cls=openai.AsyncStream[object],
+                )
+                return await _streamed(stream, on_text)
+            completion = await post(CHAT_PATH, body=body, options=options, cast_to=object)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -203,23 +221,32 @@ class ModelClient:
                 raise ModelUnavailable(message="the model failed") from None
             # The model rejected this request itself (bad image URL, unknown model): retrying cannot help.
             raise PoisonEvent("model_rejected", f"the model rejected the request ({exc.status_code})") from None
-        choice = completion.choices[0] if completion.choices else None
-        if choice is None or not choice.message.content:
+        content = _content(completion, "message")
+        if not content:
             raise ModelUnavailable(message="the model returned no content")
-        return str(choice.message.content)
+        return content
 
 
 async def _streamed(stream: Any, on_text: OnText) -> str:
     """Read a streamed completion, passing each content piece on; the whole content at the end."""
     pieces: list[str] = []
     async for chunk in stream:
-        piece = chunk.choices[0].delta.content if chunk.choices else None
+        piece = _content(chunk, "delta")
         if piece:
             pieces.append(piece)
             await on_text(piece)
     if not pieces:
         raise ModelUnavailable(message="the model returned no content")
     return "".join(pieces)
+
+
+def _content(document: Any, part: str) -> str:
+    """choices[0].<part>.content of a completion ("message") or a stream chunk ("delta"); '' when absent."""
+    try:
+        content = document["choices"][0][part].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""
 
 
 def partial_string_field(raw: str, name: str) -> str:

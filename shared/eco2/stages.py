@@ -35,7 +35,7 @@ from eco2.events import (
     parse_data,
     source_of,
 )
-from eco2.jobs import STAGE_OF_FUNCTION, TERMINAL_STATUSES, Claim, JobStatus, JobStore, Stage, TransitionOutcome
+from eco2.jobs import STAGE_OF_FUNCTION, Claim, JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
 from eco2.observability import FunctionMetrics
 from eco2.rewards import RewardDecision, decide_reward, final_event_data, final_result, reward_id
@@ -139,10 +139,6 @@ class StageContext:
     def source(self) -> str:
         return source_of(self.settings.function_name)
 
-    async def should_drop(self, job_id: str) -> bool:
-        # An ended job (done, failed, cancelled) has nothing left to do: its events are dropped unread.
-        return await self.store.status(job_id) in TERMINAL_STATUSES
-
     async def ready(self) -> bool:
         return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
 
@@ -196,15 +192,16 @@ class Step(Generic[In, Out]):
 async def run(step: Step[Any, Any], event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     """The skeleton every stage shares."""
     scan = parse_data(event, step.consumes)
-    if await ctx.should_drop(scan.job_id):
-        return None
 
     async def compute() -> Any:
         return await step.compute(scan, ctx)
 
-    output = await ctx.store.once(
+    # An ended job (done, failed, cancelled) has nothing left to do: its events are dropped before any model call.
+    output = await ctx.store.once_unless_ended(
         scan.job_id, step.stage, step.output, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
     )
+    if output is None:
+        return None
     return await step.finish(scan, output, ctx, event)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import httpx
 import uvicorn
 import yaml
@@ -30,7 +31,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from eco2.local.dispatcher import Endpoint, TriggerConsumer
+from eco2.local.dispatcher import Endpoint, TriggerConsumer, delivery_session
 from eco2.local.ingress import create_ingress
 from eco2.local.messages import PUBLISHED_AT_HEADER, to_message
 from eco2.local.metrics import RunnerMetrics
@@ -214,8 +215,7 @@ class HopRig:
         self.sink_url = sink_url
         self.sink_pid = sink_pid
         self.metrics = RunnerMetrics()
-        # The runner's own client settings (LocalPack._http).
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self.http: aiohttp.ClientSession | None = None  # the runner's delivery client, built in start (in the loop)
         self.gate = Gate()
         self.exchange: AbstractExchange | None = None
         self.ingress_url = ""
@@ -234,6 +234,7 @@ class HopRig:
         exchange = await self.topology.declare(await self.connection.channel(), None)
         publisher = await self.connection.channel(publisher_confirms=True)
         self.exchange = await publisher.get_exchange(exchange.name)
+        self.http = delivery_session()
         self._consumer = TriggerConsumer(
             self.plan,
             channel=await self.connection.channel(),
@@ -302,7 +303,8 @@ class HopRig:
             self._ingress.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ingress_task, timeout=5)
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.close()
         failed: list[str] = []
         queues = [q for p in self.topology.triggers.values() for q in (p.queue, p.dead_letter_queue) if q]
         for name in queues:

@@ -131,6 +131,7 @@ class Rig:
     env: dict[str, str]
     standin_url: str
     job_ids: list[str] = field(default_factory=list)
+    urls: dict[int, str] = field(default_factory=dict)  # pid → base URL of each function started
 
     def _ready_probe(self, url: str) -> Callable[[], Awaitable[httpx.Response]]:
         async def probe() -> httpx.Response:
@@ -156,6 +157,7 @@ class Rig:
         post, log_name = self._event_post(function, url), f"{function}-{tag}"
         launched = time.perf_counter()
         process = self.children.spawn(container_command(service.command), env=env, log_name=log_name)
+        self.urls[process.pid] = url
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 ready, answered = await asyncio.gather(

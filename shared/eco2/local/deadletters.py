@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from eco2.local.dispatcher import DEFAULT_TIMEOUT, Backoff, EndpointSource, deliver, event_fields
@@ -39,7 +39,7 @@ class DeadLetterConsumer:
         *,
         channel: AbstractChannel,
         endpoints: EndpointSource,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         metrics: RunnerMetrics,
         retry_pause: float = 1.0,
     ) -> None:

@@ -8,26 +8,43 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
+from cloudevents.exceptions import GenericException as CloudEventError
+from cloudevents.http import CloudEvent, from_http
+
+from eco2.binary import binary_headers, encode
 
 # Runner bookkeeping travels beside the attributes; a CloudEvent attribute name is [a-z0-9] only, so a
 # dashed name can never collide with one.
 ATTEMPT_HEADER = "x-eco2-attempt"
 PUBLISHED_AT_HEADER = "x-eco2-published-at"
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
+SPECVERSIONS = frozenset({"1.0", "0.3"})  # what the SDK's from_http reads
+
+
+class NotACloudEvent(ValueError):
+    """A subscriber's 2xx reply that is neither a binary nor a structured CloudEvent."""
 
 
 def to_message(event: CloudEvent, *, attempt: int = 0, published_at: float | None = None) -> aio_pika.Message:
-    http_headers, body = to_binary(event)
-    headers: dict[str, Any] = {}
-    content_type = "application/json"
-    for name, value in http_headers.items():
-        lowered = name.lower()
-        if lowered.startswith("ce-"):
-            headers[lowered[3:]] = str(value)
-        elif lowered == "content-type":
-            content_type = str(value)
-    return with_bookkeeping(body or b"", headers, content_type, attempt=attempt, published_at=published_at)
+    http_headers, body = encode(event)
+    content_type, attributes = binary_headers(http_headers)
+    return with_bookkeeping(
+        body, attributes, content_type or "application/json", attempt=attempt, published_at=published_at
+    )
+
+
+def reply_message(headers: Mapping[str, str], body: bytes) -> aio_pika.Message:
+    """The message for a subscriber's reply (`headers` lower-cased): a binary reply's attributes and body are
+    carried over as they came, with the same checks from_http makes; a structured one goes through the SDK."""
+    content_type, attributes = binary_headers(headers)
+    if (content_type or "").lower().startswith("application/cloudevents"):
+        try:
+            return to_message(from_http(dict(headers), body))
+        except (CloudEventError, ValueError) as exc:
+            raise NotACloudEvent(str(exc)) from None
+    if any(not attributes.get(name) for name in REQUIRED_ATTRIBUTES) or attributes["specversion"] not in SPECVERSIONS:
+        raise NotACloudEvent("a binary CloudEvent needs ce-specversion, ce-id, ce-source and ce-type")
+    return with_bookkeeping(body, attributes, content_type, attempt=0)
 
 
 def with_bookkeeping(

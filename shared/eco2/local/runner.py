@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -21,7 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from eco2.connections import amqp_connect_robust
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dependencies import check_dependencies, without_password
-from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
+from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer, delivery_session
 from eco2.local.emulators import emulator_env, start_s3_emulator
 from eco2.local.health import broker_problem
 from eco2.local.ingress import create_ingress
@@ -103,6 +104,7 @@ class LocalPack:
         self.publisher: AbstractChannel | None = None  # publisher confirms: the ingress's and every reply's
         self.state = StateReporter(options.state_path, self.topology, options.redis_url)
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self._deliveries: aiohttp.ClientSession | None = None  # every Trigger's HTTP deliveries (built in start)
         self._ingress: uvicorn.Server | None = None
         self._ingress_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -260,6 +262,7 @@ class LocalPack:
 
     async def _start_consumers(self, publisher: Any, broker_exchange: Any) -> None:
         assert self._connection is not None
+        deliveries = self._deliveries = delivery_session()
         for plan in self.topology.triggers.values():
             consumer = TriggerConsumer(
                 plan,
@@ -267,7 +270,7 @@ class LocalPack:
                 publisher=publisher,
                 broker_exchange=broker_exchange,
                 endpoints=self.endpoint,
-                http=self._http,
+                http=deliveries,
                 metrics=self.metrics,
                 pause_max=self.options.pause_max,
             )
@@ -279,7 +282,7 @@ class LocalPack:
                     plan.delivery,
                     channel=await self._connection.channel(),
                     endpoints=self.endpoint,
-                    http=self._http,
+                    http=deliveries,
                     metrics=self.metrics,
                 )
                 await letters.start()
@@ -358,6 +361,8 @@ class LocalPack:
         if self._connection is not None:
             await self._connection.close()
         await self._http.aclose()
+        if self._deliveries is not None:
+            await self._deliveries.close()
         await self.state.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.options.state_path.unlink()

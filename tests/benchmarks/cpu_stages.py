@@ -1,0 +1,110 @@
+"""Part 2 of tests.benchmarks.cpu: a stage's own cost, one CloudEvent at a time straight to the function over HTTP.
+
+Each stage is started as its manifest starts it (tests.benchmarks.functions.Rig: `eco2 serve NAME`, the
+manifest's env, what the runner gives a function), with the stand-in model at zero latency. Every event is for a
+job created in Redis beforehand (as the gateway does), so the stage does all its Redis work. Per stage: the wall
+time of the POST (p50, p99), the function process's CPU per event, the stand-in's CPU per event (vision and
+answer call it once per event), and the stage's own cost: the wall time less the stand-in's time per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from cloudevents.conversion import to_binary
+from rich.console import Console
+
+from eco2.jobs import JobStore
+from eco2.local.replicas import free_port
+from eco2.manifests import Manifests
+from tests.benchmarks.functions import HOST, REDIS_URL, START_TIMEOUT, Rig, event_for, first_2xx, runner_env
+from tests.benchmarks.harness import workspace
+from tests.benchmarks.processes import ROOT, Children, cpu_seconds
+from tests.benchmarks.report import Row, rows_table, sample_row
+
+if TYPE_CHECKING:
+    from tests.benchmarks.cpu import Checkout
+
+STAGES = ("vision", "rules", "answer", "reward")
+WARMUP = 30
+TARGET_OWN_P50 = 0.002
+
+
+async def start_standin(children: Children, http: httpx.AsyncClient, env: dict[str, str]) -> tuple[str, int]:
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    standin = children.spawn(
+        [sys.executable, "-m", "eco2.cli", "model-standin", "--port", str(port)],
+        env={**env, "STANDIN_LATENCY_SCALE": "0"},
+        log_name="model-standin",
+    )
+    async with asyncio.timeout(START_TIMEOUT):
+        await first_2xx(standin, lambda: http.get(f"{url}/healthz"))
+    return url, standin.pid
+
+
+async def stage_rows(rig: Rig, stage: str, events: int, standin_pid: int, label: str) -> list[Row]:
+    process, *_ = await rig.start(stage, label)
+    store = JobStore.from_url(REDIS_URL, ttl_seconds=600)
+    try:
+        posts = []
+        for _ in range(WARMUP + events):
+            job_id = f"cpu-{uuid.uuid4().hex}"
+            rig.job_ids.append(job_id)
+            await store.create(job_id, "bench-user")
+            event = event_for(stage, job_id, rig.standin_url)
+            assert event is not None
+            headers, body = to_binary(event)
+            posts.append((dict(headers), body))
+        target = rig.urls[process.pid]
+        walls: list[float] = []
+        for index, (headers, body) in enumerate(posts):
+            if index == WARMUP:
+                cpu = (cpu_seconds(process.pid) or 0.0, cpu_seconds(standin_pid) or 0.0)
+            started = time.perf_counter()
+            response = await rig.http.post(f"{target}/", headers=headers, content=body)
+            if index >= WARMUP:
+                walls.append(time.perf_counter() - started)
+            if not 200 <= response.status_code < 300:
+                raise RuntimeError(f"{stage} answered {response.status_code}: {response.text[:200]}")
+        own_cpu = ((cpu_seconds(process.pid) or 0.0) - cpu[0]) / events
+        model_cpu = ((cpu_seconds(standin_pid) or 0.0) - cpu[1]) / events if stage in ("vision", "answer") else 0.0
+    finally:
+        await store.aclose()
+        rig.children.stop(process)
+    note = f"{label}: function CPU {own_cpu * 1000:.2f} ms/event, stand-in {model_cpu * 1000:.2f} ms/event"
+    return [
+        sample_row(f"{stage} ({label}): POST → answer", walls, note=note, extra={"function_cpu_s": own_cpu}),
+        sample_row(
+            f"  {stage} ({label}): own cost (less the stand-in's time)",
+            [wall - model_cpu for wall in walls],
+            target=TARGET_OWN_P50,
+            judged="p50",
+            extra={"function_cpu_s": own_cpu, "standin_cpu_s": model_cpu},
+        ),
+    ]
+
+
+async def measure(checkouts: Sequence[Checkout], events: int, console: Console) -> dict[str, Any]:
+    services = Manifests.load(ROOT).services
+    rows: list[Row] = []
+    with workspace("eco2-cpu-stages-", 4096) as children:
+        async with httpx.AsyncClient(timeout=START_TIMEOUT) as http:
+            for checkout in checkouts:
+                extra = {k: v for k, v in checkout.env().items() if k in ("PYTHONPATH", "ECO2_ROOT")}
+                standin_url, standin_pid = await start_standin(children, http, {**os.environ, **extra})
+                rig = Rig(children, http, services, {**runner_env(standin_url), **extra}, standin_url)
+                for stage in STAGES:
+                    console.print(f"  {checkout.label}: {stage}, {WARMUP} + {events} events …")
+                    rows += await stage_rows(rig, stage, events, standin_pid, checkout.label)
+    order = {stage: index for index, stage in enumerate(STAGES)}
+    rows.sort(key=lambda row: order[row.name.strip().split(" ")[0]])
+    console.print(rows_table("A stage's own cost: one event at a time, straight over HTTP (ms)", rows))
+    return {"rows": rows}
