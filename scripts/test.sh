@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything and run the checks CI runs: lint, format, types, the test suite (real Redis and RabbitMQ).
 source "$(dirname "$0")/lib.sh"
-install_project --extra dev
+install_project --extra dev --extra local
 ensure_redis
 ensure_rabbitmq
 ensure_postgres

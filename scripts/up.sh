@@ -2,7 +2,7 @@
 # Start the whole pack on this machine and show it working: install, check services, `eco2 up --detach`,
 # then one scan through the mobile API (gateway → broker → vision → rules → answer → reward, live over SSE).
 source "$(dirname "$0")/lib.sh"
-install_project
+install_project --extra local
 ensure_redis
 ensure_rabbitmq
 export ECO2_ENV="${ECO2_ENV:-development}"   # development: the built-in JWT secret, the stand-in's samples allowlisted
