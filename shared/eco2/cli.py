@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 SERVE = "serve"
 WORKER = "worker"  # `eco2 worker --celery`: gevent must patch the standard library before anything else loads
+# Commands whose arguments (--help included) go to their own argparse parser, untouched by typer.
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def app() -> None:
@@ -43,21 +45,21 @@ def commands() -> "typer.Typer":
     commands.command("token")(gateway_cli.token)
     commands.command("scan")(gateway_cli.scan)
 
-    @commands.command(SERVE, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @commands.command(SERVE, context_settings=PASS_THROUGH, add_help_option=False)
     def serve(ctx: typer.Context) -> None:
         """Serve one function on its own port, as Knative would: `eco2 serve NAME [--host H] [--port P]`."""
         from eco2 import serving
 
         raise typer.Exit(serving.main(ctx.args))
 
-    @commands.command(WORKER, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @commands.command(WORKER, context_settings=PASS_THROUGH, add_help_option=False)
     def worker(ctx: typer.Context) -> None:
         """Run the stages as a Celery chain (the seed's runtime): `eco2 worker --celery [--queues Q] [-c N]`."""
         from eco2.celery_runtime import worker
 
         raise typer.Exit(worker.main(ctx.args))
 
-    @commands.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @commands.command("bench", context_settings=PASS_THROUGH, add_help_option=False)
     def bench(ctx: typer.Context) -> None:
         """The pack beside the Celery baseline: throughput, latency, CPU per scan, memory (`eco2 bench --help`)."""
         from eco2.bench.command import main
