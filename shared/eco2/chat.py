@@ -23,7 +23,7 @@ from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
-from eco2.stages import StageContext, delta_writer, record_done
+from eco2.stage_context import StageContext, delta_writer, record_done
 
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20

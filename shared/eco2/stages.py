@@ -8,18 +8,15 @@ was recorded yet. The functions under `functions/` serve these over HTTP; the Ce
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel
 
 from eco2 import default_character, keys
 from eco2.adapter import EventFunction
-from eco2.cachesync.handler import CatalogCache
 from eco2.errors import PoisonEvent
 from eco2.events import (
     FUNCTION_EVENTS,
@@ -33,114 +30,22 @@ from eco2.events import (
     ScanRuled,
     new_event,
     parse_data,
-    source_of,
 )
-from eco2.jobs import STAGE_OF_FUNCTION, Claim, JobStatus, JobStore, Stage, TransitionOutcome
-from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
-from eco2.observability import FunctionMetrics
+from eco2.jobs import STAGE_OF_FUNCTION, Claim, JobStatus, Stage, TransitionOutcome
 from eco2.rewards import RewardDecision, decide_reward, final_event_data, final_result, reward_id
 from eco2.rules import (
     MAJOR_CATEGORIES,
     RECYCLABLE_MAJOR,
     SITUATION_TAGS,
     UNCLASSIFIED_MAJOR,
-    CharacterCatalog,
     Rule,
     RuleBook,
 )
 from eco2.settings import Settings
-from eco2.storage import Storage
-
-if TYPE_CHECKING:
-    from eco2.cachesync.replica import CacheSync
-    from eco2.jobs import Transition
+from eco2.stage_context import StageContext, delta_writer, record_done
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
-
-
-@dataclass(slots=True)
-class StageContext:
-    """Per-process resources of a stage function: built once at start, closed on shutdown."""
-
-    settings: Settings
-    store: JobStore
-    rules: RuleBook
-    catalog: CatalogCache  # the package's catalog, or the newer one a catalog sync delivered
-    classify_prompt: str
-    metrics: FunctionMetrics | None = None  # the serving function's: model calls are timed into it
-    _model: ModelClient | None = None
-    _catalog_sync: CacheSync | None = None
-    _storage: Storage | None = None
-
-    @classmethod
-    async def create(cls, settings: Settings, metrics: FunctionMetrics | None = None) -> StageContext:
-        rules = RuleBook.load()
-        return cls(
-            settings=settings,
-            metrics=metrics,
-            store=JobStore.from_url(
-                settings.redis_url,
-                ttl_seconds=settings.job_ttl_seconds,
-                store_grace_seconds=settings.store_grace_seconds,
-                connections=settings.connections,
-            ),
-            rules=rules,
-            catalog=CatalogCache(),
-            classify_prompt=CLASSIFY_SYSTEM_PROMPT.format(
-                majors=", ".join(MAJOR_CATEGORIES),
-                middles=", ".join(rules.middle_categories()),
-                tags=", ".join(SITUATION_TAGS),
-            ),
-        )
-
-    @property
-    def characters(self) -> CharacterCatalog:  # the current catalog, in process: no Redis read per event
-        return self.catalog.current
-
-    def sync_catalog(self) -> None:
-        """Keep `catalog` current from the catalog exchange (reward): warm-up from Redis, then every update."""
-        # Imported here: only reward keeps a catalog current, so only it loads the AMQP client (aio-pika).
-        from eco2.cachesync.process import CATALOG, start_sync
-
-        self._catalog_sync = start_sync(
-            os.environ, self.settings.redis_cache_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
-        )
-        self.catalog = self._catalog_sync.caches.catalog
-
-    @property
-    def model(self) -> ModelClient:
-        # Built once, at start by the steps that use it (vision, answer): the others never load the openai SDK.
-        if self._model is None:
-            self._model = ModelClient(
-                base_url=self.settings.openai_base_url,
-                api_key=self.settings.openai_api_key,
-                timeout_seconds=self.settings.stage_timeout_seconds,
-                observe=None if self.metrics is None else self.metrics.model_call,
-            )
-        return self._model
-
-    def readable_image(self, url: str) -> str:
-        """The URL the model reads the image from: a presigned GET for an upload to the photo store."""
-        if self.settings.storage is None:
-            return url
-        if self._storage is None:
-            self._storage = Storage(self.settings.storage)
-        return self._storage.readable_url(url)
-
-    async def aclose(self) -> None:
-        if self._catalog_sync is not None:
-            await self._catalog_sync.stop()
-        if self._model is not None:
-            await self._model.aclose()
-        await self.store.aclose()
-
-    @property
-    def source(self) -> str:
-        return source_of(self.settings.function_name)
-
-    async def ready(self) -> bool:
-        return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
 
 
 class RuleOutcome(BaseModel):
@@ -267,36 +172,6 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
     if rule is None:
         raise PoisonEvent("unknown_rule", f"rule {rule_id!r} is not in the rule book")
     return rule
-
-
-async def record_done(
-    store: JobStore,
-    job_id: str,
-    user_id: str,
-    stage: Stage,
-    result: dict[str, Any],
-    *,
-    message: str,
-    data: dict[str, Any],
-    claim: Claim | None = None,
-) -> Transition:
-    """A job's `done` transition (progress 100), its result kept whole in the job hash (what GET …/result serves)."""
-    fields = {"result": json.dumps(result, ensure_ascii=False)}
-    return await store.transition(
-        job_id, user_id, stage, JobStatus.DONE, message=message, data=data, fields=fields, progress=100, claim=claim
-    )
-
-
-def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
-    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
-    count = 0
-
-    async def on_text(piece: str) -> None:
-        nonlocal count
-        await store.append_delta(job_id, stage, count, piece, closed_by=closed_by)
-        count += 1
-
-    return on_text
 
 
 async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:

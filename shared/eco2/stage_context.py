@@ -1,0 +1,140 @@
+"""What a stage function holds per process (`StageContext`) and how a stage's progress is written to the job.
+
+Shared by the four scan stages (eco2.stages) and chat (eco2.chat): the job store, the rule book, the character
+catalog, the model client built once, and the two writes they have in common — streamed text appended to the job's
+event stream, and the `done` transition with the job's result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eco2.cachesync.handler import CatalogCache
+from eco2.events import source_of
+from eco2.jobs import Claim, JobStatus, JobStore, Stage
+from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
+from eco2.observability import FunctionMetrics
+from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS, CharacterCatalog, RuleBook
+from eco2.settings import Settings
+from eco2.storage import Storage
+
+if TYPE_CHECKING:
+    from eco2.cachesync.replica import CacheSync
+    from eco2.jobs import Transition
+
+
+@dataclass(slots=True)
+class StageContext:
+    """Per-process resources of a stage function: built once at start, closed on shutdown."""
+
+    settings: Settings
+    store: JobStore
+    rules: RuleBook
+    catalog: CatalogCache  # the package's catalog, or the newer one a catalog sync delivered
+    classify_prompt: str
+    metrics: FunctionMetrics | None = None  # the serving function's: model calls are timed into it
+    _model: ModelClient | None = None
+    _catalog_sync: CacheSync | None = None
+    _storage: Storage | None = None
+
+    @classmethod
+    async def create(cls, settings: Settings, metrics: FunctionMetrics | None = None) -> StageContext:
+        rules = RuleBook.load()
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            store=JobStore.from_url(
+                settings.redis_url,
+                ttl_seconds=settings.job_ttl_seconds,
+                store_grace_seconds=settings.store_grace_seconds,
+                connections=settings.connections,
+            ),
+            rules=rules,
+            catalog=CatalogCache(),
+            classify_prompt=CLASSIFY_SYSTEM_PROMPT.format(
+                majors=", ".join(MAJOR_CATEGORIES),
+                middles=", ".join(rules.middle_categories()),
+                tags=", ".join(SITUATION_TAGS),
+            ),
+        )
+
+    @property
+    def characters(self) -> CharacterCatalog:  # the current catalog, in process: no Redis read per event
+        return self.catalog.current
+
+    def sync_catalog(self) -> None:
+        """Keep `catalog` current from the catalog exchange (reward): warm-up from Redis, then every update."""
+        # Imported here: only reward keeps a catalog current, so only it loads the AMQP client (aio-pika).
+        from eco2.cachesync.process import CATALOG, start_sync
+
+        self._catalog_sync = start_sync(
+            os.environ, self.settings.redis_cache_url, CATALOG, name=f"{self.settings.function_name}-{os.getpid()}"
+        )
+        self.catalog = self._catalog_sync.caches.catalog
+
+    @property
+    def model(self) -> ModelClient:
+        # Built once, at start by the steps that use it (vision, answer): the others never load the openai SDK.
+        if self._model is None:
+            self._model = ModelClient(
+                base_url=self.settings.openai_base_url,
+                api_key=self.settings.openai_api_key,
+                timeout_seconds=self.settings.stage_timeout_seconds,
+                observe=None if self.metrics is None else self.metrics.model_call,
+            )
+        return self._model
+
+    def readable_image(self, url: str) -> str:
+        """The URL the model reads the image from: a presigned GET for an upload to the photo store."""
+        if self.settings.storage is None:
+            return url
+        if self._storage is None:
+            self._storage = Storage(self.settings.storage)
+        return self._storage.readable_url(url)
+
+    async def aclose(self) -> None:
+        if self._catalog_sync is not None:
+            await self._catalog_sync.stop()
+        if self._model is not None:
+            await self._model.aclose()
+        await self.store.aclose()
+
+    @property
+    def source(self) -> str:
+        return source_of(self.settings.function_name)
+
+    async def ready(self) -> bool:
+        return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
+
+
+async def record_done(
+    store: JobStore,
+    job_id: str,
+    user_id: str,
+    stage: Stage,
+    result: dict[str, Any],
+    *,
+    message: str,
+    data: dict[str, Any],
+    claim: Claim | None = None,
+) -> Transition:
+    """A job's `done` transition (progress 100), its result kept whole in the job hash (what GET …/result serves)."""
+    fields = {"result": json.dumps(result, ensure_ascii=False)}
+    return await store.transition(
+        job_id, user_id, stage, JobStatus.DONE, message=message, data=data, fields=fields, progress=100, claim=claim
+    )
+
+
+def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
+    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
+    count = 0
+
+    async def on_text(piece: str) -> None:
+        nonlocal count
+        await store.append_delta(job_id, stage, count, piece, closed_by=closed_by)
+        count += 1
+
+    return on_text
