@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -48,17 +48,13 @@ class ConnectionSettings:
         cert, key = env.get("ECO2_TLS_CERT_FILE") or None, env.get("ECO2_TLS_KEY_FILE") or None
         if (cert is None) != (key is None):
             raise SettingsError("ECO2_TLS_CERT_FILE and ECO2_TLS_KEY_FILE must be set together")
-        return cls(
-            tls_ca_file=env.get("ECO2_TLS_CA_FILE") or None,
-            tls_cert_file=cert,
-            tls_key_file=key,
-            redis_connect_timeout_seconds=_seconds(env, "ECO2_REDIS_CONNECT_TIMEOUT_SECONDS", 2.0),
-            redis_socket_timeout_seconds=_seconds(env, "ECO2_REDIS_SOCKET_TIMEOUT_SECONDS", 5.0),
-            amqp_connect_timeout_seconds=_seconds(env, "ECO2_AMQP_CONNECT_TIMEOUT_SECONDS", 5.0),
-            http_connect_timeout_seconds=_seconds(env, "ECO2_HTTP_CONNECT_TIMEOUT_SECONDS", 2.0),
-            http_timeout_seconds=_seconds(env, "ECO2_HTTP_TIMEOUT_SECONDS", 10.0),
-            db_connect_timeout_seconds=_seconds(env, "ECO2_DB_CONNECT_TIMEOUT_SECONDS", 5.0),
-        )
+        # Every time limit is ECO2_<FIELD NAME>, defaulting to the field's default above.
+        limits = {
+            field.name: _seconds(env, f"ECO2_{field.name.upper()}", getattr(cls, field.name))
+            for field in fields(cls)
+            if field.name.endswith("_seconds")
+        }
+        return cls(tls_ca_file=env.get("ECO2_TLS_CA_FILE") or None, tls_cert_file=cert, tls_key_file=key, **limits)
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifying context: the server's certificate must chain to the CA and name the host."""
