@@ -23,7 +23,7 @@ from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
-from eco2.stage_context import StageContext, delta_writer, record_done
+from eco2.stage_context import DeltaWriter, StageContext, record_done
 
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20
@@ -86,12 +86,10 @@ async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
         *({"role": turn["role"], "content": turn["content"]} for turn in past),
         {"role": "user", "content": _user_content(ctx, request)},
     ]
-    text = await ctx.model.chat(
-        model=ctx.settings.answer_model,
-        messages=messages,
-        job_id=request.job_id,
-        on_text=delta_writer(ctx.store, request.job_id, Stage.CHAT, JobStatus.DONE),
-    )
+    async with DeltaWriter(ctx.store, request.job_id, Stage.CHAT, JobStatus.DONE) as on_text:
+        text = await ctx.model.chat(
+            model=ctx.settings.answer_model, messages=messages, job_id=request.job_id, on_text=on_text
+        )
     return ChatAnswer(text=text, rule_id=rule.id if rule else None)
 
 

@@ -45,27 +45,37 @@ return {'applied', seq, status, stage, claimed}
 """
 
 
-# KEYS: job hash, job event stream. ARGV: stage, index, data json, ttl, now, the mark that closes the stage's
-# deltas (e.g. 'mark:answer:running'). A delta is one piece of a stage's streamed text: it takes the next seq
-# (so SSE order and Last-Event-ID resume hold) but changes neither status nor progress, and carries its own
-# status 'delta' plus an index: (stage, index) is recorded once, and none after the stage recorded its result.
+# KEYS: job hash, job event stream. ARGV: stage, ttl, now, the mark that closes the stage's deltas (e.g.
+# 'mark:answer:running'), then (index, data json) pairs in order. A delta is one piece of a stage's streamed text:
+# it takes the next seq (so SSE order and Last-Event-ID resume hold) but changes neither status nor progress, and
+# carries its own status 'delta' plus an index: (stage, index) is recorded once, and none after the stage recorded
+# its result. Several pieces may come in one call (one round trip), each still its own entry.
 _DELTA = """
 local job, stream = KEYS[1], KEYS[2]
-local stage, index = ARGV[1], tonumber(ARGV[2])
+local stage = ARGV[1]
 local current = redis.call('HGET', job, 'status')
 if not current then return {'missing', 0} end
 if ENDED then return {'refused', 0} end
-if redis.call('HEXISTS', job, ARGV[6]) == 1 then return {'duplicate', 0} end
+if redis.call('HEXISTS', job, ARGV[4]) == 1 then return {'duplicate', 0} end
 local field = 'delta:' .. stage
 local expected = tonumber(redis.call('HGET', job, field) or '0')
-if index < expected then return {'duplicate', 0} end
-local seq = redis.call('HINCRBY', job, 'seq', 1)
-redis.call('HSET', job, field, index + 1)
 local progress = redis.call('HGET', job, 'progress') or '0'
-redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', 'delta', 'progress', progress,
-  'message', '', 'data', ARGV[3], 'at', ARGV[5], 'index', index)
-redis.call('EXPIRE', stream, tonumber(ARGV[4]))
-return {'applied', seq}
+local outcome, seq = 'duplicate', 0
+for i = 5, #ARGV, 2 do
+  local index = tonumber(ARGV[i])
+  if index >= expected then
+    seq = redis.call('HINCRBY', job, 'seq', 1)
+    expected = index + 1
+    redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', 'delta', 'progress', progress,
+      'message', '', 'data', ARGV[i + 1], 'at', ARGV[3], 'index', index)
+    outcome = 'applied'
+  end
+end
+if outcome == 'applied' then
+  redis.call('HSET', job, field, expected)
+  redis.call('EXPIRE', stream, tonumber(ARGV[2]))
+end
+return {outcome, seq}
 """
 
 

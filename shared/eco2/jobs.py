@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -257,8 +257,15 @@ class JobStore:
         Recorded once per (stage, index); refused once the job ended, and a duplicate once the stage recorded
         its `closed_by` transition (its whole text), so a redelivered stage never streams after its result.
         """
-        data = json.dumps({"delta": text, "index": index}, ensure_ascii=False)
-        argv = [stage.value, str(index), data, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}"]
+        return await self.append_deltas(job_id, stage, [(index, text)], closed_by=closed_by)
+
+    async def append_deltas(
+        self, job_id: str, stage: Stage, pieces: Sequence[tuple[int, str]], *, closed_by: JobStatus
+    ) -> TransitionOutcome:
+        """`append_delta` for several pieces in order, in one round trip; each piece is still its own entry."""
+        argv = [stage.value, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}"]
+        for index, text in pieces:
+            argv += [str(index), json.dumps({"delta": text, "index": index}, ensure_ascii=False)]
         raw = await store_call(self._delta(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         return TransitionOutcome(raw[0])
 

@@ -7,6 +7,8 @@ event stream, and the `done` transition with the job's result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from eco2.cachesync.handler import CatalogCache
 from eco2.events import source_of
 from eco2.jobs import Claim, JobStatus, JobStore, Stage
-from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient, OnText
+from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.observability import FunctionMetrics
 from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS, CharacterCatalog, RuleBook
 from eco2.settings import Settings
@@ -128,13 +130,45 @@ async def record_done(
     )
 
 
-def delta_writer(store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> OnText:
-    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0."""
-    count = 0
+class DeltaWriter:
+    """Appends each piece of a stage's streamed text to the job's event stream, numbered from 0.
 
-    async def on_text(piece: str) -> None:
-        nonlocal count
-        await store.append_delta(job_id, stage, count, piece, closed_by=closed_by)
-        count += 1
+    The model's stream never waits on Redis: a piece is queued and a background task writes it; the pieces that
+    arrive while a write is in flight go out together in the next one (a burst is one round trip: the stand-in at
+    zero latency sends ten pieces at once), each still its own numbered entry, so a redelivered stage writes the
+    same entries whatever the grouping. Leaving the `async with` waits for every queued piece (they must come
+    before the stage's own transition) and raises a failed write (transient: the broker retries the stage).
+    """
 
-    return on_text
+    def __init__(self, store: JobStore, job_id: str, stage: Stage, closed_by: JobStatus) -> None:
+        self._store, self._job_id, self._stage, self._closed_by = store, job_id, stage, closed_by
+        self._pending: list[tuple[int, str]] = []
+        self._count = 0
+        self._writing: asyncio.Task[None] | None = None
+
+    async def __call__(self, piece: str) -> None:
+        self._pending.append((self._count, piece))
+        self._count += 1
+        if self._writing is None or self._writing.done():
+            if self._writing is not None:
+                self._writing.result()  # a failed write ends the stream here
+            self._writing = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await self._store.append_deltas(self._job_id, self._stage, batch, closed_by=self._closed_by)
+
+    async def __aenter__(self) -> DeltaWriter:
+        return self
+
+    async def __aexit__(self, failed: type[BaseException] | None, *_: object) -> None:
+        if self._writing is None:
+            return
+        if failed is None:
+            await self._writing
+            return
+        # The stream failed: what was not written yet no longer matters (the retry streams it again).
+        self._writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._writing

@@ -42,7 +42,7 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
-from eco2.stage_context import StageContext, delta_writer, record_done
+from eco2.stage_context import DeltaWriter, StageContext, record_done
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
@@ -177,14 +177,15 @@ def rule_of(rule_id: str | None, book: RuleBook) -> Rule | None:
 async def write_answer(scan: ScanRuled, ctx: StageContext) -> FinalAnswer:
     """The model's answer, its `user_answer` streamed to the job's SSE stream (delta events) as it is written."""
     rule = rule_of(scan.rule_id, ctx.rules)
-    return await ctx.model.answer(
-        model=model_for(scan.model, ctx.settings.answer_model, ctx.settings),
-        classification=scan.classification,
-        disposal_rules=rule.as_disposal_rules() if rule else None,
-        user_input=scan.user_input,
-        job_id=scan.job_id,
-        on_text=delta_writer(ctx.store, scan.job_id, Stage.ANSWER, JobStatus.RUNNING),
-    )
+    async with DeltaWriter(ctx.store, scan.job_id, Stage.ANSWER, JobStatus.RUNNING) as on_text:
+        return await ctx.model.answer(
+            model=model_for(scan.model, ctx.settings.answer_model, ctx.settings),
+            classification=scan.classification,
+            disposal_rules=rule.as_disposal_rules() if rule else None,
+            user_input=scan.user_input,
+            job_id=scan.job_id,
+            on_text=on_text,
+        )
 
 
 def answered(scan: ScanRuled, final: FinalAnswer, ctx: StageContext) -> Progress:

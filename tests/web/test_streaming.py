@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import httpx
 import pytest
 
+from eco2.errors import StoreUnavailable
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.model import partial_string_field
+from eco2.stage_context import DeltaWriter
 from tests.functions.test_stage_functions import post, reply_of, requested
 from tests.support import Child
 
@@ -53,6 +56,72 @@ async def test_a_delta_is_recorded_once_and_never_after_the_result(store: JobSto
     assert (job["status"], job["stage"]) == ("cancelled", "answer")  # deltas never changed the job's state
     statuses = [(e.status, e.data) for e in await store.events("j-delta")]
     assert statuses[1:3] == [("delta", {"delta": "안녕", "index": 0}), ("delta", {"delta": "하세요", "index": 1})]
+
+
+class CountingStore(JobStore):
+    """The real store, counting the round trips that carry streamed pieces (and failing one when told to)."""
+
+    calls: list[list[int]]
+    fail_next: bool = False
+
+    async def append_deltas(
+        self, job_id: str, stage: Stage, pieces: Sequence[tuple[int, str]], *, closed_by: JobStatus
+    ) -> TransitionOutcome:
+        self.calls.append([index for index, _ in pieces])
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreUnavailable()
+        return await super().append_deltas(job_id, stage, pieces, closed_by=closed_by)
+
+
+def counting(store: JobStore) -> CountingStore:
+    spy = CountingStore(store.redis, ttl_seconds=600)
+    spy.calls = []
+    return spy
+
+
+async def deltas_of(store: JobStore, job_id: str) -> list[tuple[int, str]]:
+    return [(e.data["index"], e.data["delta"]) for e in await store.events(job_id) if e.status == "delta" and e.data]
+
+
+async def test_a_burst_of_pieces_is_written_in_few_round_trips_each_its_own_entry(store: JobStore) -> None:
+    spy = counting(store)
+    await spy.create("j-burst", "u1")
+    pieces = [f"조각{n} " for n in range(10)]
+    async with DeltaWriter(spy, "j-burst", Stage.ANSWER, JobStatus.RUNNING) as on_text:
+        for piece in pieces:  # a zero-latency model: every piece before the first write has answered
+            await on_text(piece)
+    assert [index for call in spy.calls for index in call] == list(range(10))  # each piece once, in order
+    assert len(spy.calls) <= 2  # one round trip for the burst (two if the first write starts before the rest)
+    assert await deltas_of(spy, "j-burst") == list(enumerate(pieces))
+
+
+async def test_a_redelivery_grouped_otherwise_writes_nothing_twice(store: JobStore) -> None:
+    await store.create("j-again", "u1")
+    pieces = ["하나 ", "둘 ", "셋"]
+    async with DeltaWriter(store, "j-again", Stage.ANSWER, JobStatus.RUNNING) as on_text:
+        for piece in pieces:
+            await on_text(piece)
+    # The redelivered stage's stream arrives grouped otherwise: one piece, then two.
+    again = [(0, pieces[0])], [(1, pieces[1]), (2, pieces[2])]
+    for group in again:
+        outcome = await store.append_deltas("j-again", Stage.ANSWER, group, closed_by=JobStatus.RUNNING)
+        assert outcome is TransitionOutcome.DUPLICATE
+    assert await deltas_of(store, "j-again") == list(enumerate(pieces))
+
+
+async def test_a_failed_write_fails_the_stream(store: JobStore) -> None:
+    spy = counting(store)
+    await spy.create("j-fail", "u1")
+    spy.fail_next = True
+
+    async def stream() -> None:
+        async with DeltaWriter(spy, "j-fail", Stage.ANSWER, JobStatus.RUNNING) as on_text:
+            await on_text("첫 조각")
+
+    with pytest.raises(StoreUnavailable):  # the model call ends with it: the stage answers 5xx, the broker retries
+        await stream()
+    assert await deltas_of(spy, "j-fail") == []
 
 
 @pytest.mark.parametrize(
