@@ -450,12 +450,12 @@ def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Ma
 @pytest.mark.parametrize(
     ("name", "parallelism"),
     [
-        ("vision", 50),
-        ("answer", 50),
+        ("vision", 100),
+        ("answer", 100),
         ("rules", 20),
         ("reward", 20),
-        ("vision-vip", 5),
-        ("answer-vip", 5),
+        ("vision-vip", 10),
+        ("answer-vip", 10),
         ("rules-vip", 5),
         ("reward-vip", 5),
         ("persist-granted", 100),

@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT = 60.0
 PAUSE_FIRST = 0.5
 PAUSE_MAX = 30.0
 IDLE_CONNECTION_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), which every function is served with
+# The RabbitMQ broker's Trigger dispatcher prefetches at most this many messages, whatever its parallelism.
+DISPATCHER_PREFETCH = 100
 
 
 class Outcome(StrEnum):
@@ -207,8 +209,9 @@ class TriggerConsumer:
         return self.plan.trigger.name
 
     async def start(self) -> None:
-        # prefetch = parallelism: the broker never hands this consumer more than N unacked messages.
-        await self._channel.set_qos(prefetch_count=self.plan.trigger.parallelism)
+        # As the RabbitMQ broker's dispatcher: `parallelism` workers, but never more than its fixed AMQP prefetch
+        # of unacked messages, so at most min(parallelism, 100) deliveries are in flight.
+        await self._channel.set_qos(prefetch_count=min(self.plan.trigger.parallelism, DISPATCHER_PREFETCH))
         self._queue = await self._channel.get_queue(self.plan.queue)
         self._tag = await self._queue.consume(self._on_message)
 
