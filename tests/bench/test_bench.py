@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -50,3 +51,9 @@ def test_a_tiny_bench_reports_every_figure_for_both_runtimes(tmp_path: Path) -> 
         assert row["pack_over_celery"] is not None, row
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pack ÷ Celery" in ran.stdout
+    run_id = re.search(r"run ([0-9a-f]{8}):", ran.stdout)
+    assert run_id is not None, ran.stdout[:2000]
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, timeout=60)
+    left = [name for name in listed.stdout.split() if name.startswith(f"bench-{run_id[1]}")]
+    assert listed.returncode == 0, listed.stderr
+    assert left == [], f"the run left its queues behind: {left[:5]}"

@@ -264,20 +264,10 @@ async def delete_topology(prefix: str) -> None:
     from eco2.manifests.rabbitmq_source import rabbitmq_sources
 
     manifests = Manifests.load(ROOT)
-    topology = Topology.plan(manifests, prefix)
+    sources = [f"{prefix}.source.{source.name}" for source in rabbitmq_sources(manifests).values()]
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
     try:
-        channel = await connection.channel()
-        for plan in topology.triggers.values():
-            retries = [plan.retry_queue(attempt) for attempt in plan.retry_attempts]
-            for name in [plan.queue, *retries, plan.dead_letter_queue]:
-                if name:
-                    await channel.queue_delete(name)
-            if plan.dead_letter_exchange:
-                await channel.exchange_delete(plan.dead_letter_exchange)
-        await channel.exchange_delete(topology.exchange)
-        for source in rabbitmq_sources(manifests).values():  # eco2.local.sources: one queue each
-            await channel.queue_delete(f"{prefix}.source.{source.name}")
+        await Topology.plan(manifests, prefix).delete(await connection.channel(), sources)
     finally:
         await connection.close()
 

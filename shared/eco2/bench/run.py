@@ -71,7 +71,7 @@ async def _all(
                         prefix = f"bench-{run_id}-{name}"
                         results["runtimes"][name] = await measure(runtime, store, args, progress, prefix)
                     finally:
-                        _stop(runtime, env, children, run_id)
+                        await _stop(runtime, env, children, run_id)
                 except TimeoutError as exc:
                     # Not the bench's budget (run_budgeted's reading of a TimeoutError): a server that hung.
                     raise BenchError(f"{name}: a server did not answer in time ({exc or 'timed out'})") from exc
@@ -90,9 +90,9 @@ def _start(name: str, args: argparse.Namespace, env: dict[str, str], children: C
     return start_fleet(env, children, run_id, args.concurrency)
 
 
-def _stop(runtime: Runtime, env: dict[str, str], children: Children, run_id: str) -> None:
+async def _stop(runtime: Runtime, env: dict[str, str], children: Children, run_id: str) -> None:
     if runtime.name == "pack":
-        stop_pack(env, _pack_state_dir(children))
+        await stop_pack(env, _pack_state_dir(children), run_id)
     else:
         stop_fleet(runtime, children, env, run_id)
 

@@ -8,6 +8,7 @@ does, so the stages record progress and the bench reads `done` from the same job
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,8 +20,13 @@ from pathlib import Path
 import httpx
 
 from eco2.bench.procs import Proc, services, tree
+from eco2.connections import amqp_connect
 from eco2.gateway.sink import EventSink, Sink
 from eco2.local.replicas import free_port
+from eco2.local.runner import RunnerOptions
+from eco2.local.topology import Topology
+from eco2.manifests import Manifests
+from eco2.manifests.rabbitmq_source import rabbitmq_sources
 from eco2.serving import project_root
 from tests.benchmarks.processes import Children
 
@@ -87,8 +93,10 @@ def _read_pid(path: Path) -> str:
     return str(json.loads(path.read_text())["pid"])
 
 
-def stop_pack(env: dict[str, str], state_dir: Path) -> None:
-    subprocess.run(
+async def stop_pack(env: dict[str, str], state_dir: Path, run_id: str) -> None:
+    """`eco2 down`, then this run's throwaway topology deleted (its queues would otherwise pile up on the node)."""
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "eco2.cli", "down"],
         cwd=project_root(),
         env=_env(env, ECO2_STATE_DIR=str(state_dir)),
@@ -96,6 +104,14 @@ def stop_pack(env: dict[str, str], state_dir: Path) -> None:
         timeout=60,
         check=False,
     )
+    prefix = f"bench-{run_id}"
+    manifests = Manifests.load(project_root())
+    sources = [f"{prefix}.source.{source.name}" for source in rabbitmq_sources(manifests).values()]
+    connection = await amqp_connect(env.get("AMQP_URL") or RunnerOptions.amqp_url, env=env)
+    try:
+        await Topology.plan(manifests, prefix).delete(await connection.channel(), sources)
+    finally:
+        await connection.close()
 
 
 def start_fleet(env: dict[str, str], children: Children, run_id: str, concurrency: int) -> Runtime:
