@@ -259,15 +259,12 @@ async def measure_pack(checkout: Checkout, scans: int, console: Console) -> Pack
 
 async def delete_topology(prefix: str) -> None:
     """Delete the throwaway queues and exchanges `eco2 up` declared under `prefix` (eco2.local.topology)."""
-    from eco2.local.topology import Topology
+    from eco2.local import topology
     from eco2.manifests import Manifests
-    from eco2.manifests.rabbitmq_source import rabbitmq_sources
 
-    manifests = Manifests.load(ROOT)
-    sources = [f"{prefix}.source.{source.name}" for source in rabbitmq_sources(manifests).values()]
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
     try:
-        await Topology.plan(manifests, prefix).delete(await connection.channel(), sources)
+        await topology.delete_topology(await connection.channel(), Manifests.load(ROOT), prefix)
     finally:
         await connection.close()
 

@@ -20,6 +20,7 @@ from cloudevents.conversion import to_binary
 
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
+from eco2.local import topology
 from eco2.local.runner import LocalPack, RunnerOptions
 from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
 
@@ -48,19 +49,10 @@ def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: An
 
 async def delete_topology(pack: LocalPack) -> None:
     connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for plan in pack.topology.triggers.values():
-        names = [plan.queue, plan.dead_letter_queue]
-        if plan.delivery is not None:
-            names += [plan.retry_queue(n) for n in range(1, plan.delivery.retry + 1)]
-        for name in filter(None, names):
-            await channel.queue_delete(name)
-        if plan.dead_letter_exchange:
-            await channel.exchange_delete(plan.dead_letter_exchange)
-    await channel.exchange_delete(pack.topology.exchange)
-    for source in pack.sources:  # the RabbitmqSources' queues (eco2.local.sources)
-        await channel.queue_delete(source.queue_name)
-    await connection.close()
+    try:
+        await topology.delete_topology(await connection.channel(), pack.manifests, pack.topology.prefix)
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

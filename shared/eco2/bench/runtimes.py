@@ -24,9 +24,8 @@ from eco2.connections import amqp_connect
 from eco2.gateway.sink import EventSink, Sink
 from eco2.local.replicas import free_port
 from eco2.local.runner import RunnerOptions
-from eco2.local.topology import Topology
+from eco2.local.topology import delete_topology
 from eco2.manifests import Manifests
-from eco2.manifests.rabbitmq_source import rabbitmq_sources
 from eco2.serving import project_root
 from tests.benchmarks.processes import Children
 
@@ -104,12 +103,9 @@ async def stop_pack(env: dict[str, str], state_dir: Path, run_id: str) -> None:
         timeout=60,
         check=False,
     )
-    prefix = f"bench-{run_id}"
-    manifests = Manifests.load(project_root())
-    sources = [f"{prefix}.source.{source.name}" for source in rabbitmq_sources(manifests).values()]
     connection = await amqp_connect(env.get("AMQP_URL") or RunnerOptions.amqp_url, env=env)
     try:
-        await Topology.plan(manifests, prefix).delete(await connection.channel(), sources)
+        await delete_topology(await connection.channel(), Manifests.load(project_root()), f"bench-{run_id}")
     finally:
         await connection.close()
 

@@ -20,6 +20,7 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from eco2.cachesync.events import attributes_of
+from eco2.local.topology import source_queue
 from eco2.manifests import Manifests
 from eco2.manifests.rabbitmq_source import RabbitmqSourceSpec, rabbitmq_sources
 
@@ -90,7 +91,7 @@ async def start_sources(
     """One consumer per RabbitmqSource of the manifests, each on its own channel and its own durable queue."""
     consumers: list[SourceConsumer] = []
     for spec in rabbitmq_sources(manifests).values():
-        consumer = SourceConsumer(spec, await connection.channel(), sink_url, http, f"{prefix}.source.{spec.name}")
+        consumer = SourceConsumer(spec, await connection.channel(), sink_url, http, source_queue(prefix, spec.name))
         await consumer.start()
         consumers.append(consumer)
     return consumers

@@ -148,19 +148,6 @@ class Topology:
         await dlq.bind(dlx)
         return dlq
 
-    async def delete(self, channel: AbstractChannel, source_queues: list[str]) -> None:
-        """Remove every queue and exchange of this prefix (a throwaway topology: a benchmark's, a test's), and the
-        RabbitmqSource queues the runner declared beside it. Left behind, each run's ~90 quorum queues pile up on
-        the node until RabbitMQ itself slows to a halt."""
-        for plan in self.triggers.values():
-            retries = [plan.retry_queue(attempt) for attempt in plan.retry_attempts]
-            for name in [plan.queue, *retries, plan.dead_letter_queue, *source_queues]:
-                if name:
-                    await channel.queue_delete(name)
-            if plan.dead_letter_exchange:
-                await channel.exchange_delete(plan.dead_letter_exchange)
-        await channel.exchange_delete(self.exchange)
-
     async def depths(self, channel: AbstractChannel) -> dict[str, int]:
         """Ready messages per trigger queue and dead-letter queue (passive: declares nothing)."""
         depths: dict[str, int] = {}
@@ -201,3 +188,26 @@ def _write_bindings(state_file: Path | None, bindings: dict[str, dict[str, Any]]
         return
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(bindings, indent=2, sort_keys=True))
+
+
+def source_queue(prefix: str, source: str) -> str:
+    """The queue the local runner consumes a RabbitmqSource's exchange through (eco2.local.sources)."""
+    return f"{prefix}.source.{source}"
+
+
+async def delete_topology(channel: AbstractChannel, manifests: Manifests, prefix: str) -> None:
+    """Remove every queue and exchange the runner declares under `prefix` (a throwaway topology: a benchmark's, a
+    test's), the RabbitmqSource queues included. Left behind, each run's ~90 quorum queues pile up on the node
+    until RabbitMQ itself slows to a halt."""
+    from eco2.manifests.rabbitmq_source import rabbitmq_sources
+
+    topology = Topology.plan(manifests, prefix)
+    for plan in topology.triggers.values():
+        retries = [plan.retry_queue(attempt) for attempt in plan.retry_attempts]
+        for name in filter(None, [plan.queue, *retries, plan.dead_letter_queue]):
+            await channel.queue_delete(name)
+        if plan.dead_letter_exchange:
+            await channel.exchange_delete(plan.dead_letter_exchange)
+    await channel.exchange_delete(topology.exchange)
+    for source in rabbitmq_sources(manifests).values():
+        await channel.queue_delete(source_queue(prefix, source.name))
