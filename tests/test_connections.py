@@ -12,7 +12,14 @@ import pytest
 import redis
 from aiormq.exceptions import AMQPConnectionError
 
-from eco2.connections import ConnectionSettings, amqp_connect, async_redis, http_timeout, sync_redis
+from eco2.connections import (
+    ConnectionSettings,
+    amqp_connect,
+    async_redis,
+    async_redis_pool,
+    http_timeout,
+    sync_redis,
+)
 from eco2.jobs import JobStore
 from eco2.settings import SettingsError
 from tests.support import REDIS_TEST_URL, wait_for
@@ -235,3 +242,33 @@ def test_s3_client_has_connect_and_read_limits(monkeypatch: pytest.MonkeyPatch) 
     config = Storage(settings)._client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2.0, LIMIT)
     assert config.retries["total_max_attempts"] == 3
+
+
+async def test_a_redis_pool_opens_at_most_its_bound_however_many_callers_wait() -> None:
+    # A model stage's replica holds hundreds of deliveries: each opening its own connection at once timed out.
+    name = f"eco2-pool-test-{time.monotonic_ns()}"
+    client = async_redis_pool(REDIS_TEST_URL, env={"ECO2_REDIS_MAX_CONNECTIONS": "3"}, client_name=name)
+    try:
+        # Each call holds its connection 20 ms on the server (a BLPOP on an empty key that times out): 60 at once
+        # would open 60 without the bound.
+        calls = [client.blpop([f"{name}-nothing"], timeout=0.02) for _ in range(60)]
+        watching = asyncio.ensure_future(asyncio.gather(*calls))
+        seen = 0
+        while not watching.done():
+            seen = max(seen, sum(1 for c in await sync_clients() if c.get("name") == name))
+            await asyncio.sleep(0.01)
+        assert len(await watching) == 60
+        assert 1 <= seen <= 3
+    finally:
+        await client.aclose()
+
+
+async def sync_clients() -> list[dict[str, str]]:
+    return await asyncio.to_thread(lambda: list(redis.Redis.from_url(REDIS_TEST_URL).client_list()))
+
+
+def test_a_job_store_takes_its_pool_bound_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECO2_REDIS_MAX_CONNECTIONS", "7")
+    store = JobStore.from_url(REDIS_TEST_URL, ttl_seconds=60)
+    assert store.redis.connection_pool.max_connections == 7
+    assert ConnectionSettings.from_env({}).redis_max_connections == 50

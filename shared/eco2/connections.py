@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from eco2.settings import SettingsError, env_float
+from eco2.settings import SettingsError, env_float, env_int
 
 if TYPE_CHECKING:
     import httpx
@@ -41,6 +41,10 @@ class ConnectionSettings:
     http_connect_timeout_seconds: float = 2.0
     http_timeout_seconds: float = 10.0
     db_connect_timeout_seconds: float = 5.0
+    # A function's job store (eco2.jobs.JobStore.from_url) shares at most this many Redis connections: a replica
+    # holding hundreds of deliveries (a model stage's 200) would otherwise open a connection for each at once, and
+    # that connect storm timed out under load. A caller waits for a free one up to the socket timeout.
+    redis_max_connections: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectionSettings:
@@ -54,7 +58,14 @@ class ConnectionSettings:
             for field in fields(cls)
             if field.name.endswith("_seconds")
         }
-        return cls(tls_ca_file=env.get("ECO2_TLS_CA_FILE") or None, tls_cert_file=cert, tls_key_file=key, **limits)
+        pool = env_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2)
+        return cls(
+            tls_ca_file=env.get("ECO2_TLS_CA_FILE") or None,
+            tls_cert_file=cert,
+            tls_key_file=key,
+            redis_max_connections=pool,
+            **limits,
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifying context: the server's certificate must chain to the CA and name the host."""
@@ -116,10 +127,13 @@ def async_redis(url: str, *, env: Source = None, **overrides: Any) -> aioredis.R
 
 
 def async_redis_pool(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
-    """An asyncio Redis client over a bounded pool (BlockingConnectionPool: a caller waits `timeout` for a slot)."""
+    """An asyncio Redis client over a bounded pool (BlockingConnectionPool: a caller waits `timeout` for a slot);
+    by default ECO2_REDIS_MAX_CONNECTIONS slots, each waited for up to the socket timeout."""
     import redis.asyncio as aioredis
 
-    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    settings = _resolved(env)
+    bounds = {"max_connections": settings.redis_max_connections, "timeout": settings.redis_socket_timeout_seconds}
+    options = {"decode_responses": True, **settings.redis_options(url), **bounds, **overrides}
     return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 

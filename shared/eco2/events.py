@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -50,6 +51,20 @@ FUNCTION_EVENTS: dict[str, tuple[EventType, tuple[EventType, ...]]] = {
 # A job's final events: no stage consumes them; the persist function (a sink outside the stage chain, one
 # Trigger per type on every priority) writes them to the database (eco2.persist).
 TERMINAL_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED})
+
+# The model stages' normal-priority Triggers are sharded. One RabbitMQ broker dispatcher holds at most 100 events
+# in flight (its AMQP prefetch is fixed at 100, whatever the Trigger's parallelism) and a model call waits
+# seconds, so 1,000 scans at once need ten dispatchers per model stage: eventing/triggers-shards.yaml has one
+# Trigger per shard value, each filtering on the extension attribute `shard` as well. Every event of the pack
+# carries it, derived from its job id, so every emitter agrees and a re-sent event keeps its shard.
+SHARDS = 10
+SHARDED_FUNCTIONS: tuple[str, ...] = ("vision", "answer")
+SHARD_ATTRIBUTE = "shard"
+
+
+def shard_of(job_id: str) -> str:
+    """The job's shard, "0" to str(SHARDS - 1): a stable hash (crc32), the same in every process."""
+    return str(zlib.crc32(job_id.encode()) % SHARDS)
 
 
 class _Data(BaseModel):
@@ -174,7 +189,8 @@ def new_event(
     job_id: str,
     parent: CloudEvent | None = None,
 ) -> CloudEvent:
-    """Build an event with the pack's conventions, carrying priority and trace context over from `parent`."""
+    """Build an event with the pack's conventions: priority and trace context carried over from `parent`, the
+    job's shard."""
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION,
         "type": str(event_type),
@@ -189,4 +205,5 @@ def new_event(
             if value:
                 attributes[extension] = value
     attributes.setdefault("priority", Priority.NORMAL.value)
+    attributes[SHARD_ATTRIBUTE] = shard_of(job_id)
     return CloudEvent(attributes, data.model_dump(mode="json"))

@@ -152,10 +152,11 @@ class JobStore:
         connections: ConnectionSettings | None = None,
     ) -> JobStore:
         """A store on its own client; `connections` (else the process environment) gives its TLS and time limits."""
-        # Bounded socket waits: a stalled Redis becomes a StoreUnavailable the caller can retry, not a hang.
-        from eco2.connections import async_redis
+        # Bounded socket waits: a stalled Redis becomes a StoreUnavailable the caller can retry, not a hang; a
+        # bounded pool: hundreds of concurrent deliveries share ECO2_REDIS_MAX_CONNECTIONS connections.
+        from eco2.connections import async_redis_pool
 
-        client = async_redis(url, env=connections)
+        client = async_redis_pool(url, env=connections)
         return cls(client, ttl_seconds=ttl_seconds, store_grace_seconds=store_grace_seconds)
 
     @property

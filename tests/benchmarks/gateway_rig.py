@@ -269,13 +269,13 @@ async def delete_topology(topology: Topology, out: dict[str, Any]) -> None:
     queues, exchanges = topology_names(topology)
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        vision = topology.triggers.get("vision")
-        if vision is not None:
-            with contextlib.suppress(Exception):
-                channel = await connection.channel()
-                queue = await channel.declare_queue(vision.queue, passive=True)
-                out["vision_queue_messages"] = int(queue.declaration_result.message_count or 0)
-                await channel.close()
+        # vision's normal-priority queues, one per shard.
+        visions = [p.queue for p in topology.triggers.values() if p.trigger.subscriber_service == "vision"]
+        with contextlib.suppress(Exception):
+            channel = await connection.channel()
+            counts = [await channel.declare_queue(name, passive=True) for name in visions]
+            out["vision_queue_messages"] = sum(int(q.declaration_result.message_count or 0) for q in counts)
+            await channel.close()
         for name in queues:
             try:
                 channel = await connection.channel()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES, EventType
+from eco2.events import FUNCTION_EVENTS, SHARDED_FUNCTIONS, SHARDS, TERMINAL_EVENT_TYPES, EventType, shard_of
 from eco2.manifests import (
     DEFAULT_READINESS_PATH,
     MANIFEST_DIRS,
@@ -26,6 +26,7 @@ from eco2.manifests import (
     read_documents,
 )
 from eco2.manifests.pingsource import ping_sources
+from eco2.manifests.shards import render as render_shard_triggers
 from tests.manifests.schemas import PROJECT_ROOT, canonical, schema_errors
 
 NAMESPACE = "eco2"
@@ -148,7 +149,7 @@ def _set(body: Body, path: str, value: object) -> Body:
             "resource",
             id="service-unknown-field-in-container",
         ),
-        pytest.param("Trigger", "vision", "spec.broker", None, "broker", id="trigger-missing-broker"),
+        pytest.param("Trigger", "vision-shard-0", "spec.broker", None, "broker", id="trigger-missing-broker"),
         pytest.param("Trigger", "rules", "spec.subscriber", None, "subscriber", id="trigger-missing-subscriber"),
         pytest.param(
             "Service",
@@ -158,7 +159,9 @@ def _set(body: Body, path: str, value: object) -> Body:
             "not of type 'integer'",
             id="service-wrong-type",
         ),
-        pytest.param("Trigger", "answer", "spec.delivery.retry", "3", "not of type 'integer'", id="trigger-wrong-type"),
+        pytest.param(
+            "Trigger", "answer-shard-0", "spec.delivery.retry", "3", "not of type 'integer'", id="trigger-wrong-type"
+        ),
         pytest.param(
             "Service",
             "reward",
@@ -224,23 +227,50 @@ def test_every_dead_letter_sink_is_a_service(manifests: Manifests) -> None:
     assert sinks <= manifests.services.keys()
 
 
+def _expected_triggers(function: str, consumed: EventType) -> dict[str, dict[str, str]]:
+    """Trigger name -> its filter: a VIP twin, and one normal Trigger, or one per shard for a model stage."""
+    vip = {f"{function}-vip": {"type": str(consumed), "priority": "high"}}
+    if function not in SHARDED_FUNCTIONS:
+        return {function: {"type": str(consumed), "priority": "normal"}, **vip}
+    shards = {
+        f"{function}-shard-{n}": {"type": str(consumed), "priority": "normal", "shard": str(n)} for n in range(SHARDS)
+    }
+    return {**shards, **vip}
+
+
 def test_every_function_has_a_service_and_a_trigger_on_what_it_consumes(manifests: Manifests) -> None:
     for function, (consumed, _emitted) in FUNCTION_EVENTS.items():
         assert function in manifests.services, f"no Service for {function}"
-        for name, priority in ((function, "normal"), (f"{function}-vip", "high")):
-            trigger = manifests.triggers.get(name)
-            assert trigger is not None, f"no Trigger named {name}"
-            assert trigger.subscriber_service == function
-            assert trigger.filter_attributes == {"type": str(consumed), "priority": priority}
+        expected = _expected_triggers(function, consumed)
+        assert {t.name for t in manifests.triggers.values() if t.subscriber_service == function} == set(expected)
+        for name, attributes in expected.items():
+            assert manifests.triggers[name].filter_attributes == attributes, name
 
 
-def test_every_event_is_routed_to_exactly_one_trigger_per_priority(manifests: Manifests) -> None:
-    # Normal and VIP twins must split the traffic: an event matching both would be handled twice.
+def test_every_event_is_routed_to_exactly_one_trigger_per_priority_and_shard(manifests: Manifests) -> None:
+    # Normal and VIP twins, and the shards, must split the traffic: an event matching two is handled twice,
+    # one matching none is dropped by the broker.
     for consumed, _emitted in FUNCTION_EVENTS.values():
         for priority in ("normal", "high"):
-            attributes = {"type": str(consumed), "priority": priority, "source": "/eco2/x", "id": "1"}
-            matching = [t.name for t in manifests.triggers.values() if t.matches(attributes)]
-            assert len(matching) == 1, (consumed, priority, matching)
+            for shard in range(SHARDS):
+                attributes = {"type": str(consumed), "priority": priority, "shard": str(shard), "id": "1"}
+                matching = [t.name for t in manifests.triggers.values() if t.matches(attributes)]
+                assert len(matching) == 1, (consumed, priority, shard, matching)
+
+
+def test_job_ids_spread_over_every_shard() -> None:
+    # A skewed hash would leave some shards' dispatchers idle while others queue.
+    counts = {str(n): 0 for n in range(SHARDS)}
+    for n in range(10_000):
+        counts[shard_of(f"job-{n:05d}")] += 1
+    assert min(counts.values()) > 800, counts
+
+
+def test_the_shard_triggers_are_the_generators_output() -> None:
+    # eventing/triggers-shards.yaml is rendered by eco2.manifests.shards: an edit by hand, or a change of SHARDS
+    # without rendering again, would route some shards nowhere.
+    committed = (PROJECT_ROOT / "eventing" / "triggers-shards.yaml").read_text(encoding="utf-8")
+    assert committed == render_shard_triggers(), "render again: python -m eco2.manifests.shards"
 
 
 def test_every_emitted_event_is_routed_unless_terminal(manifests: Manifests) -> None:
@@ -350,8 +380,8 @@ def test_every_service_probes_readiness_and_liveness_apart(manifests: Manifests)
 @pytest.mark.parametrize(
     ("name", "max_scale", "target", "timeout", "stage_timeout"),
     [
-        ("vision", 10, 50, 60, "30"),
-        ("answer", 10, 50, 120, "60"),
+        ("vision", 6, 200, 60, "30"),
+        ("answer", 6, 200, 120, "60"),
         ("rules", 5, 100, 30, "10"),
         ("reward", 5, 100, 30, "10"),
         ("dead-letter", 5, 20, 30, "10"),
@@ -450,8 +480,8 @@ def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Ma
 @pytest.mark.parametrize(
     ("name", "parallelism"),
     [
-        ("vision", 100),
-        ("answer", 100),
+        ("vision-shard-0", 100),
+        ("answer-shard-9", 100),
         ("rules", 20),
         ("reward", 20),
         ("vision-vip", 10),
@@ -465,11 +495,18 @@ def test_every_trigger_retries_as_its_work_needs_then_dead_letters(manifests: Ma
 def test_trigger_parallelism(manifests: Manifests, name: str, parallelism: int) -> None:
     trigger = manifests.triggers[name]
     assert trigger.parallelism == parallelism
-    service = manifests.services[trigger.subscriber_service]
-    # More in flight than the Service can hold at max scale would only pile up in the activator.
-    assert parallelism <= service.max_scale * service.target
     # The RabbitMQ broker's prefetch is fixed at 100: a higher parallelism gains nothing.
     assert parallelism <= 100
+
+
+def test_every_service_holds_what_its_triggers_send_at_once(manifests: Manifests) -> None:
+    # More in flight than the Service can hold at max scale would only pile up in the activator.
+    for name, service in manifests.services.items():
+        sent = sum(t.parallelism for t in manifests.triggers.values() if t.subscriber_service == name)
+        assert sent <= service.max_scale * service.target, (name, sent)
+    # The model stages hold 1,000 scans at once: the seed's burst.
+    for function in SHARDED_FUNCTIONS:
+        assert sum(t.parallelism for t in manifests.triggers.values() if t.subscriber_service == function) >= 1000
 
 
 def test_environment_merges_config_map_then_env(manifests: Manifests) -> None:
@@ -555,12 +592,12 @@ def _edit(root: Path, file: str, kind: str, name: str, change: Callable[[Body], 
 
 def test_trigger_without_delivery_inherits_the_brokers_whole_spec(project_copy: Path) -> None:
     _edit(project_copy, "eventing/triggers.yaml", "Trigger", "rules", lambda b: b["spec"].pop("delivery"))
-    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "vision", lambda b: b["spec"].update(delivery={}))
+    _edit(project_copy, "eventing/triggers.yaml", "Trigger", "reward", lambda b: b["spec"].update(delivery={}))
     _edit(
         project_copy,
-        "eventing/triggers.yaml",
+        "eventing/triggers-shards.yaml",
         "Trigger",
-        "answer",
+        "answer-shard-3",
         lambda b: b["spec"].update(delivery={"retry": 1, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}),
     )
     loaded = Manifests.load(project_copy)
@@ -569,10 +606,10 @@ def test_trigger_without_delivery_inherits_the_brokers_whole_spec(project_copy: 
     assert rules.delivery is None
     assert loaded.effective_delivery(rules) == loaded.broker.delivery
     # An empty delivery spec is still a spec: Knative's defaults, not the Broker's values.
-    vision = loaded.triggers["vision"]
-    assert loaded.effective_delivery(vision) == DeliverySpec(5, "exponential", 0.05, None, None)
+    reward = loaded.triggers["reward"]
+    assert loaded.effective_delivery(reward) == DeliverySpec(5, "exponential", 0.05, None, None)
     # A Trigger's own spec replaces the Broker's as a whole: no dead-letter sink is borrowed from it.
-    answer = loaded.effective_delivery(loaded.triggers["answer"])
+    answer = loaded.effective_delivery(loaded.triggers["answer-shard-3"])
     assert answer == DeliverySpec(1, "linear", 0.05, None, None)
 
 
@@ -626,13 +663,13 @@ def _set_probe(probe: Body) -> Change:
 
 
 BROKEN: list[Any] = [
-    _trigger_case("vision", lambda b: _delivery(b).update(retry="three"), "retry", "retry-not-int"),
-    _trigger_case("vision", lambda b: _delivery(b).update(backoffDelay="10s"), "backoffDelay", "backoff-delay-not-iso"),
+    _trigger_case("rules", lambda b: _delivery(b).update(retry="three"), "retry", "retry-not-int"),
+    _trigger_case("reward", lambda b: _delivery(b).update(backoffDelay="10s"), "backoffDelay", "backoff-delay-not-iso"),
     _trigger_case(
         "rules", lambda b: _delivery(b).update(backoffPolicy="fibonacci"), "backoffPolicy", "unknown-backoff-policy"
     ),
     _trigger_case(
-        "answer",
+        "rules",
         lambda b: b["metadata"]["annotations"].update({"rabbitmq.eventing.knative.dev/parallelism": "5000"}),
         "parallelism",
         "parallelism-out-of-range",
@@ -645,7 +682,7 @@ BROKEN: list[Any] = [
         "rules", lambda b: b["spec"].update(filters=[{"prefix": {"type": "eco2."}}]), "spec.filters", "spec-filters"
     ),
     _trigger_case(
-        "vision",
+        "reward",
         lambda b: _delivery(b)["deadLetterSink"]["ref"].update(kind="Broker"),
         "deadLetterSink",
         "dead-letter-sink-not-a-service",
