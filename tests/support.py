@@ -1,22 +1,26 @@
-"""Test support: free ports (the runner's own), child processes that are ready when returned, waiting on a condition."""
+"""Test support: free ports (the runner's own), child processes that are ready when returned, waiting on a condition,
+a small real HTTP server."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from eco2.local.replicas import free_port
 
-__all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "start_child", "wait_for"]
+__all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "http_server", "start_child", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_TEST_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -79,3 +83,13 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def http_server(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 (aiohttp's) answering every request, any method and path, with `handler`;
+    its base URL (no trailing slash)."""
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield f"http://127.0.0.1:{server.port}"

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -56,6 +55,10 @@ def _check_domain(domain: str | None) -> str | None:
 
 
 def _run(redis_url: str, sink: str, work: Callable[[Replayer], Awaitable[T]]) -> T:
+    # Imported when a command runs: `eco2 up` builds this sub-app too, and the runner it starts sends no HTTP
+    # with httpx (eco2.local.client), so it must not carry it.
+    import httpx
+
     async def main() -> T:
         store = JobStore.from_url(redis_url, ttl_seconds=24 * 3600)
         async with httpx.AsyncClient(timeout=http_timeout()) as http:

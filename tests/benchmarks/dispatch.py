@@ -31,7 +31,8 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from eco2.local.dispatcher import Endpoint, TriggerConsumer, delivery_session
+from eco2.local.client import runner_session
+from eco2.local.dispatcher import Endpoint, TriggerConsumer
 from eco2.local.ingress import create_ingress
 from eco2.local.messages import PUBLISHED_AT_HEADER, to_message
 from eco2.local.metrics import RunnerMetrics
@@ -234,7 +235,7 @@ class HopRig:
         exchange = await self.topology.declare(await self.connection.channel(), None)
         publisher = await self.connection.channel(publisher_confirms=True)
         self.exchange = await publisher.get_exchange(exchange.name)
-        self.http = delivery_session()
+        self.http = runner_session()
         self._consumer = TriggerConsumer(
             self.plan,
             channel=await self.connection.channel(),

@@ -209,7 +209,7 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
                 await redis.flushdb()
                 await redis.set(LOCK_KEY, owner, ex=int(BUDGET_SECONDS) + 60)
                 locked = True
-                sink = await start_sink(children, http, args.sink)
+                sink = await start_sink(children, args.sink)
                 results["sink"] = {"kind": sink.kind, "description": sink.description}
                 console.print(f"sink      {sink.description}")
                 console.print("[bold]1/2[/] accept latency")

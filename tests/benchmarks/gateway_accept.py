@@ -295,7 +295,7 @@ async def accept_benchmark(
     args: argparse.Namespace,
     out: dict[str, Any],
 ) -> None:
-    gateway = await start_gateway(children, http, sink.url, secret, "accept")
+    gateway = await start_gateway(children, sink.url, secret, "accept")
     out["gateway_log"] = gateway.log_name
     pids = {"gateway": gateway.process.pid, "sink": sink.process.pid, "redis": redis_pid(), "rabbitmq": rabbitmq_pid()}
     runs: list[AcceptRun] = []

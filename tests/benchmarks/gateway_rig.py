@@ -32,11 +32,11 @@ from eco2.jobs import Stage
 from eco2.local.ingress import create_ingress
 from eco2.local.metrics import RunnerMetrics
 from eco2.local.processes import container_command
-from eco2.local.replicas import free_port, wait_healthy
+from eco2.local.replicas import free_port
 from eco2.local.topology import Topology
 from eco2.manifests import Manifests
 from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import Children, cpu_seconds, function_env
+from tests.benchmarks.processes import Children, cpu_seconds, function_env, wait_ready
 from tests.benchmarks.report import (
     HistogramState,
     Quantile,
@@ -158,7 +158,7 @@ class Gateway:
     log_name: str
 
 
-async def start_gateway(children: Children, http: httpx.AsyncClient, sink_url: str, secret: str, tag: str) -> Gateway:
+async def start_gateway(children: Children, sink_url: str, secret: str, tag: str) -> Gateway:
     port = free_port()
     log_name = f"gateway-{tag}"
     # The manifest's command, as the runner runs it (the venv's `eco2` console script).
@@ -166,7 +166,7 @@ async def start_gateway(children: Children, http: httpx.AsyncClient, sink_url: s
     process = children.spawn(command, env=gateway_env(sink_url, secret, port), log_name=log_name)
     url = f"http://{HOST}:{port}"
     try:
-        await wait_healthy(http, url, process)
+        await wait_ready(url, process)
     except BenchError as exc:
         raise BenchError(f"gateway: {exc}\n{children.log_tail(log_name)}") from None
     return Gateway(url, process, log_name)
@@ -223,7 +223,7 @@ class Sink:
     topology: Topology | None = None
 
 
-async def start_sink(children: Children, http: httpx.AsyncClient, kind: str) -> Sink:
+async def start_sink(children: Children, kind: str) -> Sink:
     port = free_port()
     url = f"http://{HOST}:{port}"
     env = {k: v for k, v in function_env().items() if not k.startswith("ECO2_")}
@@ -242,7 +242,7 @@ async def start_sink(children: Children, http: httpx.AsyncClient, kind: str) -> 
         process = children.spawn([*module, "--serve-stub", str(port)], env=env, log_name="stub-sink")
         sink = Sink(kind, url, process, "a stub: uvicorn + Starlette in its own process, answers 202 to everything")
     try:
-        await wait_healthy(http, url, process)
+        await wait_ready(url, process)
     except BenchError as exc:
         raise BenchError(f"sink: {exc}\n{children.log_tail('ingress' if kind == 'ingress' else 'stub-sink')}") from None
     return sink

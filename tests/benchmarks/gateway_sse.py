@@ -259,7 +259,7 @@ async def sse_benchmark(
     out: dict[str, Any],
 ) -> None:
     streams, procs = int(args.sse_streams), min(args.client_procs, int(args.sse_streams))
-    gateway = await start_gateway(children, http, sink.url, secret, "sse")
+    gateway = await start_gateway(children, sink.url, secret, "sse")
     out["gateway_log"] = gateway.log_name
     steps: list[Step] = []
     out["steps"] = steps

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import free_port, wait_healthy
+from eco2.local.replicas import free_port
 from tests.benchmarks import functions, harness
 from tests.benchmarks.dispatch import (
     HOST,
@@ -47,7 +47,7 @@ from tests.benchmarks.dispatch import (
     HopRig,
     HopRun,
 )
-from tests.benchmarks.processes import Children, function_env, rabbitmq_pid
+from tests.benchmarks.processes import Children, function_env, rabbitmq_pid, wait_ready
 from tests.benchmarks.report import Row, fmt, histogram_row, rows_table, sample_row
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -154,7 +154,7 @@ async def hop_benchmark(
     client = httpx.AsyncClient()
     connection: AbstractRobustConnection | None = None
     try:
-        await wait_healthy(client, sink_url, sink)
+        await wait_ready(sink_url, sink)
         connection = await aio_pika.connect_robust(AMQP_URL)
         out["rabbitmq"] = server_version(connection)
         out["rabbitmq_pid_found"] = rabbitmq_pid() is not None

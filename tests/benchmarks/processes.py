@@ -9,7 +9,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
+
 from eco2.local.processes import die_with_parent
+from eco2.local.replicas import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +86,12 @@ class Children:
         for process in reversed(list(self._processes)):
             with contextlib.suppress(Exception):
                 self.stop(process)
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until a child's /readyz (or /healthz) answers 200, as the runner waits for a replica (eco2.local.replicas)."""
+    async with aiohttp.ClientSession() as probe:
+        await wait_healthy(probe, url, process)
 
 
 # --- measurements of a process -----------------------------------------------------------------------------

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
-import httpx
 import pytest
+from aiohttp import web
+from multidict import CIMultiDict
 
 from eco2.cachesync.events import Exchange, SyncEventType, TokenRevoked
+from eco2.local.client import runner_session
 from eco2.local.sources import PLAIN_MESSAGE_TYPE, SourceConsumer
 from eco2.manifests import ManifestError, Manifests
 from eco2.manifests.rabbitmq_source import RabbitmqSourceSpec, SourceDelivery, rabbitmq_sources
 from tests.cachesync.support import AMQP_URL, publish
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, free_port, http_server, wait_for
 
 
 def test_one_source_per_exchange_into_the_broker() -> None:
@@ -39,18 +43,24 @@ def test_a_source_into_another_broker_is_a_manifest_error(tmp_path: Path) -> Non
         rabbitmq_sources(Manifests.load(tmp_path))
 
 
+@dataclass(frozen=True)
+class Received:
+    headers: CIMultiDict[str]
+    body: bytes
+
+
 class Sink:
     """The broker ingress's stand-in: answers the queued statuses in turn (then 202), records what came."""
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
-        self.received: list[httpx.Request] = []
+        self.received: list[Received] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.received.append(request)
+    async def answer(self, request: web.Request) -> web.Response:
+        self.received.append(Received(request.headers.copy(), await request.read()))
         status = self.statuses.pop(0) if self.statuses else 202
         # A reply the sink sends back: a source must ignore it.
-        return httpx.Response(status, headers={"ce-type": "eco2.reply", "ce-id": "r"}, content=b"{}")
+        return web.Response(status=status, headers={"ce-type": "eco2.reply", "ce-id": "r"}, body=b"{}")
 
 
 @pytest.fixture
@@ -65,14 +75,19 @@ def spec(exchange: str) -> RabbitmqSourceSpec:
     return RabbitmqSourceSpec("test", exchange, "unused", 2, delivery, "eco2")
 
 
-async def run_source(
-    channel: aio_pika.abc.AbstractChannel, sink: Sink, exchange: str
-) -> tuple[SourceConsumer, httpx.AsyncClient]:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(sink))
-    queue = f"{exchange}.source"
-    consumer = SourceConsumer(spec(exchange), channel, "http://ingress/", http, queue)
-    await consumer.start()
-    return consumer, http
+@contextlib.asynccontextmanager
+async def running_source(
+    channel: aio_pika.abc.AbstractChannel, sink_url: str, exchange: str
+) -> AsyncIterator[SourceConsumer]:
+    """A source consuming `exchange` into the sink at `sink_url`; its queue and exchange deleted after."""
+    async with runner_session() as http:
+        consumer = SourceConsumer(spec(exchange), channel, sink_url, http, f"{exchange}.source")
+        await consumer.start()
+        try:
+            yield consumer
+        finally:
+            await consumer.stop()
+            await _delete(exchange)
 
 
 async def test_a_message_becomes_a_binary_cloudevent_retried_until_the_sink_takes_it(
@@ -80,8 +95,7 @@ async def test_a_message_becomes_a_binary_cloudevent_retried_until_the_sink_take
 ) -> None:
     exchange = f"test-source-{uuid.uuid4().hex[:8]}"
     sink = Sink([503, 500])
-    consumer, http = await run_source(channel, sink, exchange)
-    try:
+    async with http_server(sink.answer) as url, running_source(channel, f"{url}/", exchange) as consumer:
         revoked = TokenRevoked(jti="j1", user_id="u1", expires_at=2e9)
         await publish(exchange, SyncEventType.TOKEN_REVOKED, revoked)
         await wait_for(lambda: _done(consumer, 1), timeout=5, what="delivered")
@@ -89,12 +103,8 @@ async def test_a_message_becomes_a_binary_cloudevent_retried_until_the_sink_take
         sent = sink.received[-1]
         assert sent.headers["ce-type"] == SyncEventType.TOKEN_REVOKED
         assert sent.headers["ce-source"] == "/tests/cachesync"
-        assert json.loads(sent.content) == revoked.model_dump()
+        assert json.loads(sent.body) == revoked.model_dump()
         assert len({r.headers["ce-id"] for r in sink.received}) == 1, "one event, the same id on every attempt"
-    finally:
-        await consumer.stop()
-        await http.aclose()
-        await _delete(exchange)
 
 
 async def test_a_plain_message_gets_the_sources_type_and_a_hopeless_one_is_dropped(
@@ -102,8 +112,7 @@ async def test_a_plain_message_gets_the_sources_type_and_a_hopeless_one_is_dropp
 ) -> None:
     exchange = f"test-source-{uuid.uuid4().hex[:8]}"
     sink = Sink([400, 400, 400, 400, 202])
-    consumer, http = await run_source(channel, sink, exchange)
-    try:
+    async with http_server(sink.answer) as url, running_source(channel, f"{url}/", exchange) as consumer:
         target = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
         await target.publish(aio_pika.Message(b'{"a": 1}', message_id="m-1"), "")
         await wait_for(lambda: _dropped(consumer), timeout=5, what="dropped after 1 + 3 attempts")
@@ -111,10 +120,17 @@ async def test_a_plain_message_gets_the_sources_type_and_a_hopeless_one_is_dropp
         assert sink.received[0].headers["ce-id"] == "m-1"
         await target.publish(aio_pika.Message(b"{}"), "")
         await wait_for(lambda: _done(consumer, 1), timeout=5, what="the next message delivered")
-    finally:
-        await consumer.stop()
-        await http.aclose()
-        await _delete(exchange)
+
+
+async def test_a_sink_that_is_not_listening_is_a_failed_post_retried_then_dropped(
+    channel: aio_pika.abc.AbstractChannel,
+) -> None:
+    exchange = f"test-source-{uuid.uuid4().hex[:8]}"
+    async with running_source(channel, f"http://127.0.0.1:{free_port()}/", exchange) as consumer:
+        target = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        await target.publish(aio_pika.Message(b"{}", message_id="m-2"), "")
+        await wait_for(lambda: _dropped(consumer), timeout=5, what="dropped after 1 + 3 refused attempts")
+        assert consumer.delivered == 0
 
 
 async def _done(consumer: SourceConsumer, count: int) -> bool:

@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eco2.local.dispatcher import Endpoint, TriggerConsumer, delivery_session
+from eco2.local.client import runner_session
+from eco2.local.dispatcher import Endpoint, TriggerConsumer
 from eco2.local.messages import to_message
 from eco2.local.metrics import RunnerMetrics
 from eco2.local.replicas import free_port
@@ -84,7 +85,7 @@ async def test_stop_finishes_and_acks_the_delivery_in_flight(
         broker = await publisher.get_exchange(exchange.name)
         consumer_channel = await connection.channel()
         metrics = RunnerMetrics()
-        async with delivery_session() as http:
+        async with runner_session() as http:
 
             async def endpoints(service: str) -> Endpoint:
                 return Endpoint(url, lambda: None)

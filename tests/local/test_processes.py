@@ -4,26 +4,29 @@ orphans when the runner is SIGKILLed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
+from eco2.local.client import runner_session
 from eco2.local.processes import CommandNotFound, container_command
 from eco2.local.replicas import FunctionPool, Replica, wait_healthy
 from eco2.local.runner import LocalPack
 from tests.local.conftest import delete_topology, options, runner_env
 from tests.local.test_runner import FIXTURES, FLAKY, flaky_manifests, send
-from tests.support import ROOT, free_port, wait_for
+from tests.support import ROOT, free_port, http_server, wait_for
 
 ENV_NAMES = ["PORT", "HOST", "ECO2_ROOT", "ECO2_TEST_MARKER", "REDIS_URL", "K_SINK"]
 VENV_ECO2 = str(Path(sys.executable).parent / "eco2")
@@ -140,41 +143,54 @@ class Stopped:
     returncode: int | None = None
 
 
-def probe_server(readyz: list[int]) -> tuple[httpx.AsyncClient, list[str]]:
-    """An HTTP client whose server answers /readyz with the statuses given in turn (then 200), /healthz 200."""
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def probe_server(readyz: list[int], *, first_delay: float = 0.0) -> tuple[Handler, list[str]]:
+    """A handler answering /readyz with the statuses given in turn (then 200), /healthz 200; the first answer
+    after `first_delay` seconds. The paths asked, in order."""
     asked: list[str] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        asked.append(request.url.path)
-        if request.url.path == "/readyz":
-            return httpx.Response(readyz.pop(0) if readyz else 200)
-        return httpx.Response(200)
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if len(asked) == 1:
+            await asyncio.sleep(first_delay)
+        if request.path == "/readyz":
+            return web.Response(status=readyz.pop(0) if readyz else 200)
+        return web.Response(status=200)
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(answer)), asked
+    return answer, asked
 
 
 async def test_a_new_replica_is_ready_only_once_readyz_answers_200() -> None:
-    http, asked = probe_server([503, 503, 503])
-    async with http:
-        await wait_healthy(http, "http://fn", Stopped(), timeout=5)
+    answer, asked = probe_server([503, 503, 503])
+    async with http_server(answer) as url, runner_session() as http:
+        await wait_healthy(http, url, Stopped(), timeout=5)
     assert asked == ["/readyz"] * 4
 
 
 async def test_without_readyz_a_new_replica_is_ready_once_healthz_answers_200() -> None:
-    http, asked = probe_server([404])
-    async with http:
-        await wait_healthy(http, "http://fn", Stopped(), timeout=5)
+    answer, asked = probe_server([404])
+    async with http_server(answer) as url, runner_session() as http:
+        await wait_healthy(http, url, Stopped(), timeout=5)
     assert asked == ["/readyz", "/healthz"]
 
 
-async def test_waiting_for_a_process_that_exits_fails_at_once_naming_its_status() -> None:
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+async def test_a_probe_unanswered_within_its_second_is_asked_again() -> None:
+    answer, asked = probe_server([], first_delay=1.5)
+    async with http_server(answer) as url, runner_session() as http:
+        started = time.monotonic()
+        await wait_healthy(http, url, Stopped(), timeout=10)
+    # Given up on after its second (an answer at 1.5 s would have been the only one), then asked again.
+    assert asked == ["/readyz", "/readyz"]
+    assert time.monotonic() - started >= 1.0
 
+
+async def test_waiting_for_a_process_that_exits_fails_at_once_naming_its_status() -> None:
     exiting = subprocess.Popen([sys.executable, "-S", "-c", "raise SystemExit(3)"])  # a Popen nobody polls
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refused)) as http:
+    async with runner_session() as http:  # nothing listens on the port: every probe is refused
         with pytest.raises(RuntimeError, match="exited with 3"):
-            await wait_healthy(http, "http://fn", exiting, timeout=20)
+            await wait_healthy(http, f"http://127.0.0.1:{free_port()}", exiting, timeout=20)
 
 
 async def test_a_sigkilled_replica_is_detected_and_replaced(
@@ -190,13 +206,8 @@ async def test_a_sigkilled_replica_is_detected_and_replaced(
     assert (await seen_by_function(pack, redis_client))["pid"] == second.process.pid
 
 
-async def test_sigkill_of_the_runner_leaves_no_function_process(
-    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
-    manifests = flaky_manifests(tmp_path / "m", min_scale=1)
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    runner = runner_process(manifests, runner_env(tmp_path / "state", prefix, free_port()))
-    state_file = tmp_path / "state" / "runner.json"
+async def with_a_ready_replica(state_file: Path) -> dict[str, Any]:
+    """The state a runner wrote once the flaky function has a ready replica (its min-scale 1)."""
 
     async def replica_up() -> dict[str, Any] | None:
         if not state_file.exists():
@@ -204,7 +215,17 @@ async def test_sigkill_of_the_runner_leaves_no_function_process(
         state: dict[str, Any] = json.loads(state_file.read_text())
         return state if any(r["ready"] for r in state["functions"]["flaky"]["replicas"]) else None
 
-    state = await wait_for(replica_up, timeout=40, what="the runner with a ready replica")
+    ready: dict[str, Any] = await wait_for(replica_up, timeout=40, what="the runner with a ready replica")
+    return ready
+
+
+async def test_sigkill_of_the_runner_leaves_no_function_process(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    manifests = flaky_manifests(tmp_path / "m", min_scale=1)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    runner = runner_process(manifests, runner_env(tmp_path / "state", prefix, free_port()))
+    state = await with_a_ready_replica(tmp_path / "state" / "runner.json")
     pids = [r["pid"] for f in state["functions"].values() for r in f["replicas"]]
     assert pids
     assert all(parent_pid(pid) == runner.pid for pid in pids)
@@ -216,3 +237,31 @@ async def test_sigkill_of_the_runner_leaves_no_function_process(
 
     await wait_for(all_gone, timeout=20, what=f"the function processes {pids} to exit")
     await delete_topology(LocalPack(options(tmp_path / "cleanup", manifests, prefix)))
+
+
+def imported(importtime_log: str) -> set[str]:
+    """The modules a process imported, from its `-X importtime` lines ("import time: self | cumulative | name")."""
+    lines = (line.split("|") for line in importtime_log.splitlines() if line.startswith("import time:"))
+    return {fields[2].strip() for fields in lines if len(fields) == 3}
+
+
+async def test_the_runner_imports_no_httpx_from_start_to_stop(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    # All of the runner's HTTP is one aiohttp session (eco2.local.client): httpx (and the rich, click and
+    # pygments its CLI pulls in) would be ~7 MB of a runner at rest for nothing. `eco2 up` as it is run, through
+    # a replica's cold start and readiness probes, the S3 emulator's start-up check, and a stop.
+    manifests = flaky_manifests(tmp_path / "m", min_scale=1)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    env = {**runner_env(tmp_path / "state", prefix, free_port()), "PYTHONPROFILEIMPORTTIME": "1"}
+    runner = runner_process(manifests, env)
+    try:
+        state = await with_a_ready_replica(tmp_path / "state" / "runner.json")
+        assert state["storage"], "the S3 emulator was started (and waited for)"
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=30) == 0
+    finally:
+        await delete_topology(LocalPack(options(tmp_path / "cleanup", manifests, prefix)))
+    modules = imported((tmp_path / "runner-0.log").read_text(errors="replace"))
+    assert {"eco2.local.runner", "aiohttp"} <= modules, "the log holds the runner's imports"
+    assert loaded(modules, ["httpx", "httpcore"]) == []

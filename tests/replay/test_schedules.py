@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
+from aiohttp import web
 from cloudevents.http import CloudEvent, from_http
 
+from eco2.local.client import runner_session
 from eco2.local.dispatcher import Endpoint
-from eco2.local.schedules import ping
+from eco2.local.schedules import EndpointSource, ping
 from eco2.manifests import MANIFEST_DIRS, ManifestError, Manifests
 from eco2.manifests.pingsource import PING_EVENT_TYPE, Cron, ping_sources
-from tests.support import ROOT
+from tests.support import ROOT, free_port, http_server
 
 
 def test_the_replay_pingsource_ticks_every_five_minutes() -> None:
@@ -51,27 +53,50 @@ def test_a_bad_schedule_fails_the_manifest_load(tmp_path: Path, bad: str) -> Non
         ping_sources(Manifests.load(tmp_path))
 
 
+def sink_at(base_url: str, released: list[str]) -> EndpointSource:
+    """Endpoints that send every Service's event to `base_url`, noting each release of the endpoint."""
+
+    async def endpoints(service: str) -> Endpoint:
+        return Endpoint(f"{base_url}/", lambda: released.append(service))
+
+    return endpoints
+
+
 async def test_a_tick_posts_the_ping_event_to_the_sink_and_survives_a_down_sink() -> None:
     source = ping_sources(Manifests.load(ROOT))["replay"]
     received: list[CloudEvent] = []
     released: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        received.append(from_http(dict(request.headers), request.read()))
-        return httpx.Response(204)
+    async def handler(request: web.Request) -> web.Response:
+        received.append(from_http(dict(request.headers), await request.read()))
+        return web.Response(status=204)
 
-    async def endpoints(service: str) -> Endpoint:
-        return Endpoint(f"http://{service}.test/", lambda: released.append(service))
+    async def down(service: str) -> Endpoint:
+        raise RuntimeError("cannot start")
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        assert await ping(source, endpoints, http) == 204
+    async with http_server(handler) as url, runner_session() as http:
+        assert await ping(source, sink_at(url, released), http) == 204
+        assert await ping(source, down, http) == 0
     [event] = received
     assert (event["type"], event["source"]) == (PING_EVENT_TYPE, "/apis/v1/namespaces/eco2/pingsources/replay")
     assert event.data == {"task": "replay-dead-letters"}
     assert released == ["replay"]
 
-    async def down(service: str) -> Endpoint:
-        raise RuntimeError("cannot start")
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        assert await ping(source, down, http) == 0
+async def test_a_sink_that_refuses_or_does_not_answer_is_a_missed_tick(caplog: pytest.LogCaptureFixture) -> None:
+    source = ping_sources(Manifests.load(ROOT))["replay"]
+    released: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    async with http_server(refuse) as url, runner_session() as http:
+        with caplog.at_level(logging.WARNING, logger="eco2.local.schedules"):
+            assert await ping(source, sink_at(url, released), http) == 503
+            assert await ping(source, sink_at(f"http://127.0.0.1:{free_port()}", released), http) == 0  # no listener
+    assert released == ["replay", "replay"], "the replica is released either way"
+    logged = [(r.getMessage(), r.__dict__["fields"]) for r in caplog.records]
+    assert [(message, fields.get("status"), fields.get("error")) for message, fields in logged] == [
+        ("ping refused", 503, None),
+        ("ping not delivered", None, "ClientConnectorError"),
+    ]

@@ -47,7 +47,6 @@ ERROR_DATA_LIMIT = 1024
 DEFAULT_TIMEOUT = 60.0
 PAUSE_FIRST = 0.5
 PAUSE_MAX = 30.0
-IDLE_CONNECTION_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), which every function is served with
 # The RabbitMQ broker's Trigger dispatcher prefetches at most this many messages, whatever its parallelism.
 DISPATCHER_PREFETCH = 100
 
@@ -96,22 +95,6 @@ def event_fields(message: AbstractIncomingMessage) -> dict[str, object]:
 
 # Given a Service name, a ready endpoint for one request (may cold-start a process and wait for it).
 EndpointSource = Callable[[str], Awaitable[Endpoint]]
-
-
-def delivery_session() -> aiohttp.ClientSession:
-    """The HTTP client of every delivery; create it inside the running loop.
-
-    aiohttp, not httpx: the profile of the runner under load spent two thirds of its CPU in httpx/httpcore, most
-    of it in the connection pool's per-request scan of every pooled connection (a readability poll each).
-    No cookie jar: one client serves every function, so a cookie one of them sets must not ride along. Idle
-    connections are dropped after 4 s, before uvicorn closes its side (5 s), so a delivery never lands on a
-    connection the function is closing.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=IDLE_CONNECTION_SECONDS),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import httpx
-
 from eco2.storage import MAX_UPLOAD_BYTES
+
+if TYPE_CHECKING:
+    import aiohttp
 
 ACCESS_KEY = "eco2-local-emulator"
 SECRET_KEY = "eco2-local-emulator-secret"  # noqa: S105  a local emulator's well-known key, not a secret
@@ -215,7 +216,13 @@ def emulator_env(url: str, bucket: str = BUCKET) -> dict[str, str]:
 
 
 async def start_s3_emulator(
-    host: str, port: int, *, cwd: Path, log_path: Path, preexec_fn: Callable[[], None] | None = None
+    host: str,
+    port: int,
+    *,
+    http: aiohttp.ClientSession,
+    cwd: Path,
+    log_path: Path,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[asyncio.subprocess.Process, str]:
     """Start the emulator as a child process and wait until it answers; (process, url)."""
     url = f"http://{host}:{port}"
@@ -234,21 +241,32 @@ async def start_s3_emulator(
             env=dict(os.environ),
             preexec_fn=preexec_fn,
         )
-    async with httpx.AsyncClient(timeout=1) as http:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"the S3 emulator exited ({process.returncode}); see {log_path}")
-            try:
-                if (
-                    await http.get(f"{url}/{BUCKET}?max-keys=1", headers={"Authorization": "local"})
-                ).status_code == 200:
-                    return process, url
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the S3 emulator exited ({process.returncode}); see {log_path}")
+        if await _answers(http, f"{url}/{BUCKET}?max-keys=1"):
+            return process, url
+        await asyncio.sleep(0.1)
     process.terminate()
     raise RuntimeError(f"the S3 emulator did not answer within 30 s; see {log_path}")
+
+
+async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
+    # Imported here, in the runner that starts the emulator (which has it loaded already): the emulator's own
+    # process runs no HTTP client and does not pay for one.
+    import aiohttp
+
+    from eco2.local.client import phase_timeout
+
+    try:
+        async with http.get(
+            url, headers={"Authorization": "local"}, timeout=phase_timeout(1.0), allow_redirects=False
+        ) as response:
+            await response.read()
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 def main() -> None:

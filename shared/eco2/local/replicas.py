@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
+from eco2.local.client import phase_timeout
 from eco2.local.metrics import RunnerMetrics
 from eco2.local.processes import start_process
 from eco2.manifests import ServiceSpec
@@ -31,6 +32,7 @@ LOCAL_MAX_SCALE = 8
 COLD_START_TIMEOUT = 30.0
 READINESS = "/readyz"
 LIVENESS = "/healthz"
+PROBE_TIMEOUT = phase_timeout(1.0)  # one probe; a process that cannot answer in a second is asked again
 
 
 class Running(Protocol):
@@ -48,7 +50,7 @@ def free_port() -> int:
 
 
 async def wait_healthy(
-    http: httpx.AsyncClient, url: str, process: Running, timeout: float = COLD_START_TIMEOUT
+    http: aiohttp.ClientSession, url: str, process: Running, timeout: float = COLD_START_TIMEOUT
 ) -> None:
     """Poll GET /readyz until 200 (started, and its dependencies reachable), as Knative's readiness probe
     would; GET /healthz for a process without /readyz (404: an older function, the stand-in model).
@@ -60,8 +62,8 @@ async def wait_healthy(
             process.poll()
         if process.returncode is not None:
             raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
-        with contextlib.suppress(httpx.TransportError):
-            status = (await http.get(f"{url}{probe}", timeout=1)).status_code
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # not listening yet, or too slow to answer
+            status = await _probe(http, f"{url}{probe}")
             if status == 200:
                 return
             if status == 404 and probe == READINESS:
@@ -69,6 +71,13 @@ async def wait_healthy(
                 continue
         await asyncio.sleep(0.01)
     raise TimeoutError(f"{url} did not become ready in {timeout:.0f}s")
+
+
+async def _probe(http: aiohttp.ClientSession, url: str) -> int:
+    # A redirect is an answer that is not 200, not followed (aiohttp's default would follow it; httpx's did not).
+    async with http.get(url, timeout=PROBE_TIMEOUT, allow_redirects=False) as response:
+        await response.read()  # read to the end, so the connection goes back to the pool
+        return response.status
 
 
 @dataclass(eq=False)
@@ -92,7 +101,7 @@ class FunctionPool:
         *,
         env: Mapping[str, str],
         cwd: Path,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         metrics: RunnerMetrics,
         log_dir: Path,
         fixed_port: int | None = None,

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.connections import amqp_connect_robust
+from eco2.local.client import runner_session
 from eco2.local.deadletters import DeadLetterConsumer
 from eco2.local.dependencies import check_dependencies, without_password
-from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer, delivery_session
+from eco2.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
 from eco2.local.emulators import emulator_env, start_s3_emulator
 from eco2.local.health import broker_problem
 from eco2.local.ingress import create_ingress
@@ -103,8 +103,8 @@ class LocalPack:
         self._connection: AbstractRobustConnection | None = None
         self.publisher: AbstractChannel | None = None  # publisher confirms: the ingress's and every reply's
         self.state = StateReporter(options.state_path, self.topology, options.redis_url)
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
-        self._deliveries: aiohttp.ClientSession | None = None  # every Trigger's HTTP deliveries (built in start)
+        # All of the runner's HTTP (eco2.local.client), built in start: aiohttp wants the running loop.
+        self._http: aiohttp.ClientSession | None = None
         self._ingress: uvicorn.Server | None = None
         self._ingress_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -126,8 +126,9 @@ class LocalPack:
         await check_dependencies(self.options.redis_url, self.options.amqp_url)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        await self._start_model()
-        await self._start_storage()
+        http = self._http = runner_session()
+        await self._start_model(http)
+        await self._start_storage(http)
         # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.
         self._connection = await amqp_connect_robust(
             self.options.amqp_url, client_properties={"connection_name": f"eco2-runner {self.options.prefix}"}
@@ -137,18 +138,16 @@ class LocalPack:
         await migrate_legacy_queues(self.options.amqp_url, self.topology)
         publisher = self.publisher = await self._connection.channel(publisher_confirms=True)
         broker_exchange = await publisher.get_exchange(exchange.name)
-        self._build_pools()
+        self._build_pools(http)
         await self._start_ingress(broker_exchange)
-        await self._start_consumers(publisher, broker_exchange)
+        await self._start_consumers(publisher, broker_exchange, http)
         self.sources = await start_sources(
-            self.manifests, self._connection, self.ingress_url, self._http, self.options.prefix
+            self.manifests, self._connection, self.ingress_url, http, self.options.prefix
         )
         await asyncio.gather(*(pool.ensure_min_scale() for pool in self.pools.values()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         every = os.environ.get("ECO2_PING_EVERY_SECONDS")  # the PingSources' ticks, at a fixed period (tests)
-        self._tasks += start_schedules(
-            self.manifests, self.endpoint, self._http, every_seconds=float(every or 0) or None
-        )
+        self._tasks += start_schedules(self.manifests, self.endpoint, http, every_seconds=float(every or 0) or None)
         await self.write_state(ready=True)
 
     def _function_env(self) -> dict[str, str]:
@@ -170,14 +169,14 @@ class LocalPack:
             env.setdefault("ECO2_IMAGE_URL_TRUSTED", self.model_url)
         return env
 
-    def _build_pools(self) -> None:
+    def _build_pools(self, http: aiohttp.ClientSession) -> None:
         env = self._function_env()
         for name, service in sorted(self.manifests.services.items()):
             self.pools[name] = FunctionPool(
                 service,
                 env=env,
                 cwd=self.options.root,
-                http=self._http,
+                http=http,
                 metrics=self.metrics,
                 log_dir=self.state_dir / "logs",
                 fixed_port=self.options.gateway_port if name == "gateway" else None,
@@ -190,7 +189,7 @@ class LocalPack:
         replica = await pool.acquire()
         return Endpoint(replica.url, lambda: pool.release(replica))
 
-    async def _start_model(self) -> None:
+    async def _start_model(self, http: aiohttp.ClientSession) -> None:
         wants_standin = self.options.standin
         if wants_standin is None:
             wants_standin = not os.environ.get("OPENAI_API_KEY")
@@ -213,10 +212,10 @@ class LocalPack:
             preexec_fn=die_with_parent,
         )
         log_file.close()
-        await wait_healthy(self._http, url, self._standin)
+        await wait_healthy(http, url, self._standin)
         self.model_url = url
 
-    async def _start_storage(self) -> None:
+    async def _start_storage(self, http: aiohttp.ClientSession) -> None:
         wanted = self.options.storage
         if wanted is None:
             wanted = not (os.environ.get("S3_ENDPOINT_URL") or self.options.extra_env.get("S3_ENDPOINT_URL"))
@@ -225,6 +224,7 @@ class LocalPack:
             self._emulator, url = await start_s3_emulator(
                 self.options.host,
                 self.options.s3_port,
+                http=http,
                 cwd=self.options.root,
                 log_path=log_path,
                 preexec_fn=die_with_parent,
@@ -260,9 +260,8 @@ class LocalPack:
                 raise RuntimeError(f"the ingress could not listen on {self.ingress_url}")
             await asyncio.sleep(0.01)
 
-    async def _start_consumers(self, publisher: Any, broker_exchange: Any) -> None:
+    async def _start_consumers(self, publisher: Any, broker_exchange: Any, http: aiohttp.ClientSession) -> None:
         assert self._connection is not None
-        deliveries = self._deliveries = delivery_session()
         for plan in self.topology.triggers.values():
             consumer = TriggerConsumer(
                 plan,
@@ -270,7 +269,7 @@ class LocalPack:
                 publisher=publisher,
                 broker_exchange=broker_exchange,
                 endpoints=self.endpoint,
-                http=deliveries,
+                http=http,
                 metrics=self.metrics,
                 pause_max=self.options.pause_max,
             )
@@ -282,7 +281,7 @@ class LocalPack:
                     plan.delivery,
                     channel=await self._connection.channel(),
                     endpoints=self.endpoint,
-                    http=deliveries,
+                    http=http,
                     metrics=self.metrics,
                 )
                 await letters.start()
@@ -360,9 +359,8 @@ class LocalPack:
                     await child.wait()
         if self._connection is not None:
             await self._connection.close()
-        await self._http.aclose()
-        if self._deliveries is not None:
-            await self._deliveries.close()
+        if self._http is not None:
+            await self._http.close()
         await self.state.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.options.state_path.unlink()

@@ -14,22 +14,23 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import httpx
+import aiohttp
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
+from eco2.local.client import phase_timeout
 from eco2.local.dispatcher import Endpoint
 from eco2.manifests import Manifests
 from eco2.manifests.pingsource import PingSourceSpec, ping_sources
 
 log = logging.getLogger("eco2.local.schedules")
-SEND_TIMEOUT = 120.0
+SEND_TIMEOUT = phase_timeout(120.0)
 
 EndpointSource = Callable[[str], Awaitable[Endpoint]]
 
 
 def start_schedules(
-    manifests: Manifests, endpoints: EndpointSource, http: httpx.AsyncClient, *, every_seconds: float | None = None
+    manifests: Manifests, endpoints: EndpointSource, http: aiohttp.ClientSession, *, every_seconds: float | None = None
 ) -> list[asyncio.Task[None]]:
     """One task per PingSource of the manifests; cancel them to stop."""
     return [
@@ -39,7 +40,7 @@ def start_schedules(
 
 
 async def run_schedule(
-    source: PingSourceSpec, endpoints: EndpointSource, http: httpx.AsyncClient, every_seconds: float | None
+    source: PingSourceSpec, endpoints: EndpointSource, http: aiohttp.ClientSession, every_seconds: float | None
 ) -> None:
     while True:
         await asyncio.sleep(_until_next(source, every_seconds))
@@ -53,7 +54,7 @@ def _until_next(source: PingSourceSpec, every_seconds: float | None) -> float:
     return max(0.0, (source.cron.next_after(now) - now).total_seconds())
 
 
-async def ping(source: PingSourceSpec, endpoints: EndpointSource, http: httpx.AsyncClient) -> int:
+async def ping(source: PingSourceSpec, endpoints: EndpointSource, http: aiohttp.ClientSession) -> int:
     """Send one tick's event to the sink; its HTTP status (0: no answer). Never raises for a failed send."""
     event = CloudEvent(source.event_attributes(str(uuid.uuid4())), source.event_data())
     headers, body = to_binary(event)
@@ -64,12 +65,18 @@ async def ping(source: PingSourceSpec, endpoints: EndpointSource, http: httpx.As
         log.warning("ping not sent: sink unavailable", extra={"fields": {**fields, "error": type(exc).__name__}})
         return 0
     try:
-        response = await http.post(endpoint.url, headers=dict(headers), content=body, timeout=SEND_TIMEOUT)
-    except httpx.HTTPError as exc:
+        status = await _post(http, endpoint.url, dict(headers), body)
+    except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("ping not delivered", extra={"fields": {**fields, "error": type(exc).__name__}})
         return 0
     finally:
         endpoint.release()
-    if not response.is_success:
-        log.warning("ping refused", extra={"fields": {**fields, "status": response.status_code}})
-    return response.status_code
+    if not 200 <= status < 300:
+        log.warning("ping refused", extra={"fields": {**fields, "status": status}})
+    return status
+
+
+async def _post(http: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes) -> int:
+    async with http.post(url, headers=headers, data=body, timeout=SEND_TIMEOUT, allow_redirects=False) as response:
+        await response.read()  # the answer is not used; read so the connection can be used again
+        return response.status

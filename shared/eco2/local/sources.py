@@ -15,11 +15,12 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from eco2.cachesync.events import attributes_of
+from eco2.local.client import phase_timeout
 from eco2.local.topology import source_queue
 from eco2.manifests import Manifests
 from eco2.manifests.rabbitmq_source import RabbitmqSourceSpec, rabbitmq_sources
@@ -28,6 +29,7 @@ log = logging.getLogger("eco2.local.sources")
 
 PLAIN_MESSAGE_TYPE = "dev.knative.rabbitmq.event"
 POST_TIMEOUT_SECONDS = 10.0
+POST_TIMEOUT = phase_timeout(POST_TIMEOUT_SECONDS)
 
 
 def cloudevent_headers(message: AbstractIncomingMessage, source: RabbitmqSourceSpec) -> dict[str, str]:
@@ -47,7 +49,7 @@ class SourceConsumer:
     spec: RabbitmqSourceSpec
     channel: AbstractChannel
     sink_url: str
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     queue_name: str
     delivered: int = 0
     dropped: int = 0
@@ -79,14 +81,17 @@ class SourceConsumer:
 
     async def _post(self, headers: dict[str, str], body: bytes) -> bool:
         try:
-            answer = await self.http.post(self.sink_url, headers=headers, content=body, timeout=POST_TIMEOUT_SECONDS)
-        except httpx.HTTPError:
+            async with self.http.post(
+                self.sink_url, headers=headers, data=body, timeout=POST_TIMEOUT, allow_redirects=False
+            ) as answer:
+                await answer.read()  # the reply, if any, is ignored; read so the connection can be used again
+                return 200 <= answer.status < 300
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return answer.is_success  # the reply, if any, is ignored
 
 
 async def start_sources(
-    manifests: Manifests, connection: AbstractConnection, sink_url: str, http: httpx.AsyncClient, prefix: str
+    manifests: Manifests, connection: AbstractConnection, sink_url: str, http: aiohttp.ClientSession, prefix: str
 ) -> list[SourceConsumer]:
     """One consumer per RabbitmqSource of the manifests, each on its own channel and its own durable queue."""
     consumers: list[SourceConsumer] = []

@@ -1,0 +1,40 @@
+"""The runner's one HTTP client: every Trigger delivery and dead letter, the replicas' readiness probes, the
+RabbitmqSources' and PingSources' posts and the S3 emulator's start-up check, on one aiohttp session.
+
+aiohttp, not httpx: the profile of the runner under load spent two thirds of its CPU in httpx/httpcore, most of
+it in the connection pool's per-request scan of every pooled connection (a readability poll each); and with
+aiohttp alone the runner at rest does not carry httpx (with the rich, click and pygments its CLI pulls in).
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+IDLE_CONNECTION_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), which every function is served with
+# Open at once, over every function; more requests wait for one to be free. Deliveries in flight are at most the
+# Triggers' min(parallelism, 100) summed (536 for the pack's manifests), which leaves room for the probes and posts.
+MAX_CONNECTIONS = 1000
+
+
+def runner_session() -> aiohttp.ClientSession:
+    """The runner's HTTP client; create it inside the running loop.
+
+    No cookie jar: one client serves every function, so a cookie one of them sets must not ride along. Idle
+    connections are dropped after 4 s, before uvicorn closes its side (5 s), so a request never lands on a
+    connection the function is closing. Bodies are passed on as they came (no decompression). Each request
+    says its own timeout.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=IDLE_CONNECTION_SECONDS
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+
+
+def phase_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """httpx's Timeout(seconds) in aiohttp's terms: getting a connection (a pool slot and the connect) within
+    `seconds` and each read within `seconds`, with no deadline on the whole exchange: a slow answer that keeps
+    sending is not cut off. (A Trigger's delivery timeout is a deadline on the whole delivery instead.)"""
+    return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
