@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import aiohttp
+
 from eco2.local.topology import DELIVERY_LIMIT, Topology
 from eco2.manifests import Manifests
 from tests.local.test_runner import flaky_manifests
@@ -45,3 +47,17 @@ def test_generation_2_names_sit_beside_the_generation_1_ones(tmp_path: Path) -> 
     assert plan.retry_queue(1) == "p.eco2.trigger.flaky.v2.retry.100ms"
     assert plan.dead_letter_queue == "p.eco2.trigger.flaky.dlq"  # unchanged: its arguments did not change
     assert list(plan.retry_attempts) == [1, 2]
+
+
+async def test_the_runners_http_pool_holds_every_delivery_the_pack_can_have_in_flight() -> None:
+    from eco2.local.client import SPARE_CONNECTIONS, runner_session
+    from eco2.local.topology import DISPATCHER_PREFETCH
+    from tests.support import ROOT
+
+    topology = Topology.plan(Manifests.load(ROOT), "p")
+    in_flight = topology.deliveries_in_flight()
+    # Ten shards per model stage at the dispatcher's 100 each: a pool of 1,000 would queue deliveries in it.
+    assert in_flight >= 2 * 10 * DISPATCHER_PREFETCH
+    async with runner_session(in_flight) as http:
+        assert isinstance(http.connector, aiohttp.TCPConnector)
+        assert http.connector.limit == in_flight + SPARE_CONNECTIONS

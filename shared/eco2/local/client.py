@@ -11,22 +11,23 @@ from __future__ import annotations
 import aiohttp
 
 IDLE_CONNECTION_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), which every function is served with
-# Open at once, over every function; more requests wait for one to be free. Deliveries in flight are at most the
-# Triggers' min(parallelism, 100) summed (536 for the pack's manifests), which leaves room for the probes and posts.
-MAX_CONNECTIONS = 1000
+# Connections for the probes, the sources' and schedules' posts and the dead letters, beyond the deliveries.
+SPARE_CONNECTIONS = 200
 
 
-def runner_session() -> aiohttp.ClientSession:
+def runner_session(deliveries: int = 800) -> aiohttp.ClientSession:
     """The runner's HTTP client; create it inside the running loop.
 
     No cookie jar: one client serves every function, so a cookie one of them sets must not ride along. Idle
     connections are dropped after 4 s, before uvicorn closes its side (5 s), so a request never lands on a
     connection the function is closing. Bodies are passed on as they came (no decompression). Each request
-    says its own timeout.
+    says its own timeout. Open connections are capped at `deliveries` (the most the Triggers' dispatchers hold in
+    flight at once: 2,336 for the pack's manifests, the model stages' shards 2,000 of them) plus some spare, so a
+    delivery never waits on the pool while a request that would otherwise open the connection storm still cannot.
     """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=IDLE_CONNECTION_SECONDS
+            limit=deliveries + SPARE_CONNECTIONS, limit_per_host=0, keepalive_timeout=IDLE_CONNECTION_SECONDS
         ),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,

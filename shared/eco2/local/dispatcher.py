@@ -37,7 +37,7 @@ from eco2.local.messages import (
     with_bookkeeping,
 )
 from eco2.local.metrics import RunnerMetrics
-from eco2.local.topology import TriggerTopology
+from eco2.local.topology import DISPATCHER_PREFETCH, TriggerTopology
 from eco2.manifests import backoff_seconds
 
 log = logging.getLogger("eco2.local.dispatcher")
@@ -47,8 +47,6 @@ ERROR_DATA_LIMIT = 1024
 DEFAULT_TIMEOUT = 60.0
 PAUSE_FIRST = 0.5
 PAUSE_MAX = 30.0
-# The RabbitMQ broker's Trigger dispatcher prefetches at most this many messages, whatever its parallelism.
-DISPATCHER_PREFETCH = 100
 
 
 class Outcome(StrEnum):

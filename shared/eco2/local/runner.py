@@ -126,7 +126,7 @@ class LocalPack:
         await check_dependencies(self.options.redis_url, self.options.amqp_url)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        http = self._http = runner_session()
+        http = self._http = runner_session(self.topology.deliveries_in_flight())
         await self._start_model(http)
         await self._start_storage(http)
         # Named, so `rabbitmqctl list_connections name client_properties` tells the runner's connection apart.

@@ -42,6 +42,8 @@ from eco2.manifests import DeliverySpec, Manifests, TriggerSpec, backoff_seconds
 QUEUE_GENERATION = 2
 # Deliveries of one message without an outcome before the broker dead-letters it (RabbitMQ 4's default too).
 DELIVERY_LIMIT = 20
+# The RabbitMQ broker's Trigger dispatcher prefetches at most this many messages, whatever its parallelism.
+DISPATCHER_PREFETCH = 100
 
 
 class TopologyConflict(RuntimeError):
@@ -92,6 +94,10 @@ class Topology:
                 legacy_queue=stem,
             )
         return cls(prefix, f"{base}.broker", manifests.broker.queue_type, triggers, delivery_limit)
+
+    def deliveries_in_flight(self) -> int:
+        """The most deliveries the dispatchers hold at once: each Trigger's parallelism, capped by the prefetch."""
+        return sum(min(plan.trigger.parallelism, DISPATCHER_PREFETCH) for plan in self.triggers.values())
 
     def trigger_queue_arguments(self, plan: TriggerTopology) -> dict[str, Any]:
         arguments: dict[str, Any] = {"x-queue-type": self.queue_type}
