@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from eco2 import keys
 from eco2.deadletter import DOMAINS
-from eco2.events import FUNCTION_EVENTS
+from eco2.events import FUNCTION_EVENTS, SHARDS
 from tests.faults.pack import Pack
 
 EXAMPLES = 60
@@ -51,6 +51,8 @@ _events = st.fixed_dictionaries(
         "source": _header,
         "subject": _header,
         "priority": st.sampled_from(["normal", "high"]),
+        # Every event of the pack carries its shard (the model stages' Triggers take one each).
+        "shard": st.sampled_from([str(n) for n in range(SHARDS)]),
         "body": st.one_of(_scanlike.map(json.dumps), _json.map(json.dumps), st.binary(max_size=60)),
     }
 )
@@ -65,7 +67,8 @@ class PoisonRun:
     targets: set[str] = field(default_factory=set)
 
     def post(self, http: httpx.Client, url: str, where: str, event: dict[str, Any]) -> int:
-        headers = {f"ce-{name}": str(event[name]) for name in ("specversion", "type", "source", "subject", "priority")}
+        attributes = ("specversion", "type", "source", "subject", "priority", "shard")
+        headers = {f"ce-{name}": str(event[name]) for name in attributes}
         headers |= {"ce-id": uuid.uuid4().hex, "content-type": "application/json"}
         body = event["body"] if isinstance(event["body"], bytes) else event["body"].encode()
         try:

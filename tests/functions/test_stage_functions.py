@@ -15,7 +15,7 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
 from eco2 import keys
-from eco2.events import EventType, ScanRequested, new_event
+from eco2.events import EventType, ScanRequested, new_event, shard_of
 from eco2.jobs import JobStatus, JobStore, Stage
 from eco2.rewards import reward_id
 from eco2.rules import RuleBook
@@ -74,6 +74,8 @@ async def run_chain(
         # reward's reply is the job's final event: reward.granted, or scan.completed when nothing was granted.
         finals = (EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED)
         assert event["type"] in finals if name == "reward" else event["type"] == expected
+        # Every reply keeps the job's shard: the next model stage's Triggers route on it.
+        assert event["shard"] == shard_of(first["subject"])
     return inputs, event
 
 

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.events import EventType
+from eco2.events import EventType, shard_of
 from eco2.gateway.idempotency import job_id_for
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
@@ -47,6 +47,7 @@ async def test_submit_answers_202_and_sends_a_binary_scan_requested(gateway: Gat
     assert received.headers["ce-source"] == "/eco2/gateway"
     assert received.headers["ce-subject"] == job_id
     assert received.headers["ce-priority"] == "normal"
+    assert received.headers["ce-shard"] == shard_of(job_id)  # the model stages' Triggers route on it
     assert TRACEPARENT.match(received.headers["ce-traceparent"])
     assert received.headers["content-type"].startswith("application/json")
     assert json.loads(received.body) == {
