@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+import redis.asyncio
 from aiormq.exceptions import AMQPConnectionError
 
 from eco2.connections import (
@@ -269,6 +270,10 @@ async def sync_clients() -> list[dict[str, str]]:
 
 def test_a_job_store_takes_its_pool_bound_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECO2_REDIS_MAX_CONNECTIONS", "7")
+    monkeypatch.setenv("ECO2_REDIS_POOL_WAIT_SECONDS", "12")
     store = JobStore.from_url(REDIS_TEST_URL, ttl_seconds=60)
-    assert store.redis.connection_pool.max_connections == 7
-    assert ConnectionSettings.from_env({}).redis_max_connections == 50
+    pool = store.redis.connection_pool
+    assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (7, 12.0)
+    defaults = ConnectionSettings.from_env({})
+    assert (defaults.redis_max_connections, defaults.redis_pool_wait_seconds) == (50, 30.0)

@@ -43,8 +43,12 @@ class ConnectionSettings:
     db_connect_timeout_seconds: float = 5.0
     # A function's job store (eco2.jobs.JobStore.from_url) shares at most this many Redis connections: a replica
     # holding hundreds of deliveries (a model stage's 200) would otherwise open a connection for each at once, and
-    # that connect storm timed out under load. A caller waits for a free one up to the socket timeout.
+    # that connect storm timed out under load.
     redis_max_connections: int = 50
+    # How long a caller waits for a free one. Not a Redis stall (each held connection still times out on its
+    # socket timeout): a busy replica's slots come free as its event loop gets round to the replies, which took
+    # longer than 5 s with 200 answers streaming on a loaded machine, and failing then costs a retry after 60 s.
+    redis_pool_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectionSettings:
@@ -128,11 +132,11 @@ def async_redis(url: str, *, env: Source = None, **overrides: Any) -> aioredis.R
 
 def async_redis_pool(url: str, *, env: Source = None, **overrides: Any) -> aioredis.Redis:
     """An asyncio Redis client over a bounded pool (BlockingConnectionPool: a caller waits `timeout` for a slot);
-    by default ECO2_REDIS_MAX_CONNECTIONS slots, each waited for up to the socket timeout."""
+    by default ECO2_REDIS_MAX_CONNECTIONS slots, each waited for up to ECO2_REDIS_POOL_WAIT_SECONDS."""
     import redis.asyncio as aioredis
 
     settings = _resolved(env)
-    bounds = {"max_connections": settings.redis_max_connections, "timeout": settings.redis_socket_timeout_seconds}
+    bounds = {"max_connections": settings.redis_max_connections, "timeout": settings.redis_pool_wait_seconds}
     options = {"decode_responses": True, **settings.redis_options(url), **bounds, **overrides}
     return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
