@@ -10,7 +10,7 @@ import pytest
 
 from eco2.errors import StoreUnavailable
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
-from eco2.model import partial_string_field
+from eco2.model import FieldReader, partial_string_field
 from eco2.stage_context import DeltaWriter
 from tests.functions.test_stage_functions import post, reply_of, requested
 from tests.support import Child
@@ -139,3 +139,16 @@ async def test_a_failed_write_fails_the_stream(store: JobStore) -> None:
 def test_a_field_is_read_from_a_document_still_being_written(raw: str, expected: str) -> None:
     assert partial_string_field(raw, "user_answer") == expected
     assert json.dumps(expected)  # a plain string, whatever was cut
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_a_field_streamed_in_pieces_comes_out_whole_and_once(size: int, ascii_only: bool) -> None:
+    answer = 'say "hi" \\ to 페트병 é\u00e9 \n ' * 5
+    document = json.dumps(
+        {"disposal_steps": ['"user_answer": "not this"'], "user_answer": answer, "after": "not this either"},
+        ensure_ascii=ascii_only,
+    )
+    reader = FieldReader("user_answer")
+    pieces = [reader.feed(document[i : i + size]) for i in range(0, len(document), size)]
+    assert "".join(pieces) == answer
