@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -68,10 +67,9 @@ def up_foreground(options: RunnerOptions) -> int:
 
 def configure_runner_logging(level: str) -> None:
     """JSON lines on stderr (`.eco2/runner.log` when detached), as the functions log: retries, requeues, dead
-    letters and housekeeping failures with their fields. Not one line per HTTP delivery: httpx stays quiet."""
+    letters and housekeeping failures with their fields. Not one line per HTTP delivery: httpx stays quiet
+    (eco2.observability.CHATTY_LOGGERS)."""
     configure_logging("eco2-runner", level.upper())
-    for chatty in ("httpx", "httpcore"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 async def _serve(pack: LocalPack) -> int:
