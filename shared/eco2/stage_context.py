@@ -1,8 +1,8 @@
 """What a stage function holds per process (`StageContext`) and how a stage's progress is written to the job.
 
 Shared by the four scan stages (eco2.stages) and chat (eco2.chat): the job store, the rule book, the character
-catalog, the model client built once, and the two writes they have in common — streamed text appended to the job's
-event stream, and the `done` transition with the job's result.
+catalog, the model client built once, and the writes they have in common — a stage's output with its transition,
+streamed text appended to the job's event stream, and the `done` transition with the job's result.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from pydantic import BaseModel
 
 from eco2.cachesync.handler import CatalogCache
 from eco2.events import source_of
-from eco2.jobs import Claim, JobStatus, JobStore, Stage
+from eco2.jobs import Claim, JobStatus, JobStore, Stage, Transition, transition_reply
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.observability import FunctionMetrics
 from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS, CharacterCatalog, RuleBook
@@ -25,7 +28,8 @@ from eco2.storage import Storage
 
 if TYPE_CHECKING:
     from eco2.cachesync.replica import CacheSync
-    from eco2.jobs import Transition
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(slots=True)
@@ -110,6 +114,52 @@ class StageContext:
 
     async def ready(self) -> bool:
         return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A stage's own transition, recorded with its output (`run_once`)."""
+
+    user_id: str
+    stage: Stage
+    message: str
+    data: dict[str, Any] | None
+    status: JobStatus = JobStatus.RUNNING
+
+
+async def run_once(
+    store: JobStore,
+    job_id: str,
+    stage: Stage,
+    model: type[M],
+    compute: Callable[[], Awaitable[M]],
+    change: Callable[[M], Change],
+    *,
+    timeout_seconds: float,
+) -> tuple[M, Transition] | None:
+    """The stage's output computed at most once (JobStore.once_unless_ended), and its transition, `change(output)`,
+    recorded: in the same script as the output's write when this delivery computed it (one round trip for both,
+    one fewer per event), else on its own (a redelivery that finds the output
+    stored, a concurrent delivery whose output was stored first). None for a job that ended before the stage."""
+
+    def then(output: BaseModel) -> tuple[list[str], list[str]]:
+        done = change(cast(M, output))
+        return store.transition_args(
+            job_id, done.user_id, done.stage, done.status, message=done.message, data=done.data
+        )
+
+    stored = await store.checkpoints.once(
+        job_id, stage.value, model, compute, timeout_seconds=timeout_seconds, unless_ended=True, then=then
+    )
+    if stored is None:
+        return None
+    if stored.then is not None:
+        return stored.value, transition_reply(stored.then)
+    done = change(stored.value)
+    recorded = await store.transition(
+        job_id, done.user_id, done.stage, done.status, message=done.message, data=done.data
+    )
+    return stored.value, recorded
 
 
 async def record_done(
