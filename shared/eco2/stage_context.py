@@ -13,10 +13,11 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel
 
+from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
 from eco2.events import source_of
 from eco2.jobs import Claim, JobStatus, JobStore, Stage, Transition, transition_reply
@@ -114,6 +115,14 @@ class StageContext:
 
     async def ready(self) -> bool:
         return (self._catalog_sync is None or self._catalog_sync.warmed.is_set()) and await self.store.ping()
+
+
+class ModelFunction(EventFunction[StageContext]):
+    """A function that calls the model (vision, answer, chat), served on uvloop + httptools (eco2.serving): it
+    holds the openai SDK's ~21 MB anyway, and the two add ~1 MB for a fifth less CPU per event (measured:
+    docs/benchmarks.md, "A stage's own cost"). The other stages keep asyncio + h11 for their idle memory."""
+
+    fast_http: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)

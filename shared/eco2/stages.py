@@ -42,7 +42,7 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
-from eco2.stage_context import Change, DeltaWriter, StageContext, record_done, run_once
+from eco2.stage_context import Change, DeltaWriter, ModelFunction, StageContext, record_done, run_once
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
@@ -287,5 +287,6 @@ def function(name: str) -> EventFunction[StageContext]:
     async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return await run(step, event, ctx)
 
-    served = EventFunction(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
+    kind = ModelFunction if step.uses_model else EventFunction
+    served = kind(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
     return served
