@@ -50,19 +50,25 @@ async def start_standin(children: Children, http: httpx.AsyncClient, env: dict[s
     return url, standin.pid
 
 
+async def prepared_posts(rig: Rig, store: JobStore, stage: str, count: int) -> list[tuple[dict[str, str], bytes]]:
+    """`count` events for the stage (headers and body), each for a job created beforehand, as the gateway does."""
+    posts = []
+    for _ in range(count):
+        job_id = f"cpu-{uuid.uuid4().hex}"
+        rig.job_ids.append(job_id)
+        await store.create(job_id, "bench-user")
+        event = event_for(stage, job_id, rig.standin_url)
+        assert event is not None
+        headers, body = to_binary(event)
+        posts.append((dict(headers), body))
+    return posts
+
+
 async def stage_rows(rig: Rig, stage: str, events: int, standin_pid: int, label: str) -> list[Row]:
     process, *_ = await rig.start(stage, label)
     store = JobStore.from_url(REDIS_URL, ttl_seconds=600)
     try:
-        posts = []
-        for _ in range(WARMUP + events):
-            job_id = f"cpu-{uuid.uuid4().hex}"
-            rig.job_ids.append(job_id)
-            await store.create(job_id, "bench-user")
-            event = event_for(stage, job_id, rig.standin_url)
-            assert event is not None
-            headers, body = to_binary(event)
-            posts.append((dict(headers), body))
+        posts = await prepared_posts(rig, store, stage, WARMUP + events)
         target = rig.urls[process.pid]
         walls: list[float] = []
         for index, (headers, body) in enumerate(posts):
