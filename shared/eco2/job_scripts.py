@@ -47,36 +47,40 @@ return {'applied', seq, status, stage, claimed}
 """
 
 
-# KEYS: job hash, job event stream. ARGV: stage, ttl, now, the mark that closes the stage's deltas (e.g.
-# 'mark:answer:running'), then (index, data json) pairs in order. A delta is one piece of a stage's streamed text:
-# it takes the next seq (so SSE order and Last-Event-ID resume hold) but changes neither status nor progress, and
-# carries its own status 'delta' plus an index: (stage, index) is recorded once, and none after the stage recorded
-# its result. Several pieces may come in one call (one round trip), each still its own entry.
-_DELTA = """
-local job, stream = KEYS[1], KEYS[2]
-local stage = ARGV[1]
-local current = redis.call('HGET', job, 'status')
-if not current then return {'missing', 0} end
-if ENDED then return {'refused', 0} end
-if redis.call('HEXISTS', job, ARGV[4]) == 1 then return {'duplicate', 0} end
-local field = 'delta:' .. stage
-local expected = tonumber(redis.call('HGET', job, field) or '0')
-local progress = redis.call('HGET', job, 'progress') or '0'
-local outcome, seq = 'duplicate', 0
-for i = 5, #ARGV, 2 do
-  local index = tonumber(ARGV[i])
-  if index >= expected then
-    seq = redis.call('HINCRBY', job, 'seq', 1)
-    expected = index + 1
-    redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', 'delta', 'progress', progress,
-      'message', '', 'data', ARGV[i + 1], 'at', ARGV[3], 'index', index)
-    outcome = 'applied'
+# A delta is one piece of a stage's streamed text: it takes the next seq (so SSE order and Last-Event-ID resume hold)
+# but changes neither status nor progress, and carries its own status 'delta' plus an index: (stage, index) is
+# recorded once, and none once the stage recorded its result (`mark`, e.g. 'mark:answer:running'). Several pieces
+# may come in one call (one round trip), each still its own entry: (index, data json) pairs, ARGV[first..last].
+_APPEND_DELTAS = """
+local function append_deltas(job, stream, stage, ttl, now, mark, first, last)
+  local current = redis.call('HGET', job, 'status')
+  if not current then return 'missing', 0 end
+  if ENDED then return 'refused', 0 end
+  if redis.call('HEXISTS', job, mark) == 1 then return 'duplicate', 0 end
+  local field = 'delta:' .. stage
+  local expected = tonumber(redis.call('HGET', job, field) or '0')
+  local progress = redis.call('HGET', job, 'progress') or '0'
+  local outcome, seq = 'duplicate', 0
+  for i = first, last, 2 do
+    local index = tonumber(ARGV[i])
+    if index >= expected then
+      seq = redis.call('HINCRBY', job, 'seq', 1)
+      expected = index + 1
+      redis.call('XADD', stream, seq .. '-0', 'seq', seq, 'stage', stage, 'status', 'delta', 'progress', progress,
+        'message', '', 'data', ARGV[i + 1], 'at', now, 'index', index)
+      outcome = 'applied'
+    end
   end
+  if outcome == 'applied' then
+    redis.call('HSET', job, field, expected)
+    redis.call('EXPIRE', stream, tonumber(ttl))
+  end
+  return outcome, seq
 end
-if outcome == 'applied' then
-  redis.call('HSET', job, field, expected)
-  redis.call('EXPIRE', stream, tonumber(ARGV[2]))
-end
+"""
+# KEYS: job hash, job event stream. ARGV: stage, ttl, now, the mark that closes the stage's deltas, then the pieces.
+_DELTA = """
+local outcome, seq = append_deltas(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 5, #ARGV)
 return {outcome, seq}
 """
 
@@ -92,7 +96,7 @@ def transition_script(terminal: Iterable[str]) -> str:
 
 def delta_script(terminal: Iterable[str]) -> str:
     """The delta script (one streamed piece of text), with the job's ended statuses written in."""
-    return _ended(_DELTA, terminal)
+    return _ended(_APPEND_DELTAS + _DELTA, terminal)
 
 
 # KEYS: job hash, checkpoints hash, lease. ARGV: stage, lease token, lease ttl ms, '1' to answer 'ended' for an
@@ -125,15 +129,19 @@ CHECKPOINT = _STORE + "return stored\n"
 
 
 def checkpoint_transition_script(terminal: Iterable[str]) -> str:
-    """A stage's output stored (CHECKPOINT) and its transition recorded in one step: one round trip for both.
+    """A stage's output stored (CHECKPOINT) and its transition recorded in one step: one round trip for both, and
+    for the last pieces of its streamed text, appended just before the transition.
 
-    KEYS: checkpoints hash, lease, then the transition's keys; ARGV: CHECKPOINT's four, then the transition's.
-    Returns {'other', stored json} when another delivery's output was stored first (its transition is then the
-    caller's to record, from that output), else the transition's reply.
+    KEYS: checkpoints hash, lease, then the transition's keys. ARGV: CHECKPOINT's four; the number of pieces, the
+    pieces ((index, data json) pairs, as the delta script takes them; closed by the transition's own mark); then
+    the transition's. Returns {'other', stored json} when another delivery's output was stored first (its
+    transition is then the caller's to record, from that output), else the transition's reply.
     """
     then = """if stored ~= ARGV[2] then return {'other', stored} end
-local K, A = {KEYS[3], KEYS[4], KEYS[5]}, {unpack(ARGV, 5)}"""
-    return _ended(_STORE + then + _TRANSITION, terminal)
+local last = 5 + 2 * tonumber(ARGV[5])
+local K, A = {KEYS[3], KEYS[4], KEYS[5]}, {unpack(ARGV, last + 1)}
+append_deltas(K[1], K[2], A[1], A[6], A[7], 'mark:' .. A[1] .. ':' .. A[2], 6, last)"""
+    return _ended(_APPEND_DELTAS + _STORE + then + _TRANSITION, terminal)
 
 
 # KEYS: lease. ARGV: token. Only the holder may release its lease.

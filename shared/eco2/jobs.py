@@ -276,9 +276,7 @@ class JobStore:
         self, job_id: str, stage: Stage, pieces: Sequence[tuple[int, str]], *, closed_by: JobStatus
     ) -> TransitionOutcome:
         """`append_delta` for several pieces in order, in one round trip; each piece is still its own entry."""
-        argv = [stage.value, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}"]
-        for index, text in pieces:
-            argv += [str(index), json.dumps({"delta": text, "index": index}, ensure_ascii=False)]
+        argv = [stage.value, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}", *delta_args(pieces)]
         raw = await store_call(self._delta(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         return TransitionOutcome(raw[0])
 
@@ -344,6 +342,14 @@ class JobStore:
         raw = await store_call(self._reopen(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         outcome, seq, current, at = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""))
+
+
+def delta_args(pieces: Sequence[tuple[int, str]]) -> list[str]:
+    """Streamed pieces as the delta scripts take them: (index, data json) pairs, in order."""
+    args: list[str] = []
+    for index, text in pieces:
+        args += [str(index), json.dumps({"delta": text, "index": index}, ensure_ascii=False)]
+    return args
 
 
 def transition_reply(raw: Sequence[Any]) -> Transition:
