@@ -1,9 +1,10 @@
-"""JobStore against the real Redis: atomic, idempotent transitions, checkpoints, run-once, TTLs."""
+"""JobStore against the real Redis: atomic, idempotent transitions, checkpoints, run-once, TTLs; a stage's output
+written together with its transition (eco2.stage_context.run_once)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -12,7 +13,8 @@ from pydantic import BaseModel
 
 from eco2 import keys
 from eco2.errors import StoreUnavailable, TransientError
-from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
+from eco2.jobs import JobStatus, JobStore, Stage, Transition, TransitionOutcome
+from eco2.stage_context import Change, run_once
 from tests.redis_proxy import StallableRedis
 from tests.support import REDIS_TEST_URL
 
@@ -238,3 +240,120 @@ async def test_transitions_never_create_a_job_and_expected_stage_guards(store: J
     await store.transition("job1", "u", Stage.VISION, JobStatus.RUNNING)
     stale = await store.transition("job1", "u", Stage.VISION, JobStatus.FAILED, expect_stage=Stage.QUEUED)
     assert (stale.outcome, stale.status, stale.stage) == (TransitionOutcome.REFUSED, "running", "vision")
+
+
+def ruled(output: Out) -> Change:
+    return Change("u", Stage.RULE, f"matched {output.value}", {"value": output.value})
+
+
+async def rule_once(store: JobStore, compute: Callable[[], Awaitable[Out]]) -> tuple[Out, Transition] | None:
+    return await run_once(store, "job1", Stage.RULE, Out, compute, ruled, timeout_seconds=5)
+
+
+async def test_a_computed_output_and_its_transition_are_written_in_one_step(
+    store: JobStore, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.create("job1", "u")
+
+    async def separately(*_: object, **__: object) -> Transition:
+        raise AssertionError("the transition goes with the output's write, not in a call of its own")
+
+    monkeypatch.setattr(store, "transition", separately)
+
+    async def compute() -> Out:
+        return Out(value=5)
+
+    stored = await rule_once(store, compute)
+    assert stored is not None
+    output, recorded = stored
+    assert (output, recorded.outcome, recorded.stage) == (Out(value=5), TransitionOutcome.APPLIED, "rule")
+    assert recorded.passes_on(Stage.RULE)
+    assert await store.get_checkpoint("job1", Stage.RULE, Out) == Out(value=5)
+    assert not await redis_client.exists(keys.stage_lease("job1", "rule"))  # released in the same step
+    assert [(e.stage, e.status, e.message, e.data) for e in await store.events("job1")][-1] == (
+        "rule",
+        "running",
+        "matched 5",
+        {"value": 5},
+    )
+
+
+async def test_a_redelivery_records_its_transition_from_the_stored_output_once(store: JobStore) -> None:
+    await store.create("job1", "u")
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        return Out(value=calls)
+
+    first, again = await rule_once(store, compute), await rule_once(store, compute)
+    assert first is not None
+    assert again is not None
+    assert calls == 1
+    assert (again[0], again[1].outcome, again[1].seq) == (Out(value=1), TransitionOutcome.DUPLICATE, first[1].seq)
+    assert again[1].passes_on(Stage.RULE), "the first delivery's reply may have been lost"
+    assert len(await store.events("job1")) == 2
+
+
+async def test_an_output_stored_first_by_another_delivery_is_the_one_recorded(store: JobStore) -> None:
+    await store.create("job1", "u")
+
+    async def compute() -> Out:
+        # A delivery whose lease had expired stored its own output meanwhile: first writer wins.
+        await store.put_checkpoint("job1", Stage.RULE, Out(value=2))
+        return Out(value=1)
+
+    stored = await rule_once(store, compute)
+    assert stored is not None
+    assert (stored[0], stored[1].outcome) == (Out(value=2), TransitionOutcome.APPLIED)
+    assert (await store.events("job1"))[-1].data == {"value": 2}
+
+
+async def test_a_job_that_ends_while_its_stage_runs_keeps_the_output_and_records_nothing(store: JobStore) -> None:
+    await store.create("job1", "u")
+
+    async def compute() -> Out:
+        await store.cancel("job1")
+        return Out(value=3)
+
+    stored = await rule_once(store, compute)
+    assert stored is not None
+    assert stored[1].outcome is TransitionOutcome.REFUSED
+    assert not stored[1].passes_on(Stage.RULE)
+    assert await store.get_checkpoint("job1", Stage.RULE, Out) == Out(value=3)
+    assert [e.status for e in await store.events("job1")] == ["queued", "cancelled"]
+
+
+async def test_an_event_for_a_job_never_created_still_computes_and_creates_nothing(store: JobStore) -> None:
+    async def compute() -> Out:
+        return Out(value=4)
+
+    stored = await rule_once(store, compute)
+    assert stored is not None
+    assert (stored[0], stored[1].outcome) == (Out(value=4), TransitionOutcome.MISSING)
+    assert stored[1].passes_on(Stage.RULE)
+    assert await store.get("job1") is None
+
+
+async def test_a_redis_stall_on_the_combined_write_keeps_the_output_and_records_it_once_when_back(
+    redis_client: aioredis.Redis, proxy: StallableRedis
+) -> None:
+    await JobStore(redis_client, ttl_seconds=60).create("job1", "u")
+    calls = 0
+
+    async def compute() -> Out:
+        nonlocal calls
+        calls += 1
+        asyncio.get_running_loop().call_soon(proxy.stall)
+        asyncio.get_running_loop().call_later(1.0, proxy.resume)
+        return Out(value=42)
+
+    async with store_behind(proxy, grace=5) as stalling:
+        stored = await rule_once(stalling, compute)
+    assert stored is not None
+    assert (stored[0], calls) == (Out(value=42), 1)
+    assert stored[1].outcome in (TransitionOutcome.APPLIED, TransitionOutcome.DUPLICATE)
+    assert stored[1].passes_on(Stage.RULE)
+    events = await JobStore(redis_client, ttl_seconds=60).events("job1")
+    assert [(e.stage, e.data) for e in events] == [("queued", None), ("rule", {"value": 42})]

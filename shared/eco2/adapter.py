@@ -68,8 +68,9 @@ class EventFunction(Generic[R]):
     """One function: its name, how to build its per-process resources, and its handler."""
 
     # The HTTP stack it is served with: asyncio + h11 for the event-driven stages, where idle memory counts
-    # (uvloop and httptools add ~3 MB); uvloop + httptools for request-heavy functions such as the gateway,
-    # where they cut CPU per request by about a quarter (tests.benchmarks.gateway).
+    # (uvloop and httptools add ~1–3 MB); uvloop + httptools for request-heavy functions such as the gateway,
+    # where they cut CPU per request by about a quarter (tests.benchmarks.gateway), and for the functions that
+    # call the model (eco2.stage_context.ModelFunction), which hold the openai SDK's ~21 MB anyway.
     fast_http: ClassVar[bool] = False
 
     def __init__(

@@ -23,7 +23,7 @@ from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
-from eco2.stage_context import DeltaWriter, StageContext, record_done
+from eco2.stage_context import DeltaWriter, ModelFunction, StageContext, record_done
 
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20
@@ -123,5 +123,5 @@ def function() -> EventFunction[StageContext]:
         _ = context.model
         return context
 
-    served = EventFunction("chat", setup, handle, accepts=FUNCTION_EVENTS["chat"][0])
+    served = ModelFunction("chat", setup, handle, accepts=FUNCTION_EVENTS["chat"][0])
     return served

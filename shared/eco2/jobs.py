@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -124,6 +124,18 @@ class Claim:
     ttl_seconds: int
 
 
+class TransitionOptions(TypedDict, total=False):
+    """What a transition records besides its stage and status (JobStore.transition)."""
+
+    message: str
+    data: dict[str, Any] | None
+    fields: dict[str, str] | None
+    progress: int | None
+    create: bool
+    expect_stage: Stage | None
+    claim: Claim | None
+
+
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
@@ -209,37 +221,12 @@ class JobStore:
         stage: Stage,
         status: JobStatus,
         *,
-        message: str = "",
-        data: dict[str, Any] | None = None,
-        fields: dict[str, str] | None = None,
-        progress: int | None = None,
-        create: bool = False,
-        expect_stage: Stage | None = None,
-        claim: Claim | None = None,
         also: Callable[[Pipeline], Awaitable[object]] | None = None,
+        **options: Unpack[TransitionOptions],
     ) -> Transition:
         """Record (stage, status) once. Only `create` makes a missing job; `expect_stage` refuses a job that
         is at another stage; `claim` sets a key (NX) together with the transition and reports who set it."""
-        pairs: list[str] = []
-        for name, value in (fields or {}).items():
-            pairs += [name, value]
-        argv = [
-            stage.value,
-            status.value,
-            str(STAGE_PROGRESS[stage] if progress is None else progress),
-            message,
-            json.dumps(data, ensure_ascii=False) if data is not None else "",
-            str(self._ttl),
-            f"{time.time():.6f}",
-            user_id,
-            job_id,
-            "1" if create else "0",
-            expect_stage.value if expect_stage else "",
-            claim.value if claim else "",
-            str(claim.ttl_seconds) if claim else "0",
-            *pairs,
-        ]
-        script_keys = [keys.job(job_id), keys.job_events(job_id)] + ([claim.key] if claim else [])
+        script_keys, argv = self.transition_args(job_id, user_id, stage, status, **options)
         if also is None:
             raw = await store_call(self._transition(keys=script_keys, args=argv))
         else:
@@ -247,8 +234,34 @@ class JobStore:
             await self._transition(keys=script_keys, args=argv, client=pipe)
             await also(pipe)
             raw = (await store_call(pipe.execute()))[0]
-        outcome, seq, current, at, claimed = raw
-        return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""), bool(claimed))
+        return transition_reply(raw)
+
+    def transition_args(
+        self, job_id: str, user_id: str, stage: Stage, status: JobStatus, **options: Unpack[TransitionOptions]
+    ) -> tuple[list[str], list[str]]:
+        """The keys and arguments of the transition script (eco2.job_scripts) that records this change."""
+        pairs: list[str] = []
+        for name, value in (options.get("fields") or {}).items():
+            pairs += [name, value]
+        progress, data = options.get("progress"), options.get("data")
+        expect_stage, claim = options.get("expect_stage"), options.get("claim")
+        argv = [
+            stage.value,
+            status.value,
+            str(STAGE_PROGRESS[stage] if progress is None else progress),
+            options.get("message", ""),
+            json.dumps(data, ensure_ascii=False) if data is not None else "",
+            str(self._ttl),
+            f"{time.time():.6f}",
+            user_id,
+            job_id,
+            "1" if options.get("create") else "0",
+            expect_stage.value if expect_stage else "",
+            claim.value if claim else "",
+            str(claim.ttl_seconds) if claim else "0",
+            *pairs,
+        ]
+        return [keys.job(job_id), keys.job_events(job_id)] + ([claim.key] if claim else []), argv
 
     async def append_delta(
         self, job_id: str, stage: Stage, index: int, text: str, *, closed_by: JobStatus = JobStatus.RUNNING
@@ -264,9 +277,7 @@ class JobStore:
         self, job_id: str, stage: Stage, pieces: Sequence[tuple[int, str]], *, closed_by: JobStatus
     ) -> TransitionOutcome:
         """`append_delta` for several pieces in order, in one round trip; each piece is still its own entry."""
-        argv = [stage.value, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}"]
-        for index, text in pieces:
-            argv += [str(index), json.dumps({"delta": text, "index": index}, ensure_ascii=False)]
+        argv = [stage.value, str(self._ttl), f"{time.time():.6f}", f"mark:{stage}:{closed_by}", *delta_args(pieces)]
         raw = await store_call(self._delta(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         return TransitionOutcome(raw[0])
 
@@ -296,15 +307,16 @@ class JobStore:
         (eco2.checkpoints: a stored output is reused; concurrent deliveries wait for the one that computes)."""
         output = await self.checkpoints.once(job_id, stage.value, model, compute, timeout_seconds=timeout_seconds)
         assert output is not None  # only `unless_ended` answers None
-        return output
+        return output.value
 
     async def once_unless_ended(
         self, job_id: str, stage: Stage, model: type[M], compute: Callable[[], Awaitable[M]], *, timeout_seconds: float
     ) -> M | None:
         """As `once`, but None for a job that ended (done, failed, cancelled), checked in the same round trip."""
-        return await self.checkpoints.once(
+        output = await self.checkpoints.once(
             job_id, stage.value, model, compute, timeout_seconds=timeout_seconds, unless_ended=True
         )
+        return None if output is None else output.value
 
     async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
         """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.
@@ -331,6 +343,20 @@ class JobStore:
         raw = await store_call(self._reopen(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv))
         outcome, seq, current, at = raw
         return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""))
+
+
+def delta_args(pieces: Sequence[tuple[int, str]]) -> list[str]:
+    """Streamed pieces as the delta scripts take them: (index, data json) pairs, in order."""
+    args: list[str] = []
+    for index, text in pieces:
+        args += [str(index), json.dumps({"delta": text, "index": index}, ensure_ascii=False)]
+    return args
+
+
+def transition_reply(raw: Sequence[Any]) -> Transition:
+    """The transition script's reply: outcome, seq, the job's status and stage after the call, claimed."""
+    outcome, seq, current, at, claimed = raw
+    return Transition(TransitionOutcome(outcome), int(seq), str(current or ""), str(at or ""), bool(claimed))
 
 
 def stream_event(fields: dict[str, str]) -> StreamEvent:

@@ -74,6 +74,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# HTTP clients that log a line at INFO for every request they send: the openai SDK's httpx2 (each model call), httpx
+# (the runner's deliveries). A process's own lines already say what became of each event, and its metrics time
+# every call by outcome (the line was ~2% of a model stage's CPU per event, profiled). Warnings still show.
+CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore")
+
+
 def configure_logging(function_name: str, level: str) -> None:
     """Called once when a process starts (never at import), so tests and libraries keep their own logging."""
     handler = logging.StreamHandler(sys.stderr)
@@ -81,6 +87,8 @@ def configure_logging(function_name: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 class FunctionMetrics(MetricSet):

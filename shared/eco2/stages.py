@@ -31,7 +31,7 @@ from eco2.events import (
     new_event,
     parse_data,
 )
-from eco2.jobs import STAGE_OF_FUNCTION, Claim, JobStatus, Stage, TransitionOutcome
+from eco2.jobs import STAGE_OF_FUNCTION, Claim, JobStatus, Stage, Transition, TransitionOutcome
 from eco2.rewards import RewardDecision, decide_reward, final_event_data, final_result, reward_id
 from eco2.rules import (
     MAJOR_CATEGORIES,
@@ -42,7 +42,7 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
-from eco2.stage_context import DeltaWriter, StageContext, record_done
+from eco2.stage_context import Change, DeltaWriter, ModelFunction, StageContext, record_done, run_once
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
@@ -58,23 +58,24 @@ Out = TypeVar("Out", bound=BaseModel)
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What a stage records on the job (message and SSE data) and the data of the event it passes on."""
+    """What a stage records on the job (message and SSE data) and the data of the event it passes on (None: the
+    step sends its own, reward's final event)."""
 
     message: str
     data: dict[str, Any]
-    reply: ScanRequested
+    reply: ScanRequested | None
 
 
 @dataclass(frozen=True, slots=True)
 class Step(Generic[In, Out]):
-    """One stage: the data it consumes, the output it computes once, and how it records and passes it on."""
+    """One stage: the data it consumes, the output it computes once, what it records, and what it passes on."""
 
     function: str
     consumes: type[In]
     output: type[Out]
     compute: Callable[[In, StageContext], Awaitable[Out]]
-    # What to record and pass on; a step that records more than one transition overrides `finish` instead.
-    progress: Callable[[In, Out, StageContext], Progress] | None = None
+    # What to record with the output (the stage's own transition) and pass on.
+    progress: Callable[[In, Out, StageContext], Progress]
     # Calls the model: its client (and the openai SDK's ~0.4 s of imports) is built at start, before readiness.
     uses_model: bool = False
 
@@ -82,13 +83,11 @@ class Step(Generic[In, Out]):
     def stage(self) -> Stage:
         return STAGE_OF_FUNCTION[self.function]
 
-    async def finish(self, scan: In, output: Out, ctx: StageContext, event: CloudEvent) -> CloudEvent | None:
-        assert self.progress is not None, f"{self.function} records nothing"
-        done = self.progress(scan, output, ctx)
-        recorded = await ctx.store.transition(
-            scan.job_id, scan.user_id, self.stage, JobStatus.RUNNING, message=done.message, data=done.data
-        )
-        if not recorded.passes_on(self.stage):
+    async def finish(
+        self, scan: In, output: Out, done: Progress, recorded: Transition, ctx: StageContext, event: CloudEvent
+    ) -> CloudEvent | None:
+        """After the stage's transition (`done`) was recorded: the event to pass on, if any."""
+        if not recorded.passes_on(self.stage) or done.reply is None:
             return None
         emits = FUNCTION_EVENTS[self.function][1][0]
         return new_event(emits, done.reply, source=ctx.source, job_id=scan.job_id, parent=event)
@@ -97,17 +96,29 @@ class Step(Generic[In, Out]):
 async def run(step: Step[Any, Any], event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     """The skeleton every stage shares."""
     scan = parse_data(event, step.consumes)
+    planned: dict[int, Progress] = {}  # by the output it is for: computed once, recorded, then passed on
 
     async def compute() -> Any:
         return await step.compute(scan, ctx)
 
+    def change(output: Any) -> Change:
+        done = planned[id(output)] = step.progress(scan, output, ctx)
+        return Change(scan.user_id, step.stage, done.message, done.data)
+
     # An ended job (done, failed, cancelled) has nothing left to do: its events are dropped before any model call.
-    output = await ctx.store.once_unless_ended(
-        scan.job_id, step.stage, step.output, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
+    stored = await run_once(
+        ctx.store,
+        scan.job_id,
+        step.stage,
+        step.output,
+        compute,
+        change,
+        timeout_seconds=ctx.settings.stage_timeout_seconds,
     )
-    if output is None:
+    if stored is None:
         return None
-    return await step.finish(scan, output, ctx, event)
+    output, recorded = stored
+    return await step.finish(scan, output, planned[id(output)], recorded, ctx, event)
 
 
 def normalize_classification(raw: Classification, rules: RuleBook) -> Classification:
@@ -206,28 +217,31 @@ async def decide(scan: ScanAnswered, ctx: StageContext) -> RewardDecision:
     return RewardDecision(character=default, reason="default", message=f"첫 스캔 선물로 {default.name}를 받았어요")
 
 
+def rewarded(scan: ScanAnswered, decision: RewardDecision, ctx: StageContext) -> Progress:
+    result = final_result(scan, rule_of(scan.rule_id, ctx.rules), decision)
+    return Progress(decision.message, {"reward": result["reward"], "reward_reason": decision.reason}, None)
+
+
 class RewardStep(Step[ScanAnswered, RewardDecision]):
     """The last stage: records the reward, then `done` with the result; a reward id is passed on once, ever."""
 
     async def finish(
-        self, scan: ScanAnswered, decision: RewardDecision, ctx: StageContext, event: CloudEvent
+        self,
+        scan: ScanAnswered,
+        decision: RewardDecision,
+        done: Progress,
+        recorded: Transition,
+        ctx: StageContext,
+        event: CloudEvent,
     ) -> CloudEvent | None:
         result = final_result(scan, rule_of(scan.rule_id, ctx.rules), decision)
-        await ctx.store.transition(
-            scan.job_id,
-            scan.user_id,
-            Stage.REWARD,
-            JobStatus.RUNNING,
-            message=decision.message,
-            data={"reward": result["reward"], "reward_reason": decision.reason},
-        )
         character = decision.character
         claim = None
         if character is not None:
             claim = Claim(
                 keys.reward(reward_id(scan.user_id, character.character_id)), scan.job_id, REWARD_CLAIM_SECONDS
             )
-        done = await record_done(
+        ended = await record_done(
             ctx.store,
             scan.job_id,
             scan.user_id,
@@ -237,14 +251,14 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
             data={"result": result},
             claim=claim,
         )
-        if done.outcome not in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):
+        if ended.outcome not in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):
             # A concurrent redelivery (the delivery that recorded `done` sends the final event) or a job that
             # ended otherwise (cancelled, failed) while this ran: nothing to pass on.
             return None
         # The job's one final event, for the persist function. reward.granted only from the delivery that claimed
         # the reward id: another scan of the same character, or a job curl'd in again, never grants it again
         # (persist dedupes on reward_id, and on job_id for the history, all the same).
-        data = final_event_data(scan, decision, done.claimed)
+        data = final_event_data(scan, decision, ended.claimed)
         emits = EventType.REWARD_GRANTED if isinstance(data, RewardGranted) else EventType.SCAN_COMPLETED
         return new_event(emits, data, source=ctx.source, job_id=scan.job_id, parent=event)
 
@@ -253,7 +267,7 @@ STEPS: dict[str, Step[Any, Any]] = {
     "vision": Step("vision", ScanRequested, Classification, classify, classified, uses_model=True),
     "rules": Step("rules", ScanClassified, RuleOutcome, match_rule, ruled),
     "answer": Step("answer", ScanRuled, FinalAnswer, write_answer, answered, uses_model=True),
-    "reward": RewardStep("reward", ScanAnswered, RewardDecision, decide),
+    "reward": RewardStep("reward", ScanAnswered, RewardDecision, decide, rewarded),
 }
 
 
@@ -273,5 +287,6 @@ def function(name: str) -> EventFunction[StageContext]:
     async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         return await run(step, event, ctx)
 
-    served = EventFunction(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
+    kind = ModelFunction if step.uses_model else EventFunction
+    served = kind(name, setup, handle, accepts=FUNCTION_EVENTS[name][0])
     return served

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from eco2.errors import StoreUnavailable
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
-from eco2.model import partial_string_field
-from eco2.stage_context import DeltaWriter
+from eco2.model import FieldReader, partial_string_field
+from eco2.stage_context import Change, DeltaWriter, run_once
 from tests.functions.test_stage_functions import post, reply_of, requested
 from tests.support import Child
 
@@ -124,6 +127,68 @@ async def test_a_failed_write_fails_the_stream(store: JobStore) -> None:
     assert await deltas_of(spy, "j-fail") == []
 
 
+class Said(BaseModel):
+    text: str
+
+
+async def streamed_once(
+    spy: CountingStore, job_id: str, pieces: Sequence[str], *, pause_after: int = -1, cancel: bool = False
+) -> Any:
+    """A stage that streams `pieces` (letting its first write start after piece `pause_after`; the job cancelled
+    meanwhile with `cancel`), run as the stages run (run_once): what it recorded."""
+
+    async def compute() -> Said:
+        async with DeltaWriter(spy, job_id, Stage.ANSWER, JobStatus.RUNNING) as on_text:
+            for number, piece in enumerate(pieces):
+                await on_text(piece)
+                if number == pause_after:
+                    await asyncio.sleep(0.05)  # the write of what came so far goes out, and is answered
+            if cancel:
+                await spy.cancel(job_id)
+        return Said(text="".join(pieces))
+
+    def answered(output: Said) -> Change:
+        return Change("u1", Stage.ANSWER, "answered", {"text": output.text})
+
+    return await run_once(spy, job_id, Stage.ANSWER, Said, compute, answered, timeout_seconds=5)
+
+
+async def test_pieces_no_write_took_go_with_the_stages_transition_in_one_script(store: JobStore) -> None:
+    spy = counting(store)
+    await spy.create("j-hand", "u1")
+    stored = await streamed_once(spy, "j-hand", ["하나 ", "둘 ", "셋"])
+    assert stored[1].outcome is TransitionOutcome.APPLIED
+    assert spy.calls == []  # no round trip of their own: the burst went with the transition
+    events = await spy.events("j-hand")
+    assert [(e.status, e.data) for e in events[1:]] == [
+        ("delta", {"delta": "하나 ", "index": 0}),
+        ("delta", {"delta": "둘 ", "index": 1}),
+        ("delta", {"delta": "셋", "index": 2}),
+        ("running", {"text": "하나 둘 셋"}),
+    ]
+
+
+async def test_a_write_in_flight_ends_first_and_the_rest_go_with_the_transition(store: JobStore) -> None:
+    spy = counting(store)
+    await spy.create("j-flight", "u1")
+    await streamed_once(spy, "j-flight", ["하나 ", "둘 ", "셋"], pause_after=0)
+    assert spy.calls == [[0]]
+    assert [(e.status, (e.data or {}).get("index")) for e in await spy.events("j-flight")][1:] == [
+        ("delta", 0),
+        ("delta", 1),
+        ("delta", 2),
+        ("running", None),
+    ]
+
+
+async def test_pieces_handed_over_for_a_job_that_ended_meanwhile_are_not_written(store: JobStore) -> None:
+    spy = counting(store)
+    await spy.create("j-ended", "u1")
+    stored = await streamed_once(spy, "j-ended", ["하나 ", "둘 "], cancel=True)
+    assert stored[1].outcome is TransitionOutcome.REFUSED
+    assert [e.status for e in await spy.events("j-ended")] == ["queued", "cancelled"]
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -139,3 +204,16 @@ async def test_a_failed_write_fails_the_stream(store: JobStore) -> None:
 def test_a_field_is_read_from_a_document_still_being_written(raw: str, expected: str) -> None:
     assert partial_string_field(raw, "user_answer") == expected
     assert json.dumps(expected)  # a plain string, whatever was cut
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_a_field_streamed_in_pieces_comes_out_whole_and_once(size: int, ascii_only: bool) -> None:
+    answer = 'say "hi" \\ to 페트병 é\u00e9 \n ' * 5
+    document = json.dumps(
+        {"disposal_steps": ['"user_answer": "not this"'], "user_answer": answer, "after": "not this either"},
+        ensure_ascii=ascii_only,
+    )
+    reader = FieldReader("user_answer")
+    pieces = [reader.feed(document[i : i + size]) for i in range(0, len(document), size)]
+    assert "".join(pieces) == answer
