@@ -47,7 +47,9 @@ def test_an_event_the_body_never_ends_is_dropped() -> None:
 
 
 class ModelServer:
-    """Answers each request on a real socket with the next canned reply; counts the connections it accepted."""
+    """Answers each request on a real socket with the next canned reply; counts the connections it accepted.
+    A reply of b"" closes the connection without answering, as a server does to a keep-alive connection that sat
+    idle past its timeout."""
 
     def __init__(self, replies: list[bytes]) -> None:
         self.replies = replies
@@ -75,6 +77,8 @@ class ModelServer:
                 )
                 await reader.readexactly(length)
                 reply = self.replies.pop(0)
+                if not reply:
+                    break
                 writer.write(reply)
                 await writer.drain()
                 if b"content-length: 9999" in reply:  # promised more than it sends: the transfer breaks
@@ -175,3 +179,21 @@ async def test_a_completion_that_is_not_json_is_a_transient_model_failure() -> N
                 )
         finally:
             await model.aclose()
+
+
+async def test_a_connection_closed_without_an_answer_is_sent_once_more(client: list[ModelClient]) -> None:
+    # The SDK's own retries are off (the broker retries, with backoff): only a request that got no answer at all
+    # goes out again, once; a second such close is the stage's transient failure.
+    server = ModelServer([b"", reply(sse(piece(ANSWER)))])
+    async with server as url:
+        pieces, failed = await answer(client, url)
+    assert failed is None
+    assert "".join(pieces) == "ok"
+    assert server.connections == 2
+    twice: list[ModelClient] = []
+    try:
+        async with ModelServer([b"", b"", reply(sse(piece(ANSWER)))]) as url:
+            _, failed = await answer(twice, url)
+        assert isinstance(failed, ModelUnavailable)
+    finally:
+        await twice[0].aclose()

@@ -9,6 +9,7 @@ message is a JSON document (classification, the matched rule, the user's text).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from eco2.tracing import child_span
 if TYPE_CHECKING:
     import httpx2
 
+log = logging.getLogger("eco2.model")
 T = TypeVar("T", Classification, FinalAnswer)
 # Told of every model call: which (vision, answer, chat), its error code or None, its perf_counter start.
 ModelObserver = Callable[[str, str | None, float], None]
@@ -216,11 +218,8 @@ class ModelClient:
         if on_text is not None:
             body["stream"] = True
         options: dict[str, Any] = {"headers": {JOB_HEADER: job_id, STAGE_HEADER: stage}}
-        post: Any = self._client.post
         try:
-            response: httpx2.Response = await post(
-                CHAT_PATH, body=body, options=options, cast_to=self._raw, stream=on_text is not None
-            )
+            response = await self._post(body, options, stream=on_text is not None)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -239,6 +238,37 @@ class ModelClient:
         if not content:
             raise ModelUnavailable(message="the model returned no content")
         return content
+
+    async def _post(self, body: dict[str, Any], options: dict[str, Any], *, stream: bool) -> httpx2.Response:
+        """The request, sent once more when the server closed the connection without answering: a pooled
+        keep-alive connection the server dropped as it sat idle, just as this call picked it. The server is fine,
+        and the SDK reports it as a timeout (its aiohttp transport maps ServerDisconnectedError to ConnectTimeout);
+        failing the stage for it would cost a retry by the broker a minute later. Nothing else is retried here:
+        the SDK's own retries are off, timeouts and errors are the broker's to retry, with backoff."""
+        openai = self._openai
+        post: Any = self._client.post
+        send = {"body": body, "options": options, "cast_to": self._raw, "stream": stream}
+        try:
+            first: httpx2.Response = await post(CHAT_PATH, **send)
+            return first
+        except openai.APIConnectionError as exc:  # APITimeoutError included
+            if not _closed_unanswered(exc):
+                raise
+            log.warning("model connection closed without an answer; sending again")
+        again: httpx2.Response = await post(CHAT_PATH, **send)
+        return again
+
+
+def _closed_unanswered(exc: BaseException) -> bool:
+    """Whether the server closed the connection before any answer (somewhere in the SDK's chain of causes)."""
+    import aiohttp
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, aiohttp.ServerDisconnectedError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 async def _streamed(chunks: AsyncIterator[Any], on_text: OnText) -> str:
