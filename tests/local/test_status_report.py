@@ -112,3 +112,18 @@ async def test_an_unreachable_redis_is_reported_not_raised() -> None:
         await client.aclose()
     assert problem is not None
     assert "unreachable" in problem or "did not answer" in problem
+
+
+def test_status_lists_only_the_queues_holding_messages(capsys: Any) -> None:
+    from eco2.local import control
+
+    depths = {f"eco2.trigger.vision-shard-{n}.v2": 0 for n in range(10)}
+    control.print_queue_depths(depths)
+    assert "queues: 10, all empty" in capsys.readouterr().out
+    control.print_queue_depths(depths | {"eco2.trigger.rules.v2": 4, "eco2.trigger.rules.dlq": 2})
+    out = capsys.readouterr().out
+    assert "eco2.trigger.rules.v2" in out
+    assert "eco2.trigger.rules.dlq" in out
+    assert "dead letters" in out
+    assert "vision-shard" not in out
+    assert "the other 10 queues are empty" in out

@@ -236,12 +236,23 @@ def print_status(state: dict[str, Any], dead_letters: dict[str, Any] | None = No
     console.print(table)
     queues = state.get("queues") or {}
     if queues:
-        depth = Table("queue", "ready messages")
-        for name, count in sorted(queues.items()):
-            depth.add_row(name + ("  [red](dead letters)[/]" if name.endswith(".dlq") and count else ""), str(count))
-        console.print(depth)
+        print_queue_depths(queues)
     if dead_letters is not None:
         _print_dead_letters(dead_letters)
+
+
+def print_queue_depths(queues: dict[str, int]) -> None:
+    """The queues holding messages, and how many are empty: among the pack's 64 trigger and dead-letter queues
+    (ten shards per model stage) a row of zeros each would hide the one that matters. `--json` lists them all."""
+    busy = {name: count for name, count in queues.items() if count}
+    if not busy:
+        console.print(f"queues: {len(queues)}, all empty")
+        return
+    depth = Table("queue", "ready messages")
+    for name, count in sorted(busy.items()):
+        depth.add_row(name + ("  [red](dead letters)[/]" if name.endswith(".dlq") else ""), str(count))
+    console.print(depth)
+    console.print(f"the other {len(queues) - len(busy)} queues are empty (`eco2 status --json` lists every one)")
 
 
 def status(options: RunnerOptions, as_json: bool) -> int:
