@@ -350,11 +350,6 @@ class FieldReader:
         return start >= 0
 
 
-def partial_string_field(raw: str, name: str) -> str:
-    """The value of string field `name` in a JSON document still being written ('' until it starts)."""
-    return FieldReader(name).feed(raw)
-
-
 def _field_pieces(name: str, on_text: OnText) -> OnText:
     """Turns the pieces of a streamed JSON document into the pieces of its string field `name`."""
     reader = FieldReader(name)

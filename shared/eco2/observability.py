@@ -75,8 +75,9 @@ class JsonFormatter(logging.Formatter):
 
 
 # HTTP clients that log a line at INFO for every request they send: the openai SDK's httpx2 (each model call), httpx
-# (the runner's deliveries). A process's own lines already say what became of each event, and its metrics time
-# every call by outcome (the line was ~2% of a model stage's CPU per event, profiled). Warnings still show.
+# (replay's and `eco2 dlq`'s sends to the ingress). A process's own lines already say what became of each event,
+# and its metrics time every call by outcome (the line was ~2% of a model stage's CPU per event, profiled).
+# Warnings still show.
 CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore")
 
 

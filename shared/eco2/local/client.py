@@ -35,6 +35,25 @@ def runner_session(deliveries: int = 800) -> aiohttp.ClientSession:
     )
 
 
+async def request_status(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout: aiohttp.ClientTimeout,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> int:
+    """The HTTP status of one request whose answer is not used: its body read to the end, so the connection goes
+    back to the pool, and a redirect taken as the answer, not followed (aiohttp's default would follow it; the
+    runner's probes and posts, as httpx before, do not). aiohttp.ClientError or TimeoutError when none came."""
+    async with http.request(
+        method, url, headers=headers, data=data, timeout=timeout, allow_redirects=False
+    ) as response:
+        await response.read()
+        return response.status
+
+
 def phase_timeout(seconds: float) -> aiohttp.ClientTimeout:
     """httpx's Timeout(seconds) in aiohttp's terms: getting a connection (a pool slot and the connect) within
     `seconds` and each read within `seconds`, with no deadline on the whole exchange: a slow answer that keeps

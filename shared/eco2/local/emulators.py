@@ -257,16 +257,13 @@ async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
     # process runs no HTTP client and does not pay for one.
     import aiohttp
 
-    from eco2.local.client import phase_timeout
+    from eco2.local.client import phase_timeout, request_status
 
     try:
-        async with http.get(
-            url, headers={"Authorization": "local"}, timeout=phase_timeout(1.0), allow_redirects=False
-        ) as response:
-            await response.read()
-            return response.status == 200
+        status = await request_status(http, "GET", url, headers={"Authorization": "local"}, timeout=phase_timeout(1.0))
     except (aiohttp.ClientError, TimeoutError):
         return False
+    return status == 200
 
 
 def main() -> None:

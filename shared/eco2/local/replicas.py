@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from eco2.local.client import phase_timeout
+from eco2.local.client import phase_timeout, request_status
 from eco2.local.metrics import RunnerMetrics
 from eco2.local.processes import start_process
 from eco2.manifests import ServiceSpec
@@ -63,7 +63,7 @@ async def wait_healthy(
         if process.returncode is not None:
             raise RuntimeError(f"{url} exited with {process.returncode} while starting (port taken?)")
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # not listening yet, or too slow to answer
-            status = await _probe(http, f"{url}{probe}")
+            status = await request_status(http, "GET", f"{url}{probe}", timeout=PROBE_TIMEOUT)
             if status == 200:
                 return
             if status == 404 and probe == READINESS:
@@ -71,13 +71,6 @@ async def wait_healthy(
                 continue
         await asyncio.sleep(0.01)
     raise TimeoutError(f"{url} did not become ready in {timeout:.0f}s")
-
-
-async def _probe(http: aiohttp.ClientSession, url: str) -> int:
-    # A redirect is an answer that is not 200, not followed (aiohttp's default would follow it; httpx's did not).
-    async with http.get(url, timeout=PROBE_TIMEOUT, allow_redirects=False) as response:
-        await response.read()  # read to the end, so the connection goes back to the pool
-        return response.status
 
 
 @dataclass(eq=False)

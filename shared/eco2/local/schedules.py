@@ -18,7 +18,7 @@ import aiohttp
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from eco2.local.client import phase_timeout
+from eco2.local.client import phase_timeout, request_status
 from eco2.local.dispatcher import Endpoint
 from eco2.manifests import Manifests
 from eco2.manifests.pingsource import PingSourceSpec, ping_sources
@@ -65,7 +65,9 @@ async def ping(source: PingSourceSpec, endpoints: EndpointSource, http: aiohttp.
         log.warning("ping not sent: sink unavailable", extra={"fields": {**fields, "error": type(exc).__name__}})
         return 0
     try:
-        status = await _post(http, endpoint.url, dict(headers), body)
+        status = await request_status(
+            http, "POST", endpoint.url, headers=dict(headers), data=body, timeout=SEND_TIMEOUT
+        )
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("ping not delivered", extra={"fields": {**fields, "error": type(exc).__name__}})
         return 0
@@ -74,9 +76,3 @@ async def ping(source: PingSourceSpec, endpoints: EndpointSource, http: aiohttp.
     if not 200 <= status < 300:
         log.warning("ping refused", extra={"fields": {**fields, "status": status}})
     return status
-
-
-async def _post(http: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes) -> int:
-    async with http.post(url, headers=headers, data=body, timeout=SEND_TIMEOUT, allow_redirects=False) as response:
-        await response.read()  # the answer is not used; read so the connection can be used again
-        return response.status

@@ -20,7 +20,7 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from eco2.cachesync.events import attributes_of
-from eco2.local.client import phase_timeout
+from eco2.local.client import phase_timeout, request_status
 from eco2.local.topology import source_queue
 from eco2.manifests import Manifests
 from eco2.manifests.rabbitmq_source import RabbitmqSourceSpec, rabbitmq_sources
@@ -81,13 +81,12 @@ class SourceConsumer:
 
     async def _post(self, headers: dict[str, str], body: bytes) -> bool:
         try:
-            async with self.http.post(
-                self.sink_url, headers=headers, data=body, timeout=POST_TIMEOUT, allow_redirects=False
-            ) as answer:
-                await answer.read()  # the reply, if any, is ignored; read so the connection can be used again
-                return 200 <= answer.status < 300
+            status = await request_status(
+                self.http, "POST", self.sink_url, headers=headers, data=body, timeout=POST_TIMEOUT
+            )
         except (aiohttp.ClientError, TimeoutError):
             return False
+        return 200 <= status < 300  # the reply, if any, is ignored
 
 
 async def start_sources(

@@ -203,8 +203,8 @@ def source_queue(prefix: str, source: str) -> str:
 
 async def delete_topology(channel: AbstractChannel, manifests: Manifests, prefix: str) -> None:
     """Remove every queue and exchange the runner declares under `prefix` (a throwaway topology: a benchmark's, a
-    test's), the RabbitmqSource queues included. Left behind, each run's ~90 quorum queues pile up on the node
-    until RabbitMQ itself slows to a halt."""
+    test's), the RabbitmqSource queues included. Left behind, each run's queues (178 for the pack's manifests, 64
+    of them quorum) pile up on the node until RabbitMQ itself slows to a halt."""
     from eco2.manifests.rabbitmq_source import rabbitmq_sources
 
     topology = Topology.plan(manifests, prefix)
