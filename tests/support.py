@@ -18,7 +18,7 @@ import httpx
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from eco2.local.replicas import free_port
+from eco2_tools.local.replicas import free_port
 
 __all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "http_server", "start_child", "wait_for"]
 
@@ -46,11 +46,11 @@ class Child:
 
 
 def start_child(args: list[str], *, port: int, env: Mapping[str, str], log_dir: Path, timeout: float = 20.0) -> Child:
-    """Start `python -m eco2.cli <args>` and return once GET /healthz answers 200 (or fail with its log)."""
+    """Start `python -m eco2_tools.cli <args>` and return once GET /healthz answers 200 (or fail with its log)."""
     log_path = log_dir / f"{args[0]}-{args[1] if len(args) > 1 else ''}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "eco2.cli", *args],
+            [sys.executable, "-m", "eco2_tools.cli", *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log_file,

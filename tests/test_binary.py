@@ -11,7 +11,7 @@ from cloudevents.http import CloudEvent, from_http
 from eco2.adapter import decode
 from eco2.binary import encode
 from eco2.errors import BadRequest
-from eco2.local.messages import NotACloudEvent, reply_message, to_message
+from eco2_tools.local.messages import NotACloudEvent, reply_message, to_message
 
 BASE = {"type": "eco2.test", "source": "/test", "id": "1", "time": "2026-01-01T00:00:00+00:00"}
 EVENTS: list[tuple[dict[str, str], Any]] = [

@@ -117,7 +117,7 @@ async def test_the_gateway_and_a_stage_run_over_tls_with_the_ca_given_in_their_e
 ) -> None:
     """Every connection of a whole function through the TLS endpoints: the gateway's pool, stream reader, job
     store and cache sync (Redis warm-up and the AMQP consumer), and a stage's job store."""
-    from eco2.gateway.app import Gateway
+    from eco2.functions.gateway import Gateway
     from eco2.serving import load_function
     from tests.cachesync.support import Exchanges, delete_made_exchanges
     from tests.gateway.conftest import gateway_env

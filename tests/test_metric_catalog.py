@@ -7,13 +7,13 @@ import typing
 
 import pytest
 
-from eco2.deadletter import DeadLetterMetrics
+from eco2.functions.dead_letter import DeadLetterMetrics
 from eco2.gateway.metrics import GatewayMetrics
-from eco2.local.metrics import RunnerMetrics
 from eco2.metric_catalog import DOC, EXPOSED_BY, MetricSet, catalog, document_with_table
 from eco2.observability import FunctionMetrics
 from eco2.persist.metrics import PersistMetrics
-from eco2.standin.stats import StandinMetrics
+from eco2_tools.local.metrics import RunnerMetrics
+from eco2_tools.standin.stats import StandinMetrics
 
 SETS: tuple[type[MetricSet], ...] = (
     FunctionMetrics,

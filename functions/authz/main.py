@@ -1,10 +1,10 @@
-"""authz: Envoy ext_authz (HTTP) for a Knative ingress: 200 + x-user-id / x-user-role, or 401/403."""
+"""authz: Envoy ext_authz for a Knative ingress (http target: handle_http); its body is eco2.functions.authz."""
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from eco2.adapter import ServedFunction
-from eco2.cachesync.authz import Authz
+from eco2.functions.authz import Authz
 
 function = Authz()
 _served: ServedFunction = function

@@ -1,7 +1,6 @@
-"""blacklist-sync: eco2.auth.token.revoked -> blacklist key in Redis until the token expires (no reply)."""
+"""blacklist-sync (http target: handle_http); its body is eco2.functions.blacklist_sync."""
 
-from eco2.cachesync.events import SyncEventType
-from eco2.cachesync.functions import function as sync_function
+from eco2.functions import blacklist_sync
 
-function = sync_function("blacklist-sync", SyncEventType.TOKEN_REVOKED)
+function = blacklist_sync.function()
 handle_http = function.handle_http

@@ -1,7 +1,6 @@
-"""catalog-sync: eco2.character.catalog.updated -> the catalog in Redis, a newer version only (no reply)."""
+"""catalog-sync (http target: handle_http); its body is eco2.functions.catalog_sync."""
 
-from eco2.cachesync.events import SyncEventType
-from eco2.cachesync.functions import function as sync_function
+from eco2.functions import catalog_sync
 
-function = sync_function("catalog-sync", SyncEventType.CATALOG_UPDATED)
+function = catalog_sync.function()
 handle_http = function.handle_http

@@ -1,6 +1,6 @@
-"""The dead-letter sink as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The dead-letter sink (http target: handle_http); its body is eco2.functions.dead_letter."""
 
-from eco2 import deadletter
+from eco2.functions import dead_letter
 
-function = deadletter.function()
+function = dead_letter.function()
 handle_http = function.handle_http

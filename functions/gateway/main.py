@@ -1,10 +1,10 @@
-"""The gateway, the only thing mobile clients talk to (functions-framework http target: handle_http)."""
+"""The gateway, the only thing mobile clients talk to (http target: handle_http); its body is eco2.functions.gateway."""
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from eco2.adapter import ServedFunction
-from eco2.gateway.app import Gateway
+from eco2.functions.gateway import Gateway
 
 function = Gateway()
 _served: ServedFunction = function  # what `eco2 serve` needs of it, checked by mypy

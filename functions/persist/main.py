@@ -1,6 +1,6 @@
-"""The persist function as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The persist function (http target: handle_http); its body is eco2.functions.persist."""
 
-from eco2.persist.function import function as persist_function
+from eco2.functions import persist
 
-function = persist_function()
+function = persist.function()
 handle_http = function.handle_http

@@ -19,7 +19,7 @@ wheel() {
   local dist=$1
   mkdir -p "$dist"
   # --frozen: uv.lock as committed, never re-resolved. No extras: the dev tools stay out of the image.
-  "$UV" export --frozen --no-dev --no-emit-project --format requirements-txt --quiet --output-file "$dist/requirements.txt"
+  "$UV" export --frozen --no-dev --no-emit-project --no-emit-workspace --format requirements-txt --quiet --output-file "$dist/requirements.txt"
   "$UV" build --wheel --out-dir "$dist" --quiet
 }
 

@@ -28,7 +28,7 @@ from eco2.stage_context import DeltaWriter, ModelFunction, StageContext, record_
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20
 HISTORY_TTL_SECONDS = 24 * 3600
-# The stand-in reads the grounding rule after this marker (eco2.standin.replies.RULE_MARKER, the same text).
+# The stand-in reads the grounding rule after this marker (eco2_tools.standin.replies.RULE_MARKER, the same text).
 RULE_MARKER = "RULE_JSON:"
 CHAT_SYSTEM_PROMPT = (
     "당신은 이코에코의 친절한 분리배출 도우미입니다. 짧고 정확한 한국어로 답하세요. 아래에 배출 규칙이 "

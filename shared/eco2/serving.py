@@ -1,7 +1,7 @@
 """`eco2 serve NAME`: one function from `functions/<name>/main.py`, on functions-framework's ASGI variant under uvicorn.
 
 This is the container command of every Knative Service, so it imports only what the named function needs:
-no CLI framework, no local runtime, no stand-in, no manifest parser (`eco2.cli` hands `serve` straight here).
+no CLI framework, no local runtime, no stand-in, no manifest parser (`eco2_tools.cli` hands `serve` straight here).
 """
 
 from __future__ import annotations

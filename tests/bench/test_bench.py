@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eco2.bench.figures import FIGURES
-from eco2.local.replicas import free_port
+from eco2_tools.bench.figures import FIGURES
+from eco2_tools.local.replicas import free_port
 from tests.support import REDIS_TEST_URL, ROOT
 
 
@@ -27,7 +27,7 @@ def test_a_tiny_bench_reports_every_figure_for_both_runtimes(tmp_path: Path) -> 
     }
     tiny = ["--scans", "6", "--seed-scans", "3", "--warmup", "0", "--settle", "0.5", "--seed-scale", "0.05"]
     ran = subprocess.run(
-        [sys.executable, "-m", "eco2.cli", "bench", *tiny, "--out", str(tmp_path)],
+        [sys.executable, "-m", "eco2_tools.cli", "bench", *tiny, "--out", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,

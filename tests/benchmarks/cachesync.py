@@ -35,9 +35,9 @@ from eco2.cachesync.blacklist import Blacklist
 from eco2.cachesync.events import SyncEventType
 from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens
 from eco2.cachesync.replica import CacheSync, SyncSettings
-from tests.benchmarks import harness
+from eco2_tools.bench import harness
+from eco2_tools.bench.report import Row, rows_table, sample_row
 from tests.benchmarks.cachesync_consumers import consumer_rows
-from tests.benchmarks.report import Row, rows_table, sample_row
 from tests.cachesync.support import (
     AMQP_URL,
     Exchanges,

@@ -23,7 +23,7 @@ from eco2.cachesync.events import SyncEventType, TokenRevoked, attributes_of, js
 from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens, SyncEvent, decode
 from eco2.cachesync.process import BLACKLIST
 from eco2.cachesync.replica import CacheSync, SyncSettings
-from tests.benchmarks.report import Row, sample_row
+from eco2_tools.bench.report import Row, sample_row
 from tests.cachesync.support import AMQP_URL, Exchanges, new_token, publish_on
 from tests.support import REDIS_TEST_URL, wait_for
 

@@ -46,8 +46,9 @@ from rich.table import Table
 from eco2 import keys
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
-from tests.benchmarks import cpu_stages, harness
-from tests.benchmarks.processes import ROOT, cpu_seconds, rabbitmq_pid
+from eco2_tools.bench import harness
+from eco2_tools.bench.processes import ROOT, cpu_seconds, rabbitmq_pid
+from tests.benchmarks import cpu_stages
 
 REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 HOST = "127.0.0.1"
@@ -258,9 +259,9 @@ async def measure_pack(checkout: Checkout, scans: int, console: Console) -> Pack
 
 
 async def delete_topology(prefix: str) -> None:
-    """Delete the throwaway queues and exchanges `eco2 up` declared under `prefix` (eco2.local.topology)."""
-    from eco2.local import topology
-    from eco2.manifests import Manifests
+    """Delete the throwaway queues and exchanges `eco2 up` declared under `prefix` (eco2_tools.local.topology)."""
+    from eco2_tools.local import topology
+    from eco2_tools.manifests import Manifests
 
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
     try:

@@ -26,12 +26,12 @@ from cloudevents.conversion import to_binary
 from rich.console import Console
 
 from eco2.jobs import JobStore
-from eco2.local.replicas import free_port
-from eco2.manifests import Manifests
+from eco2_tools.bench.harness import workspace
+from eco2_tools.bench.processes import ROOT, Children, cpu_seconds
+from eco2_tools.bench.report import Row, rows_table, sample_row
+from eco2_tools.local.replicas import free_port
+from eco2_tools.manifests import Manifests
 from tests.benchmarks.functions import HOST, REDIS_URL, START_TIMEOUT, Rig, event_for, first_2xx, runner_env
-from tests.benchmarks.harness import workspace
-from tests.benchmarks.processes import ROOT, Children, cpu_seconds
-from tests.benchmarks.report import Row, rows_table, sample_row
 
 if TYPE_CHECKING:
     from tests.benchmarks.cpu import Checkout
@@ -45,7 +45,7 @@ async def start_standin(children: Children, http: httpx.AsyncClient, env: dict[s
     port = free_port()
     url = f"http://{HOST}:{port}"
     standin = children.spawn(
-        [sys.executable, "-m", "eco2.cli", "model-standin", "--port", str(port)],
+        [sys.executable, "-m", "eco2_tools.cli", "model-standin", "--port", str(port)],
         env={**env, "STANDIN_LATENCY_SCALE": "0"},
         log_name="model-standin",
     )

@@ -1,12 +1,12 @@
-"""The hop rig of tests.benchmarks.hop: the runner's real TriggerConsumer (eco2.local.dispatcher) and ingress on
+"""The hop rig of tests.benchmarks.hop: the runner's real TriggerConsumer (eco2_tools.local.dispatcher) and ingress on
 a throwaway topology over the real RabbitMQ, delivering to a sink in a separate process, in a closed loop.
 
-The topology is declared by eco2.local.topology from the manifests in tests/benchmarks/fixtures (one Trigger
-`bench` on `type: eco2.bench.ping`, parallelism 10, retry 0) under a unique prefix `bench-<uuid>`. Events are
-published with eco2.local.messages.to_message (which stamps x-eco2-published-at) through a publisher-confirm
+The topology is declared by eco2_tools.local.topology from the manifests in tests/benchmarks/fixtures (one Trigger
+`bench` on `type: eco2_tools.bench.ping`, parallelism 10, retry 0) under a unique prefix `bench-<uuid>`. Events are
+published with eco2_tools.local.messages.to_message (which stamps x-eco2-published-at) through a publisher-confirm
 channel. Closed loop: an event is published when a permit is free, and a delivery gives its permit back when it
 finishes (the Endpoint's release): with 1 permit that is pure latency, with 10 (the Trigger's parallelism) the
-latency of a saturated dispatcher. The ingress (eco2.local.ingress.create_ingress) is served in this process,
+latency of a saturated dispatcher. The ingress (eco2_tools.local.ingress.create_ingress) is served in this process,
 as the runner serves it, its HTTP client in a thread of its own.
 """
 
@@ -31,17 +31,17 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from eco2.local.client import runner_session
-from eco2.local.dispatcher import Endpoint, TriggerConsumer
-from eco2.local.ingress import create_ingress
-from eco2.local.messages import PUBLISHED_AT_HEADER, to_message
-from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import free_port
-from eco2.local.topology import Topology
-from eco2.manifests import MANIFEST_DIRS, Manifests
-from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import cpu_seconds, rabbitmq_pid
-from tests.benchmarks.report import HistogramState, histogram_state
+from eco2_tools.bench.harness import BenchError
+from eco2_tools.bench.processes import cpu_seconds, rabbitmq_pid
+from eco2_tools.bench.report import HistogramState, histogram_state
+from eco2_tools.local.client import runner_session
+from eco2_tools.local.dispatcher import Endpoint, TriggerConsumer
+from eco2_tools.local.ingress import create_ingress
+from eco2_tools.local.messages import PUBLISHED_AT_HEADER, to_message
+from eco2_tools.local.metrics import RunnerMetrics
+from eco2_tools.local.replicas import free_port
+from eco2_tools.local.topology import Topology
+from eco2_tools.manifests import MANIFEST_DIRS, Manifests
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HOST = "127.0.0.1"
@@ -78,7 +78,7 @@ def manifest_root(tmp: Path, queue_type: str) -> Path:
 def ping(run: str, seq: int) -> CloudEvent:
     attributes = {
         "specversion": "1.0",
-        "type": "eco2.bench.ping",
+        "type": "eco2_tools.bench.ping",
         "source": "/eco2/bench",
         "id": f"{run}-{seq}",
         "datacontenttype": "application/json",

@@ -6,7 +6,7 @@
 (default redis://127.0.0.1:6379/9); the keys of the benchmark's jobs are deleted at the end.
 
 Each Service of knative/ is started as its container command — `eco2 serve NAME`, the venv's console script
-found as eco2.local.processes finds it, a fresh interpreter — with the manifest's `env` and what the local
+found as eco2_tools.local.processes finds it, a fresh interpreter — with the manifest's `env` and what the local
 runner gives every function process (REDIS_URL, K_SINK, OPENAI_BASE_URL of the stand-in model, ECO2_ENV): the
 very command and environment a pod runs and the local runner starts, so the runner's figure is this one.
 Timed from the launch to (a) GET /readyz 200 (GET /healthz where /readyz is 404) and (b) the first event
@@ -48,13 +48,13 @@ from eco2.events import (
     ScanRuled,
     new_event,
 )
-from eco2.local.processes import container_command
-from eco2.local.replicas import free_port
-from eco2.manifests import Manifests, ServiceSpec
-from tests.benchmarks import harness
-from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import ROOT, Children, cpu_seconds, function_env, proc_memory
-from tests.benchmarks.report import Row, rows_table, sample_row
+from eco2_tools.bench import harness
+from eco2_tools.bench.harness import BenchError
+from eco2_tools.bench.processes import ROOT, Children, cpu_seconds, function_env, proc_memory
+from eco2_tools.bench.report import Row, rows_table, sample_row
+from eco2_tools.local.processes import container_command
+from eco2_tools.local.replicas import free_port
+from eco2_tools.manifests import Manifests, ServiceSpec
 
 REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 HOST = "127.0.0.1"
@@ -221,7 +221,7 @@ async def forget_jobs(job_ids: Sequence[str]) -> None:
 
 
 def runner_env(standin_url: str) -> dict[str, str]:
-    """What the local runner gives every function process (eco2.local.runner), on the benchmark's Redis DB."""
+    """What the local runner gives every function process (eco2_tools.local.runner), on the benchmark's Redis DB."""
     return {
         "REDIS_URL": REDIS_URL,
         "K_SINK": "http://127.0.0.1:9",  # nothing is sent on: stages answer the next event, the gateway is not called
@@ -237,7 +237,7 @@ async def start_standin(children: Children, http: httpx.AsyncClient) -> str:
     port = free_port()
     url = f"http://{HOST}:{port}"
     standin = children.spawn(
-        [sys.executable, "-m", "eco2.cli", "model-standin", "--port", str(port)],
+        [sys.executable, "-m", "eco2_tools.cli", "model-standin", "--port", str(port)],
         env={**os.environ, "STANDIN_LATENCY_SCALE": "0.01"},
         log_name="model-standin",
     )

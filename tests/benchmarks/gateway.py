@@ -11,9 +11,9 @@ are dropped. image_url is https://images.eco2-bench.example/…, an origin allow
 and trusted (ECO2_IMAGE_URL_TRUSTED), as an operator configures its own upload CDN: this machine has no DNS, an
 allowlisted origin is never resolved (eco2.gateway.ssrf) and a trusted one is never fetched (eco2.gateway.probe).
 
-1. Accept. K_SINK is the real broker ingress (eco2.local.ingress.create_ingress, as `eco2 up` serves it) in a
+1. Accept. K_SINK is the real broker ingress (eco2_tools.local.ingress.create_ingress, as `eco2 up` serves it) in a
    process of its own, over the real RabbitMQ, on a throwaway topology declared from the pack's manifests
-   (eco2.local.topology) under the prefix `gwbench-<hex>`: each eco2.scan.requested lands in that topology's
+   (eco2_tools.local.topology) under the prefix `gwbench-<hex>`: each eco2.scan.requested lands in that topology's
    vision queue (quorum) and the 202 comes after the publisher confirm. `--sink stub` uses a bare uvicorn +
    Starlette process answering 202 instead. Closed loop at 1, 50 and 200 clients: each virtual client is a user
    of its own (its own token from eco2.gateway.auth.issue_token), on a keep-alive connection of a client
@@ -63,7 +63,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eco2.gateway.context import POOL_CLIENT_NAME, READER_CLIENT_NAME
-from tests.benchmarks import harness
+from eco2_tools.bench import harness
+from eco2_tools.bench.harness import BenchError
+from eco2_tools.bench.processes import raise_nofile
+from eco2_tools.bench.report import (
+    fmt,
+    rows_table,
+)
 from tests.benchmarks.gateway_accept import (
     AcceptRun,
     _cores,
@@ -103,12 +109,6 @@ from tests.benchmarks.gateway_sse import (
     Step,
     sse_benchmark,
     sse_client,
-)
-from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import raise_nofile
-from tests.benchmarks.report import (
-    fmt,
-    rows_table,
 )
 
 

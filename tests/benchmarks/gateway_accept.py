@@ -23,6 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from eco2.gateway.auth import issue_token
+from eco2_tools.bench.processes import Children, rabbitmq_pid
+from eco2_tools.bench.report import (
+    HistogramState,
+    Row,
+    fmt,
+    histogram_row,
+    percentile,
+    sample_row,
+)
 from tests.benchmarks.gateway_rig import (
     ACCEPT_LEVELS,
     ACCEPT_WARMUP,
@@ -47,15 +56,6 @@ from tests.benchmarks.gateway_rig import (
     spawn_clients,
     split,
     start_gateway,
-)
-from tests.benchmarks.processes import Children, rabbitmq_pid
-from tests.benchmarks.report import (
-    HistogramState,
-    Row,
-    fmt,
-    histogram_row,
-    percentile,
-    sample_row,
 )
 
 # --- 1. accept latency -------------------------------------------------------------------------------------

@@ -29,19 +29,19 @@ from starlette.routing import Route
 
 from eco2.gateway.settings import GatewaySettings
 from eco2.jobs import Stage
-from eco2.local.ingress import create_ingress
-from eco2.local.metrics import RunnerMetrics
-from eco2.local.processes import container_command
-from eco2.local.replicas import free_port
-from eco2.local.topology import Topology
-from eco2.manifests import Manifests
-from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import Children, cpu_seconds, function_env, wait_ready
-from tests.benchmarks.report import (
+from eco2_tools.bench.harness import BenchError
+from eco2_tools.bench.processes import Children, cpu_seconds, function_env, wait_ready
+from eco2_tools.bench.report import (
     HistogramState,
     Quantile,
     histogram_state,
 )
+from eco2_tools.local.ingress import create_ingress
+from eco2_tools.local.metrics import RunnerMetrics
+from eco2_tools.local.processes import container_command
+from eco2_tools.local.replicas import free_port
+from eco2_tools.local.topology import Topology
+from eco2_tools.manifests import Manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -233,7 +233,7 @@ async def start_sink(children: Children, kind: str) -> Sink:
         topology = Topology.plan(Manifests.load(ROOT), prefix)
         process = children.spawn([*module, "--serve-ingress", str(port), prefix], env=env, log_name="ingress")
         description = (
-            f"the broker ingress (eco2.local.ingress.create_ingress) in its own process over RabbitMQ, "
+            f"the broker ingress (eco2_tools.local.ingress.create_ingress) in its own process over RabbitMQ, "
             f"topology of the pack's manifests under the throwaway prefix {prefix} "
             f"({topology.queue_type} queues); 202 after the publisher confirm"
         )

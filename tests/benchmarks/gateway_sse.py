@@ -21,8 +21,14 @@ from rich.console import Console
 
 from eco2 import keys
 from eco2.gateway.auth import issue_token
-from eco2.gateway.sse_client import aparse
 from eco2.jobs import JobStore, Stage
+from eco2_tools.bench.harness import BenchError
+from eco2_tools.bench.processes import Children
+from eco2_tools.bench.report import (
+    percentile,
+    sample_row,
+)
+from eco2_tools.sse_client import aparse
 from tests.benchmarks.gateway_rig import (
     IMAGE_ORIGIN,
     LIVE_EVENTS_PER_JOB,
@@ -45,12 +51,6 @@ from tests.benchmarks.gateway_rig import (
     spawn_clients,
     split,
     start_gateway,
-)
-from tests.benchmarks.harness import BenchError
-from tests.benchmarks.processes import Children
-from tests.benchmarks.report import (
-    percentile,
-    sample_row,
 )
 from tests.gateway.support import advance, finish
 

@@ -37,9 +37,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import free_port
-from tests.benchmarks import functions, harness
+from eco2_tools.bench import harness
+from eco2_tools.bench.processes import Children, function_env, rabbitmq_pid, wait_ready
+from eco2_tools.bench.report import Row, fmt, histogram_row, rows_table, sample_row
+from eco2_tools.local.metrics import RunnerMetrics
+from eco2_tools.local.replicas import free_port
+from tests.benchmarks import functions
 from tests.benchmarks.dispatch import (
     HOST,
     SATURATED_IN_FLIGHT,
@@ -47,8 +50,6 @@ from tests.benchmarks.dispatch import (
     HopRig,
     HopRun,
 )
-from tests.benchmarks.processes import Children, function_env, rabbitmq_pid, wait_ready
-from tests.benchmarks.report import Row, fmt, histogram_row, rows_table, sample_row
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TARGET_HOP_P50 = 0.003

@@ -34,14 +34,14 @@ from cloudevents.http import from_http
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from eco2.local.processes import container_command
-from eco2.local.replicas import free_port
-from eco2.manifests import Manifests
-from eco2.persist.function import PersistContext
+from eco2.functions.persist import PersistContext
 from eco2.persist.records import record_of
 from eco2.persist.store import PersistSettings
-from tests.benchmarks.processes import ROOT, cpu_seconds, function_env
-from tests.benchmarks.report import HistogramState, Row, histogram_row, histogram_state, rows_table, sample_row
+from eco2_tools.bench.processes import ROOT, cpu_seconds, function_env
+from eco2_tools.bench.report import HistogramState, Row, histogram_row, histogram_state, rows_table, sample_row
+from eco2_tools.local.processes import container_command
+from eco2_tools.local.replicas import free_port
+from eco2_tools.manifests import Manifests
 from tests.persist.events import granted
 from tests.persist.tables import reset_postgres
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 
 from eco2.jobs import JobStore
-from eco2.manifests import Manifests
-from tests.benchmarks import harness
+from eco2_tools.bench import harness
+from eco2_tools.bench.processes import ROOT, cpu_seconds
+from eco2_tools.manifests import Manifests
 from tests.benchmarks.cpu import forget_jobs
 from tests.benchmarks.cpu_stages import STAGES, prepared_posts, start_standin
 from tests.benchmarks.functions import REDIS_URL, START_TIMEOUT, Rig, runner_env
-from tests.benchmarks.processes import ROOT, cpu_seconds
 
 BATCH = 200  # events prepared at a time (their jobs created: the benchmark's work, not the stage's)
 LINE_NUMBER = re.compile(r":\d+\)$")

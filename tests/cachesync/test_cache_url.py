@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.cachesync.authz import Authz
 from eco2.cachesync.events import SyncEventType
+from eco2.functions.authz import Authz
 from eco2.serving import load_function
 from eco2.settings import Settings
 from tests.cachesync.support import Exchanges, function_env, new_token

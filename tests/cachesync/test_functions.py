@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from eco2 import keys
 from eco2.adapter import ServedFunction
-from eco2.cachesync.authz import Authz
 from eco2.cachesync.events import SyncEventType
+from eco2.functions.authz import Authz
 from eco2.rules import CharacterCatalog
 from eco2.serving import load_function
 from tests.cachesync.support import Exchanges, function_env, new_token, role_token

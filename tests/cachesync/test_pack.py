@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from eco2 import keys
 from eco2.cachesync.events import CatalogUpdated, Exchange, SyncEventType, TokenRevoked
-from eco2.local.runner import LocalPack
 from eco2.rules import CharacterCatalog
+from eco2_tools.local.runner import LocalPack
 from tests.cachesync.support import publish
 from tests.local.conftest import start_pack  # noqa: F401 - the fixture
 from tests.support import wait_for

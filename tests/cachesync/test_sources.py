@@ -16,10 +16,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from eco2.cachesync.events import Exchange, SyncEventType, TokenRevoked
-from eco2.local.client import runner_session
-from eco2.local.sources import PLAIN_MESSAGE_TYPE, SourceConsumer
-from eco2.manifests import ManifestError, Manifests
-from eco2.manifests.rabbitmq_source import RabbitmqSourceSpec, SourceDelivery, rabbitmq_sources
+from eco2_tools.local.client import runner_session
+from eco2_tools.local.sources import PLAIN_MESSAGE_TYPE, SourceConsumer
+from eco2_tools.manifests import ManifestError, Manifests
+from eco2_tools.manifests.rabbitmq_source import RabbitmqSourceSpec, SourceDelivery, rabbitmq_sources
 from tests.cachesync.support import AMQP_URL, publish
 from tests.support import ROOT, free_port, http_server, wait_for
 

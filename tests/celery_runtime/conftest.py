@@ -15,7 +15,7 @@ from uuid import uuid4
 import pytest
 
 from eco2.celery_runtime.config import CeleryConfig, consumers, delete_topology
-from tests.benchmarks.processes import Children
+from eco2_tools.bench.processes import Children
 from tests.gateway.conftest import gateway_env
 from tests.support import REDIS_TEST_URL, Child, free_port, start_child
 
@@ -61,7 +61,7 @@ def celery_config(celery_env: dict[str, str]) -> CeleryConfig:
 def worker(celery_env: dict[str, str], celery_config: CeleryConfig, child_log_dir: Path) -> Iterator[Worker]:
     children = Children(child_log_dir, nofile=4096)
     process = children.spawn(
-        [sys.executable, "-m", "eco2.cli", "worker", "--celery", "--concurrency", "20"],
+        [sys.executable, "-m", "eco2_tools.cli", "worker", "--celery", "--concurrency", "20"],
         env={**os.environ, **celery_env},
         log_name="celery-worker",
     )

@@ -16,9 +16,9 @@ from eco2.celery_runtime.handlers import encode
 from eco2.celery_runtime.submit import CelerySink, work_for
 from eco2.events import EventType, Priority, ScanRequested, event_id
 from eco2.gateway.sink import scan_requested
-from eco2.gateway.sse_client import SseMessage, amessages
 from eco2.jobs import JobStore
 from eco2.tracing import new_traceparent
+from eco2_tools.sse_client import SseMessage, amessages
 from tests.celery_runtime.conftest import Worker
 from tests.gateway.support import bearer
 from tests.support import Child

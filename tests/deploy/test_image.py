@@ -28,9 +28,9 @@ import httpx
 import pytest
 from cloudevents.conversion import to_binary
 
-from eco2.local.processes import die_with_parent
-from eco2.local.replicas import free_port
-from eco2.manifests import Manifests
+from eco2_tools.local.processes import die_with_parent
+from eco2_tools.local.replicas import free_port
+from eco2_tools.manifests import Manifests
 from tests.benchmarks.functions import event_for, first_2xx
 from tests.deploy.containerfile import Containerfile
 from tests.support import REDIS_TEST_URL, ROOT, Child

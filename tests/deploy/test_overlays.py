@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from eco2.manifests import MANIFEST_DIRS, Document, ManifestError, Manifests, read_documents
-from eco2.manifests.documents import parse_documents
-from eco2.manifests.kustomize import render
+from eco2_tools.manifests import MANIFEST_DIRS, Document, ManifestError, Manifests, read_documents
+from eco2_tools.manifests.documents import parse_documents
+from eco2_tools.manifests.kustomize import render
 from tests.manifests.schemas import schema_errors
 from tests.support import ROOT
 

@@ -25,7 +25,7 @@ import aio_pika
 import httpx
 import redis
 
-from eco2.manifests import MANIFEST_DIRS
+from eco2_tools.manifests import MANIFEST_DIRS
 from tests.support import ROOT, free_port
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -104,7 +104,7 @@ class Pack:
         self.starts += 1
         log = (self.workdir / f"runner-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "eco2.cli", "up"],
+            [sys.executable, "-m", "eco2_tools.cli", "up"],
             cwd=ROOT,
             env=self.env(),
             stdout=log,

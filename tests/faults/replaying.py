@@ -19,9 +19,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.gateway.sse_client import messages
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
-from eco2.manifests import Manifests, backoff_seconds
+from eco2_tools.manifests import Manifests, backoff_seconds
+from eco2_tools.sse_client import messages
 from tests.faults.pack import Pack
 from tests.faults.scans import wait_ended
 from tests.support import ROOT
@@ -99,7 +99,16 @@ def _saw_failure_then_done(statuses: list[str]) -> bool:
 
 def _dlq_replay(pack: Pack) -> str:
     env = pack.env() | {"K_SINK": f"http://127.0.0.1:{pack.ingress_port}"}
-    command = [sys.executable, "-m", "eco2.cli", "dlq", "replay", "--all-transient", "--redis-url", pack.redis_url]
+    command = [
+        sys.executable,
+        "-m",
+        "eco2_tools.cli",
+        "dlq",
+        "replay",
+        "--all-transient",
+        "--redis-url",
+        pack.redis_url,
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     summary = done.stdout.strip().splitlines()[-1:] or ["(no output)"]
     if done.returncode != 0:

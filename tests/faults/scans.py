@@ -26,7 +26,7 @@ from eco2.errors import REDIS_TRANSIENT
 from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
 from eco2.rewards import reward_id
-from eco2.standin.samples import SAMPLES
+from eco2_tools.standin.samples import SAMPLES
 from tests.faults.pack import AMQP_URL, Pack
 
 USERS = 20

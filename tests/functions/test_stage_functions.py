@@ -19,7 +19,7 @@ from eco2.events import EventType, ScanRequested, new_event, shard_of
 from eco2.jobs import JobStatus, JobStore, Stage
 from eco2.rewards import reward_id
 from eco2.rules import RuleBook
-from eco2.standin.samples import SAMPLES
+from eco2_tools.standin.samples import SAMPLES
 from tests.support import Child
 
 CHAIN = (

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from eco2.gateway.app import Gateway as GatewayFunction
+from eco2.functions.gateway import Gateway as GatewayFunction
 from eco2.gateway.context import GatewayContext
 from eco2.jobs import JobStore
 from eco2.serving import load_function

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from eco2.gateway.app import Gateway
+from eco2.functions.gateway import Gateway
 from eco2.serving import load_function
 from tests.gateway.conftest import gateway_env
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer

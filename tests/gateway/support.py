@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent, from_http
 
 from eco2.gateway.auth import issue_token
-from eco2.gateway.sse_client import SseMessage, amessages
 from eco2.jobs import JobStatus, JobStore, Stage
+from eco2_tools.sse_client import SseMessage, amessages
 
 SECRET = "gateway-tests-secret-0123456789abcdef0123456789"
 PUBLIC_IMAGE = "http://93.184.216.34/bottle.png"  # a public address literal: checked, never fetched

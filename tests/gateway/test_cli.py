@@ -12,8 +12,8 @@ import jwt
 import pytest
 from typer.testing import CliRunner
 
-from eco2.gateway.cli import app
 from eco2.jobs import JobStatus, JobStore, Stage
+from eco2_tools.gateway_cli import app
 from tests.gateway.support import PUBLIC_IMAGE, SECRET, RecordingSink, metric, token
 from tests.support import Child, wait_for
 
@@ -98,18 +98,16 @@ async def _streaming(client: httpx.AsyncClient) -> bool:
 
 def test_the_cli_and_the_token_module_import_neither_the_server_nor_the_crypto() -> None:
     """`eco2 token` / `eco2 scan` load no gateway server, Redis client or JWT library until they need one."""
-    heavy = ("jwt", "cryptography", "redis", "aiohttp", "starlette", "eco2.gateway.app", "eco2.gateway.auth")
-    probe = (
-        f"import sys, eco2.gateway.cli, eco2.gateway.tokens\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
-    )
+    heavy = ("jwt", "cryptography", "redis", "aiohttp", "starlette", "eco2.functions.gateway", "eco2.gateway.auth")
+    modules = "eco2_tools.gateway_cli, eco2.gateway.tokens"
+    probe = f"import sys, {modules}\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 
 
 def test_the_server_imports_the_crypto_only_when_it_checks_tokens() -> None:
     # (redis-py imports the bare `cryptography` package to see whether it is there; the cost is in hazmat.)
-    probe = (
-        "import sys, eco2.gateway.app\nprint(','.join(m for m in ('jwt', 'cryptography.hazmat') if m in sys.modules))"
-    )
+    heavy = ("jwt", "cryptography.hazmat")
+    probe = f"import sys, eco2.functions.gateway\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""

@@ -9,8 +9,8 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2.gateway.context import client_names
-from eco2.gateway.sse_client import SseMessage
 from eco2.jobs import JobStatus, JobStore, Stage
+from eco2_tools.sse_client import SseMessage
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import (
     LIVE_INSTANCE,

@@ -20,8 +20,8 @@ from cloudevents.conversion import to_binary
 
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
-from eco2.local import topology
-from eco2.local.runner import LocalPack, RunnerOptions
+from eco2_tools.local import topology
+from eco2_tools.local.runner import LocalPack, RunnerOptions
 from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -113,7 +113,7 @@ def runner_process(tmp_path: Path) -> Iterator[RunnerProcess]:
     def start(manifests: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (tmp_path / f"runner-{len(started)}.log").open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "eco2.cli", "up"],
+                [sys.executable, "-m", "eco2_tools.cli", "up"],
                 cwd=ROOT,
                 env={**os.environ, **env, "ECO2_MANIFESTS": str(manifests)},
                 stdout=log,

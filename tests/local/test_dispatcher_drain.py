@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eco2.local.client import runner_session
-from eco2.local.dispatcher import Endpoint, TriggerConsumer
-from eco2.local.messages import to_message
-from eco2.local.metrics import RunnerMetrics
-from eco2.local.replicas import free_port
-from eco2.local.topology import Topology
-from eco2.manifests import Manifests
+from eco2_tools.local.client import runner_session
+from eco2_tools.local.dispatcher import Endpoint, TriggerConsumer
+from eco2_tools.local.messages import to_message
+from eco2_tools.local.metrics import RunnerMetrics
+from eco2_tools.local.replicas import free_port
+from eco2_tools.local.topology import Topology
+from eco2_tools.manifests import Manifests
 from tests.benchmarks.dispatch import manifest_root, ping
 from tests.support import wait_for
 

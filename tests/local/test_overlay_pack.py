@@ -36,7 +36,7 @@ def test_up_takes_the_overlay_from_its_option(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources:\n  - nowhere.yaml\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "ECO2_MANIFESTS"} | {"ECO2_STATE_DIR": str(tmp_path / "state")}
     result = subprocess.run(
-        [sys.executable, "-m", "eco2.cli", "up", "--manifests", str(tmp_path)],
+        [sys.executable, "-m", "eco2_tools.cli", "up", "--manifests", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,

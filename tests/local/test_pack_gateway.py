@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from eco2.gateway.auth import issue_token
-from eco2.gateway.sse_client import SseMessage, aparse
-from eco2.local.runner import LocalPack
+from eco2_tools.local.runner import LocalPack
+from eco2_tools.sse_client import SseMessage, aparse
 from tests.support import wait_for
 
 SECRET = "pack-test-secret-0123456789abcdef0123456789"

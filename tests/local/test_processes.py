@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from eco2.local.client import runner_session
-from eco2.local.processes import CommandNotFound, container_command
-from eco2.local.replicas import FunctionPool, Replica, wait_healthy
-from eco2.local.runner import LocalPack
+from eco2_tools.local.client import runner_session
+from eco2_tools.local.processes import CommandNotFound, container_command
+from eco2_tools.local.replicas import FunctionPool, Replica, wait_healthy
+from eco2_tools.local.runner import LocalPack
 from tests.local.conftest import delete_topology, options, runner_env
 from tests.local.test_runner import FIXTURES, FLAKY, flaky_manifests, send
 from tests.support import ROOT, free_port, http_server, wait_for
@@ -32,7 +32,15 @@ ENV_NAMES = ["PORT", "HOST", "ECO2_ROOT", "ECO2_TEST_MARKER", "REDIS_URL", "K_SI
 VENV_ECO2 = str(Path(sys.executable).parent / "eco2")
 STAGES = ["rules", "reward", "dead-letter", "vision", "answer"]
 # Dev-only code and the CLI framework (click itself comes with uvicorn and Flask): a function must not pay for them.
-NOT_IN_A_FUNCTION = ["typer", "rich", "eco2.local", "eco2.manifests", "eco2.standin", "eco2.gateway.cli", "yaml"]
+NOT_IN_A_FUNCTION = [
+    "typer",
+    "rich",
+    "eco2_tools.local",
+    "eco2_tools.manifests",
+    "eco2_tools.standin",
+    "eco2_tools.gateway_cli",
+    "yaml",
+]
 GATEWAY_ONLY = ["jwt", "cryptography.hazmat", "eco2.gateway"]
 
 
@@ -75,7 +83,7 @@ def modules_loaded_serving(name: str) -> set[str]:
         "import sys\n"
         "name = sys.argv[1]\n"
         "sys.argv = ['eco2', 'serve', name]\n"
-        "import eco2.cli, uvicorn\n"
+        "import eco2_tools.cli, uvicorn\n"
         "from eco2 import serving\n"
         "serving.load_function(name)\n"
         "print('\\n'.join(sys.modules))\n"
@@ -114,7 +122,7 @@ async def test_a_function_process_is_the_manifests_command_with_its_own_environm
 @pytest.mark.parametrize("name", STAGES)
 def test_eco2_serve_imports_no_cli_framework_and_no_dev_code(name: str) -> None:
     modules = modules_loaded_serving(name)
-    assert "eco2.stages" in modules or "eco2.deadletter" in modules
+    assert "eco2.stages" in modules or "eco2.functions.dead_letter" in modules
     assert loaded(modules, NOT_IN_A_FUNCTION + GATEWAY_ONLY) == []
     # The openai SDK is imported when a model client is built, never by loading a function; jsonschema only
     # checks a rule directory other than the package's (whose files the tests check).
@@ -248,7 +256,7 @@ def imported(importtime_log: str) -> set[str]:
 async def test_the_runner_imports_no_httpx_from_start_to_stop(
     runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    # All of the runner's HTTP is one aiohttp session (eco2.local.client): httpx (and the rich, click and
+    # All of the runner's HTTP is one aiohttp session (eco2_tools.local.client): httpx (and the rich, click and
     # pygments its CLI pulls in) would be ~7 MB of a runner at rest for nothing. `eco2 up` as it is run, through
     # a replica's cold start and readiness probes, the S3 emulator's start-up check, and a stop.
     manifests = flaky_manifests(tmp_path / "m", min_scale=1)
@@ -263,5 +271,5 @@ async def test_the_runner_imports_no_httpx_from_start_to_stop(
     finally:
         await delete_topology(LocalPack(options(tmp_path / "cleanup", manifests, prefix)))
     modules = imported((tmp_path / "runner-0.log").read_text(errors="replace"))
-    assert {"eco2.local.runner", "aiohttp"} <= modules, "the log holds the runner's imports"
+    assert {"eco2_tools.local.runner", "aiohttp"} <= modules, "the log holds the runner's imports"
     assert loaded(modules, ["httpx", "httpcore"]) == []

@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from cloudevents.http import CloudEvent
 
-from eco2.local import control
-from eco2.local.messages import to_message
-from eco2.local.runner import LocalPack
-from eco2.local.topology import TopologyConflict
+from eco2_tools.local import control
+from eco2_tools.local.messages import to_message
+from eco2_tools.local.runner import LocalPack
+from eco2_tools.local.topology import TopologyConflict
 from tests.local.conftest import AMQP_URL, RunnerProcess, delete_topology, options
 from tests.local.test_runner import (
     FLAKY,
@@ -266,7 +266,7 @@ async def test_housekeeping_failures_are_logged_and_it_keeps_going(
         raise RuntimeError("reap failed on purpose")
 
     pack.pools["flaky"].reap_idle = broken_reap
-    caplog.set_level(logging.ERROR, logger="eco2.local.runner")
+    caplog.set_level(logging.ERROR, logger="eco2_tools.local.runner")
 
     async def logged_twice() -> bool:
         failures = [r for r in caplog.records if r.exc_info and "reap failed on purpose" in str(r.exc_info[1])]

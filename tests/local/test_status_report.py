@@ -9,11 +9,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from eco2.local.control import health
-from eco2.local.dead_letter_report import reason_of, summarize
-from eco2.local.deadletters import broker_error_extensions
-from eco2.local.dispatcher import Backoff
-from eco2.local.health import redis_problem
+from eco2_tools.local.control import health
+from eco2_tools.local.dead_letter_report import reason_of, summarize
+from eco2_tools.local.deadletters import broker_error_extensions
+from eco2_tools.local.dispatcher import Backoff
+from eco2_tools.local.health import redis_problem
 from tests.support import free_port
 
 ROUTES: list[dict[str, Any]] = [
@@ -115,7 +115,7 @@ async def test_an_unreachable_redis_is_reported_not_raised() -> None:
 
 
 def test_status_lists_only_the_queues_holding_messages(capsys: Any) -> None:
-    from eco2.local import control
+    from eco2_tools.local import control
 
     depths = {f"eco2.trigger.vision-shard-{n}.v2": 0 for n in range(10)}
     control.print_queue_depths(depths)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
-from eco2.local.topology import DELIVERY_LIMIT, Topology
-from eco2.manifests import Manifests
+from eco2_tools.local.topology import DELIVERY_LIMIT, Topology
+from eco2_tools.manifests import Manifests
 from tests.local.test_runner import flaky_manifests
 
 
@@ -50,8 +50,8 @@ def test_generation_2_names_sit_beside_the_generation_1_ones(tmp_path: Path) -> 
 
 
 async def test_the_runners_http_pool_holds_every_delivery_the_pack_can_have_in_flight() -> None:
-    from eco2.local.client import SPARE_CONNECTIONS, runner_session
-    from eco2.local.topology import DISPATCHER_PREFETCH
+    from eco2_tools.local.client import SPARE_CONNECTIONS, runner_session
+    from eco2_tools.local.topology import DISPATCHER_PREFETCH
     from tests.support import ROOT
 
     topology = Topology.plan(Manifests.load(ROOT), "p")

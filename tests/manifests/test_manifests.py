@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from eco2.events import FUNCTION_EVENTS, SHARDED_FUNCTIONS, SHARDS, TERMINAL_EVENT_TYPES, EventType, shard_of
-from eco2.manifests import (
+from eco2_tools.manifests import (
     DEFAULT_READINESS_PATH,
     MANIFEST_DIRS,
     DeliverySpec,
@@ -25,8 +25,8 @@ from eco2.manifests import (
     parse_iso8601_duration,
     read_documents,
 )
-from eco2.manifests.pingsource import ping_sources
-from eco2.manifests.shards import render as render_shard_triggers
+from eco2_tools.manifests.pingsource import ping_sources
+from eco2_tools.manifests.shards import render as render_shard_triggers
 from tests.manifests.schemas import PROJECT_ROOT, canonical, schema_errors
 
 NAMESPACE = "eco2"
@@ -267,10 +267,10 @@ def test_job_ids_spread_over_every_shard() -> None:
 
 
 def test_the_shard_triggers_are_the_generators_output() -> None:
-    # eventing/triggers-shards.yaml is rendered by eco2.manifests.shards: an edit by hand, or a change of SHARDS
+    # eventing/triggers-shards.yaml is rendered by eco2_tools.manifests.shards: an edit by hand, or a change of SHARDS
     # without rendering again, would route some shards nowhere.
     committed = (PROJECT_ROOT / "eventing" / "triggers-shards.yaml").read_text(encoding="utf-8")
-    assert committed == render_shard_triggers(), "render again: python -m eco2.manifests.shards"
+    assert committed == render_shard_triggers(), "render again: python -m eco2_tools.manifests.shards"
 
 
 def test_every_emitted_event_is_routed_unless_terminal(manifests: Manifests) -> None:

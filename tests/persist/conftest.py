@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from eco2.adapter import EventFunction
-from eco2.persist.function import PersistContext, function
+from eco2.functions.persist import PersistContext, function
 from tests.gateway.conftest import make_gateway, session_sink, sink  # noqa: F401  (the gateway's fixtures, reused)
 from tests.persist import tables
 

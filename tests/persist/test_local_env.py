@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eco2.local.runner import LocalPack, RunnerOptions
 from eco2.persist.store import sqlite_path
+from eco2_tools.local.runner import LocalPack, RunnerOptions
 from tests.support import ROOT
 
 

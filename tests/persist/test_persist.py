@@ -12,7 +12,7 @@ from cloudevents.http import CloudEvent
 
 from eco2.adapter import EventFunction
 from eco2.events import EventType
-from eco2.persist.function import PersistContext, function
+from eco2.functions.persist import PersistContext, function
 from tests.persist.conftest import app_of
 from tests.persist.events import completed, deliver, granted
 from tests.persist.tables import count

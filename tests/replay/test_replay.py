@@ -13,13 +13,13 @@ from aiohttp import web
 from cloudevents.http import CloudEvent, from_http
 
 from eco2 import keys
-from eco2.deadletter import DeadLetterContext, domain_of, record
-from eco2.deadletter import function as deadletter_function
 from eco2.events import EventType, event_id
+from eco2.functions.dead_letter import DeadLetterContext, domain_of, record
+from eco2.functions.dead_letter import function as deadletter_function
+from eco2.functions.replay import ATTEMPT_EXTENSION, Outcome, Policy, ReplayContext, Replayer, read_letters
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
-from eco2.local.dead_letter_report import read_dead_letters
-from eco2.replay import ATTEMPT_EXTENSION, Outcome, Policy, ReplayContext, Replayer, read_letters
 from eco2.settings import Settings
+from eco2_tools.local.dead_letter_report import read_dead_letters
 from tests.support import REDIS_TEST_URL, free_port
 
 SINK = "http://ingress.test/eco2/eco2"

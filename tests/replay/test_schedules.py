@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from cloudevents.http import CloudEvent, from_http
 
-from eco2.local.client import runner_session
-from eco2.local.dispatcher import Endpoint
-from eco2.local.schedules import EndpointSource, ping
-from eco2.manifests import MANIFEST_DIRS, ManifestError, Manifests
-from eco2.manifests.pingsource import PING_EVENT_TYPE, Cron, ping_sources
+from eco2_tools.local.client import runner_session
+from eco2_tools.local.dispatcher import Endpoint
+from eco2_tools.local.schedules import EndpointSource, ping
+from eco2_tools.manifests import MANIFEST_DIRS, ManifestError, Manifests
+from eco2_tools.manifests.pingsource import PING_EVENT_TYPE, Cron, ping_sources
 from tests.support import ROOT, free_port, http_server
 
 
@@ -91,7 +91,7 @@ async def test_a_sink_that_refuses_or_does_not_answer_is_a_missed_tick(caplog: p
         return web.Response(status=503)
 
     async with http_server(refuse) as url, runner_session() as http:
-        with caplog.at_level(logging.WARNING, logger="eco2.local.schedules"):
+        with caplog.at_level(logging.WARNING, logger="eco2_tools.local.schedules"):
             assert await ping(source, sink_at(url, released), http) == 503
             assert await ping(source, sink_at(f"http://127.0.0.1:{free_port()}", released), http) == 0  # no listener
     assert released == ["replay", "replay"], "the replica is released either way"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from eco2.rules import MAJOR_CATEGORIES, RECYCLABLE_MIDDLE_CATEGORIES, SITUATION_TAGS
-from eco2.standin.samples import SAMPLES, SIZE, by_name, identify, render
+from eco2_tools.standin.samples import SAMPLES, SIZE, by_name, identify, render
 
 
 def reencode(png: bytes, fmt: str, **options: object) -> bytes:
@@ -55,7 +55,7 @@ def test_render_is_byte_identical_and_carries_no_metadata() -> None:
 def test_render_is_identical_in_another_process() -> None:
     here = hashlib.sha256(b"".join(render(s) for s in SAMPLES)).hexdigest()
     code = (
-        "import hashlib; from eco2.standin.samples import SAMPLES, render; "
+        "import hashlib; from eco2_tools.standin.samples import SAMPLES, render; "
         "print(hashlib.sha256(b''.join(render(s) for s in SAMPLES)).hexdigest())"
     )
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -28,9 +28,9 @@ from eco2.model import (
 )
 from eco2.rules import RuleBook
 from eco2.settings import SettingsError
-from eco2.standin import StandinConfig
-from eco2.standin.samples import SAMPLES, by_name, render
-from eco2.standin.server import WARNING_LINE, create_app
+from eco2_tools.standin import StandinConfig
+from eco2_tools.standin.samples import SAMPLES, by_name, render
+from eco2_tools.standin.server import WARNING_LINE, create_app
 
 BASE = "http://standin.test"
 MODEL = "gpt-4.1-mini"
@@ -501,7 +501,7 @@ async def test_latency_is_applied_per_kind() -> None:
 
 
 async def test_the_lifespan_warns_that_this_is_not_a_real_model(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="eco2.standin"):
+    with caplog.at_level(logging.WARNING, logger="eco2_tools.standin"):
         async for _ in started(StandinConfig(latency_scale=0.0)):
             pass
     assert WARNING_LINE in caplog.text

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eco2.local.emulators import emulator_env
+from eco2_tools.local.emulators import emulator_env
 from tests.gateway.conftest import make_gateway, session_sink, sink
 from tests.local.conftest import start_pack
 from tests.support import free_port
@@ -27,7 +27,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     log = tmp_path_factory.mktemp("emulator") / "s3.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "eco2.local.emulators", "--port", str(port)],
+            [sys.executable, "-m", "eco2_tools.local.emulators", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(os.environ),

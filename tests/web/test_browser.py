@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from eco2.local.runner import LocalPack
-from eco2.standin import samples
-from eco2.standin.images import sample_png
+from eco2_tools.local.runner import LocalPack
+from eco2_tools.standin import samples
+from eco2_tools.standin.images import sample_png
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "web"

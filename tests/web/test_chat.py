@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from eco2.gateway.sse_client import SseMessage, aparse
-from eco2.local.runner import LocalPack
 from eco2.rules import RuleBook
+from eco2_tools.local.runner import LocalPack
+from eco2_tools.sse_client import SseMessage, aparse
 from tests.gateway.support import bearer
 
 SECRET = "chat-test-secret-0123456789abcdef0123456789"

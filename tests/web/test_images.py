@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from eco2.gateway.sse_client import aparse
-from eco2.local.runner import LocalPack
-from eco2.standin import samples
-from eco2.standin.images import sample_png
+from eco2_tools.local.runner import LocalPack
+from eco2_tools.sse_client import aparse
+from eco2_tools.standin import samples
+from eco2_tools.standin.images import sample_png
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import bearer
 

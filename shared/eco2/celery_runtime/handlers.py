@@ -16,14 +16,15 @@ from typing import Any
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent, from_dict
 
-from eco2 import chat, deadletter, stages
+from eco2 import chat, stages
 from eco2.adapter import EventFunction
 from eco2.celery_runtime.config import CHAT, PERSIST, STAGES
 from eco2.errors import PoisonEvent, TransientError
 from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
+from eco2.functions import dead_letter as deadletter
+from eco2.functions import persist as persist_function
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
-from eco2.persist import function as persist_function
 
 # What crosses a task boundary: a CloudEvent as its attributes plus `data` (cloudevents' to_dict).
 EventDict = dict[str, Any]

@@ -1,6 +1,6 @@
 """`eco2 worker --celery`: a Celery worker (gevent pool) running the pack's stages as the seed's chain.
 
-Imports nothing before gevent has patched the standard library: `eco2.cli` hands `worker` straight here.
+Imports nothing before gevent has patched the standard library: `eco2_tools.cli` hands `worker` straight here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,47 @@
+"""The `eco2` console script: `serve` and `worker` are the pods' own; every other command is the workshop's.
+
+`eco2 serve NAME` is the container command of every Knative Service and `eco2 worker --celery` the Celery mode's,
+so both go straight to their module without a CLI framework. The developer's and operator's commands (`up`,
+`bench`, `token`, `dlq`, ...) live in the eco2-tools distribution, which registers itself under the entry-point
+group `eco2.commands`; the image does not install it, and says so instead of failing with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+
+SERVE = "serve"
+WORKER = "worker"  # gevent must patch the standard library before anything else loads
+COMMAND_GROUP = "eco2.commands"
+USAGE = """usage: eco2 serve NAME [--host H] [--port P]   serve one function (functions/NAME/main.py)
+       eco2 worker --celery [...]                 run the stages as a Celery chain
+The other commands (up, status, down, bench, token, scan, dlq, model-standin, ...) come with eco2-tools,
+which this installation does not have: install the project with its `local` extra (README)."""
+
+
+def main() -> None:
+    """The console script's entry point (`eco2 = "eco2.command:main"`)."""
+    argv = sys.argv[1:]
+    if argv[:1] == [SERVE]:
+        from eco2 import serving
+
+        sys.exit(serving.main(argv[1:]))
+    if argv[:1] == [WORKER]:
+        from eco2.celery_runtime import worker
+
+        sys.exit(worker.main(argv[1:]))
+    workshop = workshop_commands()
+    if workshop is None:
+        print(USAGE, file=sys.stderr)
+        sys.exit(0 if argv[:1] in ([], ["--help"], ["-h"]) else 2)
+    workshop(argv)
+
+
+def workshop_commands() -> Callable[[Sequence[str]], None] | None:
+    """The installed workshop's command runner, if any (an entry point: the pods' package never imports it)."""
+    for entry in entry_points(group=COMMAND_GROUP):
+        runner: Callable[[Sequence[str]], None] = entry.load()
+        return runner
+    return None

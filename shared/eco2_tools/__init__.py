@@ -1,0 +1,1 @@
+"""The workshop: what a developer's or operator's machine runs beside the pack, never a pod."""

@@ -1,0 +1,328 @@
+"""The pack's Kubernetes objects as pydantic models (camelCase aliases), each read into its spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, NoReturn, Self
+
+from pydantic import AfterValidator, AliasChoices, Field, ValidationInfo, field_validator, model_validator
+
+from eco2_tools.manifests import specs
+from eco2_tools.manifests.fields import (
+    Count,
+    GoSeconds,
+    IsoSeconds,
+    ManifestModel,
+    Name,
+    PositiveIsoSeconds,
+    QuotedCount,
+    StrictCount,
+    StringMap,
+    YamlString,
+    expect,
+    reject,
+    within,
+)
+from eco2_tools.manifests.specs import BackoffPolicy, DeliverySpec, QueueType, ServiceSpec, TriggerSpec
+
+__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "Delivery", "ServiceObject", "TriggerObject"]
+
+
+def _unsupported(problem: str) -> AfterValidator:
+    """A field the pack refuses whatever it holds (validators run only on fields the manifest sets)."""
+
+    def refuse(_value: object) -> NoReturn:
+        raise reject(problem)
+
+    return AfterValidator(refuse)
+
+
+# The metadata's `annotations` read a second time, as typed settings. AliasChoices rather than a plain alias:
+# two fields with one plain alias would give mypy's pydantic plugin an __init__ with a parameter named twice.
+_ANNOTATIONS_AGAIN = AliasChoices("annotations")
+
+
+class AnnotatedMetadata(ManifestModel):
+    # Kubernetes keeps annotations as strings: an unquoted `5` or `true` in YAML would be refused.
+    annotations: StringMap = Field(default_factory=dict)
+
+
+# --- destinations and delivery -------------------------------------------------------------------------------
+
+
+class ObjectRef(ManifestModel):
+    """Another object, by apiVersion, kind and name; a subclass says which kind it must be."""
+
+    target: ClassVar[tuple[str, str]]
+    api_version: YamlString = Field(alias="apiVersion")
+    kind: YamlString
+    name: Name
+
+    @model_validator(mode="after")
+    def _of_the_target_kind(self) -> Self:
+        if (self.api_version, self.kind) != self.target:
+            api_version, kind = self.target
+            raise reject(f"must be a {api_version} {kind}, got {self.api_version}/{self.kind}")
+        return self
+
+
+class ServiceRef(ObjectRef):
+    target = (specs.SERVING_API, "Service")
+    namespace: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _same_namespace(cls, namespace: str, info: ValidationInfo) -> str:
+        own = (info.context or {}).get("namespace")
+        if own is not None and namespace != own:
+            raise reject(f"points into namespace {namespace!r}; only {own!r} is supported")
+        return namespace
+
+
+class Destination(ManifestModel):
+    """A Trigger's subscriber or a dead-letter sink: only a ref to one of the pack's own Services."""
+
+    ref: ServiceRef
+    uri: Annotated[object, _unsupported("is not supported: point ref at a Service in knative/")] = None
+
+
+class Delivery(ManifestModel):
+    """`spec.delivery` of a Trigger or the Broker; a missing field takes Knative's default."""
+
+    retry: StrictCount = specs.DEFAULT_RETRY
+    backoff_policy: BackoffPolicy = Field(specs.DEFAULT_BACKOFF_POLICY, alias="backoffPolicy")
+    backoff_delay: IsoSeconds = Field(specs.DEFAULT_BACKOFF_DELAY_SECONDS, alias="backoffDelay")
+    timeout: PositiveIsoSeconds | None = None
+    dead_letter_sink: Destination | None = Field(None, alias="deadLetterSink")
+
+    def to_spec(self) -> DeliverySpec:
+        sink = self.dead_letter_sink
+        return DeliverySpec(
+            retry=self.retry,
+            backoff_policy=self.backoff_policy,
+            backoff_delay_seconds=self.backoff_delay,
+            timeout_seconds=self.timeout,
+            dead_letter_service=sink.ref.name if sink is not None else None,
+        )
+
+
+def _delivery_spec(delivery: Delivery | None) -> DeliverySpec | None:
+    return delivery.to_spec() if delivery is not None else None
+
+
+# --- Service -------------------------------------------------------------------------------------------------
+
+
+class EnvVar(ManifestModel):
+    name: Name
+    value: YamlString = ""
+    # Resolved by Kubernetes from a Secret or the downward API; nothing to read here.
+    value_from: object = Field(None, alias="valueFrom")
+
+
+class ConfigMapRef(ManifestModel):
+    name: Name
+
+
+class EnvFromSource(ManifestModel):
+    config_map_ref: ConfigMapRef | None = Field(None, alias="configMapRef")  # Secrets are not in the repository
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise reject(f"must be an absolute path such as /readyz, got {path!r}")
+    return path
+
+
+class HttpGet(ManifestModel):
+    path: Annotated[YamlString, AfterValidator(_absolute)] = "/"  # Kubernetes asks / when no path is set
+
+
+class Probe(ManifestModel):
+    http_get: HttpGet | None = Field(None, alias="httpGet")
+
+
+class Container(ManifestModel):
+    command: Annotated[list[Name], Field(min_length=1)]
+    args: list[YamlString] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list, alias="envFrom")
+    readiness_probe: Probe | None = Field(None, alias="readinessProbe")
+
+    @field_validator("readiness_probe")
+    @classmethod
+    def _over_http(cls, probe: Probe) -> Probe:
+        if probe.http_get is None:
+            raise reject("must be an httpGet probe: the local runner asks the readiness path over HTTP")
+        return probe
+
+    @model_validator(mode="after")
+    def _env_names_unique(self) -> Container:
+        names = [var.name for var in self.env]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise reject(f"env names {', '.join(twice)} twice")
+        return self
+
+    @property
+    def readiness_path(self) -> str:
+        probe = self.readiness_probe
+        return probe.http_get.path if probe is not None and probe.http_get is not None else specs.DEFAULT_READINESS_PATH
+
+
+def _exactly_one(containers: list[Container]) -> list[Container]:
+    if len(containers) != 1:
+        raise reject(f"must hold exactly one container, got {len(containers)}")
+    return containers
+
+
+class PodSpec(ManifestModel):
+    containers: Annotated[list[Container], AfterValidator(_exactly_one)]
+    container_concurrency: Count = Field(0, alias="containerConcurrency")  # 0 = unlimited
+    timeout_seconds: Annotated[Count, within(1)] = Field(specs.DEFAULT_TIMEOUT_SECONDS, alias="timeoutSeconds")
+
+
+class Autoscaling(ManifestModel):
+    """Knative's autoscaling annotations on a revision template, with Knative's defaults."""
+
+    min_scale: QuotedCount = Field(0, alias=specs.AUTOSCALING + "min-scale")
+    max_scale: QuotedCount = Field(0, alias=specs.AUTOSCALING + "max-scale")  # 0 = unbounded
+    target: Annotated[QuotedCount, within(1)] = Field(specs.DEFAULT_TARGET, alias=specs.AUTOSCALING + "target")
+    window: Annotated[GoSeconds, within(specs.MIN_WINDOW_SECONDS, specs.MAX_WINDOW_SECONDS, "s")] = Field(
+        specs.DEFAULT_WINDOW_SECONDS, alias=specs.AUTOSCALING + "window"
+    )
+    retention: GoSeconds = Field(0.0, alias=specs.AUTOSCALING + "scale-to-zero-pod-retention-period")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Autoscaling:
+        if self.max_scale and self.min_scale > self.max_scale:
+            raise reject(f"min-scale {self.min_scale} exceeds max-scale {self.max_scale}")
+        return self
+
+
+class TemplateMetadata(AnnotatedMetadata):
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, validation_alias=_ANNOTATIONS_AGAIN)
+
+
+class RevisionTemplate(ManifestModel):
+    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+    spec: PodSpec
+
+
+class ServiceBody(ManifestModel):
+    template: RevisionTemplate
+
+
+class ServiceObject(ManifestModel):
+    """A serving.knative.dev/v1 Service running one function of the pack."""
+
+    spec: ServiceBody
+
+    def to_spec(self, name: str) -> ServiceSpec:
+        template = self.spec.template
+        pod, scaling = template.spec, template.metadata.autoscaling
+        container = pod.containers[0]
+        return ServiceSpec(
+            name=name,
+            command=(*container.command, *container.args),
+            env={var.name: var.value for var in container.env if var.value_from is None},
+            annotations=dict(template.metadata.annotations),
+            env_from=tuple(ref.config_map_ref.name for ref in container.env_from if ref.config_map_ref is not None),
+            min_scale=scaling.min_scale,
+            max_scale=scaling.max_scale,
+            target=scaling.target,
+            container_concurrency=pod.container_concurrency,
+            timeout_seconds=pod.timeout_seconds,
+            window_seconds=scaling.window,
+            retention_seconds=scaling.retention,
+            readiness_path=container.readiness_path,
+        )
+
+
+# --- Trigger -------------------------------------------------------------------------------------------------
+
+
+class TriggerAnnotations(ManifestModel):
+    parallelism: Annotated[QuotedCount, within(specs.MIN_PARALLELISM, specs.MAX_PARALLELISM)] = Field(
+        specs.MIN_PARALLELISM, alias=specs.PARALLELISM_ANNOTATION
+    )
+
+
+class TriggerMetadata(AnnotatedMetadata):
+    options: TriggerAnnotations = Field(default_factory=TriggerAnnotations, validation_alias=_ANNOTATIONS_AGAIN)
+
+
+class TriggerFilter(ManifestModel):
+    attributes: StringMap = Field(default_factory=dict)
+
+
+class TriggerBody(ManifestModel):
+    broker: Name
+    filter_: TriggerFilter = Field(default_factory=TriggerFilter, alias="filter")
+    subscriber: Destination
+    delivery: Delivery | None = None
+    broker_ref: Annotated[object, _unsupported("(cross-namespace brokers) is not supported; use spec.broker")] = Field(
+        None, alias="brokerRef"
+    )
+    filters: Annotated[object, _unsupported("is not read by the RabbitMQ broker; use spec.filter.attributes")] = None
+
+
+class TriggerObject(ManifestModel):
+    """An eventing.knative.dev/v1 Trigger on the pack's RabbitMQ broker."""
+
+    metadata: TriggerMetadata
+    spec: TriggerBody
+
+    def to_spec(self, name: str) -> TriggerSpec:
+        return TriggerSpec(
+            name=name,
+            broker=self.spec.broker,
+            filter_attributes=dict(self.spec.filter_.attributes),
+            subscriber_service=self.spec.subscriber.ref.name,
+            delivery=_delivery_spec(self.spec.delivery),
+            parallelism=self.metadata.options.parallelism,
+        )
+
+
+# --- Broker, its RabbitmqBrokerConfig, ConfigMaps ------------------------------------------------------------
+
+
+class BrokerAnnotations(ManifestModel):
+    broker_class: Annotated[str, expect(specs.RABBITMQ_BROKER_CLASS)] = Field(alias=specs.BROKER_CLASS_ANNOTATION)
+
+
+class BrokerMetadata(AnnotatedMetadata):
+    options: BrokerAnnotations = Field(validation_alias=_ANNOTATIONS_AGAIN)
+
+
+class BrokerConfigRef(ObjectRef):
+    target = (specs.RABBITMQ_BROKER_CONFIG_API, "RabbitmqBrokerConfig")
+
+
+class BrokerBody(ManifestModel):
+    config: BrokerConfigRef
+    delivery: Delivery | None = None
+
+
+class BrokerObject(ManifestModel):
+    """The eventing.knative.dev/v1 Broker, of the RabbitMQBroker class."""
+
+    metadata: BrokerMetadata
+    spec: BrokerBody
+
+    @property
+    def delivery(self) -> DeliverySpec | None:
+        return _delivery_spec(self.spec.delivery)
+
+
+class BrokerConfigBody(ManifestModel):
+    queue_type: QueueType = Field("quorum", alias="queueType")
+
+
+class BrokerConfigObject(ManifestModel):
+    """The RabbitmqBrokerConfig a Broker names: how its queues are laid out."""
+
+    spec: BrokerConfigBody
+
+
+class ConfigMapObject(ManifestModel):
+    data: StringMap = Field(default_factory=dict)
