@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eco2.connections import http_timeout
+from eco2.dead_letters import DOMAINS
 from eco2.errors import Eco2Error
-from eco2.functions.dead_letter import DOMAINS
 from eco2.functions.replay import Letter, Outcome, Policy, Replayer, Result, find_letter, read_letters, replays
 from eco2.jobs import JobStore
 

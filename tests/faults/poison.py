@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eco2 import keys
+from eco2.dead_letters import DOMAINS
 from eco2.events import FUNCTION_EVENTS, SHARDS
-from eco2.functions.dead_letter import DOMAINS
 from tests.faults.pack import Pack
 
 EXAMPLES = 60

@@ -20,7 +20,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
-from eco2.functions.dead_letter import DOMAINS
+from eco2.dead_letters import DOMAINS
 from eco2.jobs import JobStore
 from eco2_tools.local.runner import LocalPack
 from tests.local.conftest import delete_topology, one_scan, options, runner_env

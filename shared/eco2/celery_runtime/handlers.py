@@ -16,18 +16,16 @@ from typing import Any
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent, from_dict
 
-from eco2 import chat, stages
+from eco2 import chat, dead_letters, stages
 from eco2.adapter import EventFunction
-from eco2.celery_runtime.config import CHAT, PERSIST, STAGES
+from eco2.celery_runtime.config import CHAT, PERSIST, STAGES, EventDict
 from eco2.errors import PoisonEvent, TransientError
 from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
-from eco2.functions import dead_letter as deadletter
 from eco2.functions import persist as persist_function
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
 
 # What crosses a task boundary: a CloudEvent as its attributes plus `data` (cloudevents' to_dict).
-EventDict = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +109,11 @@ async def fail_live_job(handlers: Handlers, name: str, raw: object, status: str)
     if name == PERSIST or not isinstance(raw, dict):
         return False
     attributes = {key: str(value) for key, value in raw.items() if key != "data"}
-    job_id = deadletter.live_job(attributes)
+    job_id = dead_letters.live_job(attributes)
     if job_id is None:
         return False
     data = raw.get("data")
     user_id = str(data.get("user_id", "")) if isinstance(data, dict) else ""
     context = await handlers.context(name)
-    failed = await deadletter.fail_job(context.store, job_id, user_id, attributes["type"], status)
+    failed = await dead_letters.fail_job(context.store, job_id, user_id, attributes["type"], status)
     return failed.outcome is TransitionOutcome.APPLIED

@@ -33,8 +33,7 @@ from eco2 import keys
 from eco2.adapter import EventFunction
 from eco2.connections import Source as ConnectionSource
 from eco2.connections import http_timeout
-from eco2.errors import NotFound, TransientError, store_call
-from eco2.functions.dead_letter import (
+from eco2.dead_letters import (
     DEAD_LETTER_TTL_SECONDS,
     DOMAINS,
     ERROR_EXTENSIONS,
@@ -44,8 +43,10 @@ from eco2.functions.dead_letter import (
     live_job,
     seen_key,
 )
+from eco2.env import env_float, env_int
+from eco2.errors import NotFound, TransientError, store_call
 from eco2.jobs import JobStore, TransitionOutcome
-from eco2.settings import Settings, env_float, env_int
+from eco2.settings import Settings
 
 if TYPE_CHECKING:
     import httpx

@@ -6,25 +6,16 @@ the outbox — `timeout` (the ingress may or may not have published it), `unreac
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Protocol
-
 import aiohttp
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.events import EventType, Priority, ScanRequested, new_event, source_of
+from eco2.sink import SendOutcome
 
 # Below the ingress's idle timeout (uvicorn closes idle connections after 5 s), so the gateway drops an idle
 # connection before the ingress does; a send that still meets a closed one is retried once on a fresh one.
 KEEPALIVE_SECONDS = 4.0
-
-
-class SendOutcome(StrEnum):
-    OK = "ok"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    REJECTED = "rejected"
 
 
 def scan_requested(data: ScanRequested, *, priority: Priority, traceparent: str) -> CloudEvent:
@@ -37,18 +28,6 @@ def scan_requested(data: ScanRequested, *, priority: Priority, traceparent: str)
 def binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     headers, body = to_binary(event)
     return dict(headers), body if isinstance(body, bytes) else str(body).encode()
-
-
-class Sink(Protocol):
-    """Where the gateway's events go: the broker ingress (EventSink), or a Celery chain (ECO2_RUNTIME=celery)."""
-
-    url: str  # names the outbox: the gateways sending to one place share it
-
-    async def send(
-        self, headers: dict[str, str], body: bytes, *, timeout_seconds: float | None = None
-    ) -> SendOutcome: ...
-
-    async def aclose(self) -> None: ...
 
 
 class EventSink:

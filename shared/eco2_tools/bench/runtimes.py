@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 
 from eco2.connections import amqp_connect
-from eco2.gateway.sink import EventSink, Sink
+from eco2.gateway.sink import EventSink
 from eco2.serving import project_root
+from eco2.sink import Sink
 from eco2_tools.bench.processes import Children
 from eco2_tools.bench.procs import Proc, services, tree
 from eco2_tools.local.replicas import free_port

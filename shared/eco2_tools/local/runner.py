@@ -19,7 +19,7 @@ import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.connections import amqp_connect_robust
-from eco2.settings import env_float
+from eco2.env import env_float
 from eco2_tools.local.client import runner_session
 from eco2_tools.local.deadletters import DeadLetterConsumer
 from eco2_tools.local.dependencies import check_dependencies, without_password
