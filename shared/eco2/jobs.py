@@ -85,7 +85,7 @@ class Transition:
     seq: int
     status: str
     stage: str  # the job's stage after the call
-    # The claim key passed along was set by this call (applied, or a job not tracked here).
+    # The claim key passed along was set by this call (only ever when it applied).
     claimed: bool = False
 
     def passes_on(self, stage: Stage) -> bool:

@@ -251,9 +251,10 @@ class RewardStep(Step[ScanAnswered, RewardDecision]):
             data={"result": result},
             claim=claim,
         )
-        if ended.outcome not in (TransitionOutcome.APPLIED, TransitionOutcome.MISSING):
-            # A concurrent redelivery (the delivery that recorded `done` sends the final event) or a job that
-            # ended otherwise (cancelled, failed) while this ran: nothing to pass on.
+        if ended.outcome is not TransitionOutcome.APPLIED:
+            # A concurrent redelivery (the delivery that recorded `done` sends the final event), a job that ended
+            # otherwise (cancelled, failed) while this ran, one of another user, or no job at all (an event
+            # curl'd in or forged): nothing to pass on, so nothing is granted or persisted.
             return None
         # The job's one final event, for the persist function. reward.granted only from the delivery that claimed
         # the reward id: another scan of the same character, or a job curl'd in again, never grants it again

@@ -24,7 +24,7 @@ from eco2.dead_letters import DOMAINS
 from eco2.jobs import JobStore
 from eco2_tools.local.runner import LocalPack
 from tests.local.conftest import delete_topology, one_scan, options, runner_env
-from tests.support import ROOT, free_port, wait_for
+from tests.support import ROOT, SENDER, free_port, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures"
 FLAKY = "test:flaky"
@@ -108,7 +108,7 @@ async def send(pack: LocalPack, event_type: str, data: dict[str, Any], *, priori
     event = CloudEvent(attributes, data)
     headers, body = to_binary(event)
     async with httpx.AsyncClient() as http:
-        response = await http.post(pack.ingress_url, headers=headers, content=body)
+        response = await http.post(pack.ingress_url, headers=dict(headers) | SENDER, content=body)
     assert response.status_code == 202, response.text
     return event_id
 
@@ -134,7 +134,7 @@ async def post_event(ingress_port: int, data: dict[str, Any]) -> str:
     event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, data)
     headers, body = to_binary(event)
     async with httpx.AsyncClient() as http:
-        response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)
+        response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=dict(headers) | SENDER, content=body)
     assert response.status_code == 202, response.text
     return str(event["id"])
 
@@ -163,7 +163,9 @@ async def _dead_letter_in(redis_client: aioredis.Redis, domain: str, event_id: s
 async def test_ingress_refuses_what_is_not_a_cloudevent(start_pack: Callable[..., Any], tmp_path: Path) -> None:
     pack = await start_pack(flaky_manifests(tmp_path / "m"))
     async with httpx.AsyncClient() as http:
-        response = await http.post(pack.ingress_url, content=b"{}", headers={"content-type": "application/json"})
+        response = await http.post(
+            pack.ingress_url, content=b"{}", headers={"content-type": "application/json"} | SENDER
+        )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_cloudevent"
 
@@ -291,3 +293,23 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
     assert result["reward"]["name"] == "메탈리"
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]
     assert stages == ["queued", "vision", "rule", "answer", "reward", "done"]
+
+
+async def test_the_ingress_refuses_an_event_without_the_packs_sender_credential(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    # A forged eco2.reward.granted with a valid shape, posted by something that is not one of the pack's senders.
+    pack = await start_pack(flaky_manifests(tmp_path / "m"))
+    forged = CloudEvent(
+        {"type": "eco2.reward.granted", "source": "/eco2/reward", "id": uuid.uuid4().hex, "subject": "job-x"},
+        {"job_id": "job-x", "user_id": "bob", "reward_id": "r", "character": {"character_id": "forged-legendary"}},
+    )
+    headers, body = to_binary(forged)
+    async with httpx.AsyncClient() as http:
+        for credential in ({}, {"Authorization": "Bearer not-the-pack-token"}, {"Authorization": "Basic x"}):
+            response = await http.post(pack.ingress_url, headers=dict(headers) | credential, content=body)
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "unauthenticated"
+    counted = pack.metrics.registry.get_sample_value
+    assert counted("eco2_runner_ingress_total", {"outcome": "unauthenticated"}) == 3
+    assert counted("eco2_runner_ingress_total", {"outcome": "accepted"}) is None

@@ -26,6 +26,7 @@ from eco2.gateway.sink import EventSink
 from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
+from eco2.sender_auth import SenderCredential
 from eco2.sink import Sink, SinkFactory
 from eco2.storage import Storage
 
@@ -158,7 +159,8 @@ def _sink(settings: GatewaySettings, env: Mapping[str, str], runtime_sink: SinkF
     if settings.sink_url is None:
         log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
         return None
-    return EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds)
+    credential = SenderCredential.from_env(env)
+    return EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds, credential=credential)
 
 
 def _delivery(

@@ -11,6 +11,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.events import EventType, Priority, ScanRequested, new_event, source_of
+from eco2.sender_auth import SenderCredential
 from eco2.sink import SendOutcome
 
 # Below the ingress's idle timeout (uvicorn closes idle connections after 5 s), so the gateway drops an idle
@@ -37,8 +38,16 @@ class EventSink:
     was half of the gateway's CPU per scan in the gateway benchmark. Redirects are never followed.
     """
 
-    def __init__(self, url: str, *, timeout_seconds: float, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float,
+        max_connections: int = 100,
+        credential: SenderCredential | None = None,
+    ) -> None:
         self.url = url
+        self._credential = credential or SenderCredential()
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         # Created inside the running loop (the gateway's start), as aiohttp requires.
         self._session = _session(aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS))
@@ -69,7 +78,11 @@ class EventSink:
         """The outcome of one POST; a closed or reset connection is raised to the caller, which may retry."""
         try:
             async with session.post(
-                self.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                self.url,
+                data=body,
+                headers=headers | self._credential.headers(),
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 await response.read()  # drain it, so the connection goes back to the pool
