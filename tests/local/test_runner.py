@@ -4,14 +4,17 @@ parallelism, a SIGKILL during backoff, scale to zero and back, and one scan end 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -23,7 +26,9 @@ from eco2 import keys
 from eco2.dead_letters import DOMAINS
 from eco2.jobs import JobStore
 from eco2_tools.local.runner import LocalPack
-from tests.local.conftest import delete_topology, one_scan, options, runner_env
+from eco2_tools.local.topology import topology_names
+from eco2_tools.manifests import Manifests
+from tests.local.conftest import AMQP_URL, delete_topology, one_scan, options, runner_env
 from tests.support import ROOT, SENDER, free_port, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -313,3 +318,44 @@ async def test_the_ingress_refuses_an_event_without_the_packs_sender_credential(
     counted = pack.metrics.registry.get_sample_value
     assert counted("eco2_runner_ingress_total", {"outcome": "unauthenticated"}) == 3
     assert counted("eco2_runner_ingress_total", {"outcome": "accepted"}) is None
+
+
+async def test_down_says_what_stays_on_rabbitmq_and_purge_removes_it(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    manifests = flaky_manifests(tmp_path / "m")
+    prefix, _, env = child_settings(tmp_path)
+    runner_process(manifests, env)
+    await until_ready(tmp_path / "state" / "runner.json")
+    queues, _ = topology_names(Manifests.load(manifests), prefix)
+
+    def eco2_down(*flags: str) -> str:
+        command = [sys.executable, "-m", "eco2_tools.cli", "down", *flags]
+        child_env = {**os.environ, **env, "ECO2_MANIFESTS": str(manifests)}
+        done = subprocess.run(command, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return " ".join(done.stdout.split())
+
+    said = eco2_down()
+    assert f"the pack's {len(queues)} queues and its exchanges (prefix '{prefix}') stay on RabbitMQ" in said
+    assert "--purge" in said
+    assert await existing(queues) == set(queues)
+    said = eco2_down("--purge")
+    assert f"removed the pack's {len(queues)} queues" in said
+    assert await existing(queues) == set()
+
+
+async def existing(queues: list[str]) -> set[str]:
+    """Which of `queues` RabbitMQ has (a passive declare of a missing queue closes its channel)."""
+    found: set[str] = set()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(name, passive=True)
+                found.add(name)
+                await channel.close()
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+    return found
