@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cloudevents.http import CloudEvent
 from prometheus_client import Counter
 
-from eco2 import keys
+from eco2 import keys, lua
 from eco2.adapter import EventFunction
 from eco2.dead_letters import (
     DEAD_LETTER_MAXLEN,
@@ -38,16 +38,6 @@ from eco2.metric_catalog import MetricSet
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.functions.dead_letter")
-# KEYS: seen mark, dead-letter stream. ARGV: mark ttl, attributes json, data json, maxlen, recorded_at.
-# The entry is written before the mark: a failing XADD leaves no mark behind (scripts do not roll back).
-_RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'attributes', ARGV[2], 'data', ARGV[3],
-  'recorded_at', ARGV[5])
-redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
-return 1
-"""
 
 
 @dataclass(slots=True)
@@ -89,7 +79,7 @@ async def record(event: CloudEvent, ctx: DeadLetterContext) -> CloudEvent | None
 
 async def _record_once(store: JobStore, domain: str, attributes: dict[str, str], data: object) -> bool:
     seen = seen_key(attributes)
-    script = store.redis.register_script(_RECORD)
+    script = lua.register(store.redis, "dead_letter_record")
     args = [
         str(DEAD_LETTER_TTL_SECONDS),
         json.dumps(attributes, ensure_ascii=False),
