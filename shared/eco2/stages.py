@@ -42,7 +42,8 @@ from eco2.rules import (
     RuleBook,
 )
 from eco2.settings import Settings
-from eco2.stage_context import Change, DeltaWriter, ModelFunction, StageContext, record_done, run_once
+from eco2.stage_context import ModelFunction, StageContext
+from eco2.stage_work import Change, DeltaWriter, record_done, run_once
 
 # How long a granted reward id is remembered, so eco2.reward.granted goes out once per reward.
 REWARD_CLAIM_SECONDS = 30 * 24 * 3600
