@@ -1,6 +1,6 @@
 """What a stage function holds per process (`StageContext`): built once at start, closed on shutdown.
 
-Shared by the four scan stages (eco2.stages) and chat (eco2.chat): the job store, the rule book, the character
+Shared by the four scan stages (eco2.stages) and chat (eco2.functions.chat): the job store, the rule book, the character
 catalog, the model client built once. How their work is written to the job is eco2.stage_work.
 """
 
