@@ -187,7 +187,7 @@ def send_forged(pack: Pack, run: PoisonRun) -> int:
     """Events a process that is not one of the pack's senders posts to the ingress: the shapes the pack's own
     events have (a reward granted to `bob`, a scan of an internal URL for `mallory`), with no credential, a wrong
     one, or another scheme. Each must be refused 401 before it reaches the broker."""
-    events = [
+    events: list[tuple[str, dict[str, Any]]] = [
         (
             "eco2.reward.granted",
             {
