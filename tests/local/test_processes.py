@@ -28,7 +28,7 @@ from tests.local.conftest import delete_topology, options, runner_env
 from tests.local.test_runner import FIXTURES, FLAKY, flaky_manifests, send
 from tests.support import ROOT, free_port, http_server, wait_for
 
-ENV_NAMES = ["PORT", "HOST", "ECO2_ROOT", "ECO2_TEST_MARKER", "REDIS_URL", "K_SINK"]
+ENV_NAMES = ["PORT", "HOST", "ECO2_ROOT", "ECO2_TEST_MARKER", "REDIS_URL", "K_SINK", "ECO2_EVENT_TOKEN"]
 VENV_ECO2 = str(Path(sys.executable).parent / "eco2")
 STAGES = ["rules", "reward", "dead-letter", "vision", "answer"]
 # Dev-only code and the CLI framework (click itself comes with uvicorn and Flask): a function must not pay for them.
