@@ -72,6 +72,8 @@ def stage_env(standin: Child) -> dict[str, str]:
         "REDIS_URL": REDIS_TEST_URL,
         "OPENAI_BASE_URL": f"{standin.url}/v1",
         "ECO2_STAGE_TIMEOUT_SECONDS": "20",
+        # The stand-in serves the sample images on loopback: allowed by name, as `eco2 up` allows it.
+        "ECO2_IMAGE_URL_ALLOWLIST": standin.url,
     }
 
 

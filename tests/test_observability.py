@@ -88,7 +88,11 @@ async def pack(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/rewards.sqlite3")  # persist reads its own env
     sink = RecordingSink()
     sink.start()
-    stage_env = {"REDIS_URL": REDIS_TEST_URL, "OPENAI_BASE_URL": f"{standin_url}/v1"}
+    stage_env = {
+        "REDIS_URL": REDIS_TEST_URL,
+        "OPENAI_BASE_URL": f"{standin_url}/v1",
+        "ECO2_IMAGE_URL_ALLOWLIST": standin_url,
+    }
     started = []
     clients: dict[str, httpx.AsyncClient] = {}
     try:

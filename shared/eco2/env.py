@@ -38,3 +38,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
     """A whole number from the environment, as env_float."""
     return _env_number(env, name, default, int, minimum)
+
+
+def environment_of(env: Mapping[str, str]) -> str:
+    """ECO2_ENV: `production` unless set (`development` relaxes what only a developer's machine may do)."""
+    return (env.get("ECO2_ENV") or "production").strip().lower()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from eco2.connections import ConnectionSettings
-from eco2.env import env_float, env_int
+from eco2.env import env_float, env_int, environment_of
 from eco2.storage import StorageSettings
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
@@ -33,6 +33,10 @@ class Settings:
     store_grace_seconds: float = 15.0
     max_event_bytes: int = 256 * 1024
     log_level: str = "INFO"
+    # ECO2_ENV (eco2.env.environment_of), and ECO2_IMAGE_URL_ALLOWLIST: the origins whose image URLs may point into
+    # this network, for every function that hands one to the model (eco2.gateway.settings.image_allowlist).
+    environment: str = "production"
+    image_url_allowlist: str = ""
     # The photo store (eco2.storage): None when no S3_ENDPOINT_URL / ECO2_S3_BUCKET is set.
     storage: StorageSettings | None = None
     # TLS and time limits of every client (eco2.connections); None: read from the process environment.
@@ -61,6 +65,8 @@ class Settings:
             store_grace_seconds=env_float(env, "ECO2_STORE_GRACE_SECONDS", cls.store_grace_seconds, minimum=0),
             max_event_bytes=env_int(env, "ECO2_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1024),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            environment=environment_of(env),
+            image_url_allowlist=env.get("ECO2_IMAGE_URL_ALLOWLIST") or "",
             storage=StorageSettings.from_env(env),
             connections=ConnectionSettings.from_env(env),
         )

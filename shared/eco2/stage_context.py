@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
 from eco2.events import source_of
+from eco2.gateway.settings import image_allowlist
+from eco2.gateway.ssrf import check_image_url
 from eco2.jobs import JobStore
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.observability import FunctionMetrics
@@ -33,6 +35,9 @@ class StageContext:
     rules: RuleBook
     catalog: CatalogCache  # the package's catalog, or the newer one a catalog sync delivered
     classify_prompt: str
+    # Origins whose image URLs may point into this network, as at the gateway (ECO2_IMAGE_URL_ALLOWLIST, the
+    # development stand-in, the photo store); any other URL must point to a public host.
+    image_allowlist: frozenset[str]
     metrics: FunctionMetrics | None = None  # the serving function's: model calls are timed into it
     _model: ModelClient | None = None
     _catalog_sync: CacheSync | None = None
@@ -57,6 +62,7 @@ class StageContext:
                 middles=", ".join(rules.middle_categories()),
                 tags=", ".join(SITUATION_TAGS),
             ),
+            image_allowlist=image_allowlist(settings.image_url_allowlist, settings.environment, settings),
         )
 
     @property
@@ -85,13 +91,17 @@ class StageContext:
             )
         return self._model
 
-    def readable_image(self, url: str) -> str:
-        """The URL the model reads the image from: a presigned GET for an upload to the photo store."""
-        if self.settings.storage is None:
-            return url
-        if self._storage is None:
-            self._storage = Storage(self.settings.storage)
-        return self._storage.readable_url(url)
+    async def readable_image(self, url: str) -> str:
+        """The URL the model reads the image from: a presigned GET for an upload to the photo store; any other URL
+        only when the SSRF rules the gateway applies hold here too: an event need not have come through the
+        gateway, and the model (self-hosted, in this network) would fetch what it names. 400 otherwise (poison)."""
+        if self.settings.storage is not None:
+            if self._storage is None:
+                self._storage = Storage(self.settings.storage)
+            if self._storage.key_of(url) is not None:
+                return self._storage.readable_url(url)
+        await check_image_url(url, allowlist=self.image_allowlist)
+        return url
 
     async def aclose(self) -> None:
         if self._catalog_sync is not None:

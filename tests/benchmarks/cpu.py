@@ -49,6 +49,7 @@ from eco2.jobs import JobStore
 from eco2_tools.bench import harness
 from eco2_tools.bench.processes import ROOT, cpu_seconds, rabbitmq_pid
 from tests.benchmarks import cpu_stages
+from tests.support import EVENT_TOKEN, SENDER
 
 REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 HOST = "127.0.0.1"
@@ -102,6 +103,9 @@ def pack_env(checkout: Checkout, state_dir: Path) -> dict[str, str]:
         "ECO2_S3_PORT": str(PORT_BASE + 4),
         "STANDIN_LATENCY_SCALE": "0",
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        # The pack's sender credential, which the burst's posts into the ingress present (a checkout that
+        # predates it ignores both).
+        "ECO2_EVENT_TOKEN": EVENT_TOKEN,
     }
 
 
@@ -198,7 +202,7 @@ async def burst(http: httpx.AsyncClient, store: JobStore, ingress: str, scans: i
             await store.create(job_id, "bench-user")
             data = ScanRequested(job_id=job_id, user_id="bench-user", image_url=f"{standin}/samples/glass_bottle.png")
             headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, data, source="/eco2/bench", job_id=job_id))
-            response = await http.post(f"{ingress}/", headers=dict(headers), content=body)
+            response = await http.post(f"{ingress}/", headers=dict(headers) | SENDER, content=body)
             if response.status_code != 202:
                 raise harness.BenchError(f"the ingress answered {response.status_code}: {response.text[:200]}")
 

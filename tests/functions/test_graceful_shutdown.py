@@ -42,6 +42,7 @@ def vision(slow_standin: Child, tmp_path: Path) -> Iterator[Child]:
     env = {
         "REDIS_URL": REDIS_TEST_URL,
         "OPENAI_BASE_URL": f"{slow_standin.url}/v1",
+        "ECO2_IMAGE_URL_ALLOWLIST": slow_standin.url,
         "ECO2_SHUTDOWN_GRACE_SECONDS": "20",
     }
     child = start_child(["serve", "vision", "--port", str(port)], port=port, env=env, log_dir=tmp_path)

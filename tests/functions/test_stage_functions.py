@@ -331,3 +331,26 @@ async def test_an_event_naming_another_user_than_the_jobs_changes_nothing(
     granted = reply_of(await post(http, stage_servers["reward"].url, event))
     assert granted["type"] == EventType.REWARD_GRANTED
     assert data_of(granted)["user_id"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "image_url",
+    [
+        "http://127.0.0.1:15672/api/users",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:6379/",
+        "file:///etc/passwd",
+    ],
+)
+async def test_vision_refuses_an_image_url_into_this_network_before_the_model_sees_it(
+    http: httpx.AsyncClient, stage_servers: dict[str, Child], store: JobStore, standin_url: str, image_url: str
+) -> None:
+    # A forged eco2.scan.requested (it never went through the gateway's checks) naming an internal URL: poison.
+    forged = requested(standin_url, user_id="mallory")
+    job_id = forged["subject"]
+    await store.create(job_id, "mallory")
+    data = data_of(forged) | {"image_url": image_url}
+    response = await post(http, stage_servers["vision"].url, CloudEvent(dict(forged.get_attributes()), data))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_image_url"
+    assert standin_calls(standin_url, job_id) == {}

@@ -69,10 +69,10 @@ def grounding(ctx: StageContext, message: str, past: list[dict[str, str]]) -> Ru
     return ctx.rules.get(earlier) if earlier else None
 
 
-def _user_content(ctx: StageContext, request: ChatRequested) -> str | list[dict[str, Any]]:
+async def _user_content(ctx: StageContext, request: ChatRequested) -> str | list[dict[str, Any]]:
     if request.image_url is None:
         return request.message
-    image = {"type": "image_url", "image_url": {"url": ctx.readable_image(request.image_url)}}
+    image = {"type": "image_url", "image_url": {"url": await ctx.readable_image(request.image_url)}}
     return [{"type": "text", "text": request.message}, image]
 
 
@@ -85,7 +85,7 @@ async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
         *({"role": turn["role"], "content": turn["content"]} for turn in past),
-        {"role": "user", "content": _user_content(ctx, request)},
+        {"role": "user", "content": await _user_content(ctx, request)},
     ]
     async with DeltaWriter(ctx.store, request.job_id, Stage.CHAT, JobStatus.DONE) as on_text:
         text = await ctx.model.chat(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from eco2.env import SettingsError, env_float, env_int
+from eco2.env import SettingsError, env_float, env_int, environment_of
 from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings
 
@@ -62,6 +62,22 @@ def _instance(raw: str | None) -> str:
     return name
 
 
+def _always_allowed(environment: str, base: Settings) -> frozenset[str]:
+    """The development stand-in (it serves the sample images), and the photo store's own URLs (checked for
+    ownership by eco2.storage, read through a presigned GET)."""
+    origins: frozenset[str] = frozenset()
+    if environment == "development":
+        origins |= _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
+    if base.storage is not None:
+        origins |= _origins(base.storage.base_url)
+    return origins
+
+
+def image_allowlist(configured: str | None, environment: str, base: Settings) -> frozenset[str]:
+    """Origins whose image URLs may point into this network: ECO2_IMAGE_URL_ALLOWLIST and the always allowed."""
+    return _origins(configured) | _always_allowed(environment, base)
+
+
 @dataclass(frozen=True)
 class ImagePolicy:
     """Which image URLs a submit accepts, and how their redirects are followed (eco2.gateway.probe)."""
@@ -77,15 +93,8 @@ class ImagePolicy:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], environment: str, base: Settings) -> ImagePolicy:
-        allowlist = _origins(env.get("ECO2_IMAGE_URL_ALLOWLIST"))
-        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED"))
-        if environment == "development":
-            standin = _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
-            allowlist, trusted = allowlist | standin, trusted | standin
-        if base.storage is not None:
-            # The photo store's own URLs: checked for ownership (eco2.storage), read through a presigned GET.
-            store = _origins(base.storage.base_url)
-            allowlist, trusted = allowlist | store, trusted | store
+        allowlist = image_allowlist(env.get("ECO2_IMAGE_URL_ALLOWLIST"), environment, base)
+        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED")) | _always_allowed(environment, base)
         return cls(
             allowlist,
             trusted,
@@ -149,7 +158,7 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], base: Settings) -> GatewaySettings:
-        environment = (env.get("ECO2_ENV") or "production").strip().lower()
+        environment = environment_of(env)
         secret = env.get("ECO2_JWT_SECRET") or None
         public_key = env.get("ECO2_JWT_PUBLIC_KEY") or None
         problem = None
