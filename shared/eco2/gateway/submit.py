@@ -24,7 +24,7 @@ from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
-from eco2.gateway.images import check_owner
+from eco2.gateway.images import owned_image_url
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict
 from eco2.gateway.sink import SendOutcome, Sink, binary, scan_requested
@@ -74,8 +74,8 @@ class Submit:
         job_id, repeat = await self.admit(principal, key, digest, models.accepted)
         if repeat is not None:
             return repeat  # a repeat costs no token and no image check
-        check_owner(ctx, scan.image_url, principal)
-        await ctx.probe.check(scan.image_url)
+        body["image_url"] = owned_image_url(ctx, scan.image_url, principal)
+        await ctx.probe.check(body["image_url"])
         with traced(request, "scan", job_id) as traceparent:
             data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = scan_requested(data, priority=principal.priority, traceparent=traceparent)
