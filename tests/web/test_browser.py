@@ -56,6 +56,8 @@ async def test_the_page_uploads_a_photo_and_shows_the_streamed_answer_and_the_re
             assert await page.locator("#dev-token").inner_text() == "개발용 토큰 받기"
             await page.click("#dev-token")
             await page.wait_for_function("document.getElementById('who').textContent.length > 0")
+            assert await page.evaluate("localStorage.getItem('eco2.token')") is None
+            assert await page.evaluate("sessionStorage.getItem('eco2.token')")
             await page.set_input_files("#photo", str(photo))
             ended = "['done', 'failed', 'cancelled', 'error'].includes(document.body.dataset.scan)"
             await page.wait_for_function(ended, timeout=60_000)

@@ -49,6 +49,14 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
+def _previous_secret(secret: str | None) -> str | None:
+    """The previous HS256 secret, held to the same minimum as the current one (else ignored, loudly)."""
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        log.error("ECO2_JWT_PREVIOUS_SECRET is shorter than %d bytes: ignored, its tokens are refused", MIN_SECRET_BYTES)
+        return None
+    return secret
+
+
 def _origins(listed: str | None) -> frozenset[str]:
     """A comma-separated list of URLs or origins, as normalised origins."""
     return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
@@ -106,6 +114,9 @@ class GatewaySettings:
     jwt_issuer: str = "eco2"
     jwt_audience: str = "eco2"
     jwt_leeway_seconds: float = 30.0
+    # The longest life a token may claim (exp - iat, and exp - now): a longer one is refused, so a leaked
+    # token cannot outlive this and a revocation never needs to be kept longer.
+    jwt_max_lifetime_seconds: float = 7 * 24 * 3600.0
     # Why auth cannot work (shown in every 401), or None when it is configured.
     auth_problem: str | None = None
     trust_user_header: bool = False
@@ -167,11 +178,14 @@ class GatewaySettings:
             environment=environment,
             jwt_secret=secret,
             jwt_public_key=public_key,
-            jwt_previous_secret=env.get("ECO2_JWT_PREVIOUS_SECRET") or None,
+            jwt_previous_secret=_previous_secret(env.get("ECO2_JWT_PREVIOUS_SECRET") or None),
             jwt_previous_public_key=env.get("ECO2_JWT_PREVIOUS_PUBLIC_KEY") or None,
             jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
             jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
             jwt_leeway_seconds=env_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            jwt_max_lifetime_seconds=env_float(
+                env, "ECO2_JWT_MAX_LIFETIME_SECONDS", cls.jwt_max_lifetime_seconds, minimum=60
+            ),
             auth_problem=problem,
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
