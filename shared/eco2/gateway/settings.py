@@ -52,7 +52,7 @@ def origin_of(url: str) -> str | None:
 def _previous_secret(secret: str | None) -> str | None:
     """The previous HS256 secret, held to the same minimum as the current one (else ignored, loudly)."""
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
-        log.error("ECO2_JWT_PREVIOUS_SECRET is shorter than %d bytes: ignored, its tokens are refused", MIN_SECRET_BYTES)
+        log.error("ECO2_JWT_PREVIOUS_SECRET is shorter than %d bytes: ignored, its tokens refused", MIN_SECRET_BYTES)
         return None
     return secret
 
