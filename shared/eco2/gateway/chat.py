@@ -33,7 +33,7 @@ class Chat:
         key = validate_key(request.headers.get("x-idempotency-key"))
         asked = models.parse_body(await read_body(request, ctx.settings.max_body_bytes), models.ChatRequest)
         digest = fingerprint({"chat": asked.model_dump(mode="json")})
-        job_id, repeat = await self._submit.admit(principal, key, digest, models.chat_accepted)
+        job_id, repeat = await self._submit.admit(request, principal, key, digest, models.chat_accepted)
         if repeat is not None:
             return repeat
         session_id = asked.session_id or uuid.uuid4().hex

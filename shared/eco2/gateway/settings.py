@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings, SettingsError, env_float, env_int
 
-__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "ImagePolicy", "origin_of"]
+__all__ = ["DEV_JWT_SECRET", "EdgeLimits", "GatewaySettings", "ImagePolicy", "origin_of"]
 
 log = logging.getLogger("eco2.gateway")
 
@@ -103,6 +103,34 @@ class ImagePolicy:
 
 
 @dataclass(frozen=True)
+class EdgeLimits:
+    """Bounds per client address and per user beyond the per-user submit bucket (issue 26).
+
+    The client's address is read from X-Forwarded-For: the cluster ingress (`trusted_proxy_hops` proxies, each
+    appending the address it saw) stands in front, so the client is the entry that many places from the right,
+    counting the direct peer as the last; entries further left are the client's own claims and never used.
+    With 0 hops the direct peer is the client.
+    """
+
+    trusted_proxy_hops: int = 1
+    # Per client address, for submits and chats: a NAT or household shares an address, so by default three
+    # times the per-user bucket (scaled with it when that is raised).
+    client_burst: int = 30
+    client_per_second: float = 6.0
+    # Concurrent SSE streams one user may hold, across every replica; one more is a 429.
+    sse_streams_per_user: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], user_burst: int, user_per_second: float) -> EdgeLimits:
+        return cls(
+            trusted_proxy_hops=env_int(env, "ECO2_TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, minimum=0),
+            client_burst=env_int(env, "ECO2_CLIENT_RATE_LIMIT_BURST", 3 * user_burst, minimum=1),
+            client_per_second=env_float(env, "ECO2_CLIENT_RATE_LIMIT_PER_SECOND", 3 * user_per_second, minimum=0.001),
+            sse_streams_per_user=env_int(env, "ECO2_SSE_MAX_STREAMS_PER_USER", cls.sse_streams_per_user, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
     environment: str = "production"
@@ -141,6 +169,7 @@ class GatewaySettings:
     sse_block_ms: int = 5000
     sse_send_timeout_seconds: float = 30.0
     redis_max_connections: int = 20
+    edge: EdgeLimits = EdgeLimits()
 
     @property
     def development(self) -> bool:
@@ -215,4 +244,9 @@ class GatewaySettings:
             sse_block_ms=env_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
             sse_send_timeout_seconds=env_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             redis_max_connections=env_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
+            edge=EdgeLimits.from_env(
+                env,
+                env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+                env_float(env, "ECO2_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second, minimum=0.001),
+            ),
         )
