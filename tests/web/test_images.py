@@ -146,7 +146,9 @@ async def test_another_spelling_of_ones_own_upload_is_passed_on_in_the_canonical
         return len(sink.events()) == 1
 
     await wait_for(sent, what="the scan event was sent")
-    assert sink.events()[0].event.get_data()["image_url"] == grant["image_url"]
+    data = sink.events()[0].event.get_data()
+    assert isinstance(data, dict)
+    assert data["image_url"] == grant["image_url"]
 
 
 @pytest.mark.parametrize("spelling", ["query string", "fragment"])
