@@ -258,3 +258,12 @@ async def test_a_token_issued_long_ago_for_a_long_life_is_refused(make_gateway: 
     now = int(time.time())
     status, body = await submit(gateway, _hs256(SECRET, iat=now - 10 * 3600, exp=now + 600))
     assert (status, body["error"]) == (401, "token_lifetime_too_long")
+
+
+def test_a_maximum_token_lifetime_beyond_a_year_is_a_settings_error() -> None:
+    from eco2.gateway.settings import GatewaySettings
+    from eco2.settings import Settings, SettingsError
+
+    env = {"ECO2_JWT_SECRET": SECRET, "ECO2_JWT_MAX_LIFETIME_SECONDS": str(2**62)}
+    with pytest.raises(SettingsError, match="ECO2_JWT_MAX_LIFETIME_SECONDS"):
+        GatewaySettings.from_env(env, Settings.from_env(env, "gateway"))

@@ -57,6 +57,17 @@ def _previous_secret(secret: str | None) -> str | None:
     return secret
 
 
+# A year: no token (and so no revocation) is kept longer, whatever is configured.
+_LONGEST_TOKEN_SECONDS = 366 * 24 * 3600.0
+
+
+def _max_lifetime(env: Mapping[str, str]) -> float:
+    seconds = env_float(env, "ECO2_JWT_MAX_LIFETIME_SECONDS", GatewaySettings.jwt_max_lifetime_seconds, minimum=60)
+    if seconds > _LONGEST_TOKEN_SECONDS:
+        raise SettingsError(f"ECO2_JWT_MAX_LIFETIME_SECONDS must be at most {int(_LONGEST_TOKEN_SECONDS)}")
+    return seconds
+
+
 def _origins(listed: str | None) -> frozenset[str]:
     """A comma-separated list of URLs or origins, as normalised origins."""
     return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
@@ -212,9 +223,7 @@ class GatewaySettings:
             jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
             jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
             jwt_leeway_seconds=env_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
-            jwt_max_lifetime_seconds=env_float(
-                env, "ECO2_JWT_MAX_LIFETIME_SECONDS", cls.jwt_max_lifetime_seconds, minimum=60
-            ),
+            jwt_max_lifetime_seconds=_max_lifetime(env),
             auth_problem=problem,
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
