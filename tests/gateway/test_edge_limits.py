@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from starlette.requests import Request
 
 from eco2.gateway.ratelimit import client_address
+from eco2.gateway.settings import TRUSTED_PROXIES
 from tests.gateway.conftest import MakeGateway, gateway_env
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer, open_stream
 from tests.support import Child, free_port, start_child
@@ -24,21 +26,26 @@ def request_from(peer: str, *forwarded: str) -> Request:
 
 
 @pytest.mark.parametrize(
-    ("hops", "peer", "forwarded", "client"),
+    ("peer", "forwarded", "client"),
     [
-        (1, "10.1.0.5", ("203.0.113.7",), "203.0.113.7"),
-        (1, "10.1.0.5", ("198.51.100.1, 203.0.113.7",), "203.0.113.7"),  # the client's own claim is ignored
-        (1, "10.1.0.5", ("198.51.100.1", "203.0.113.7"), "203.0.113.7"),  # the same, over two headers
-        (2, "10.1.0.5", ("198.51.100.1, 203.0.113.7, 10.1.0.9",), "203.0.113.7"),
-        (0, "10.1.0.5", ("203.0.113.7",), "10.1.0.5"),  # no trusted proxy: the header counts for nothing
-        (1, "10.1.0.5", (), "10.1.0.5"),  # reached directly
-        (1, "10.1.0.5", ("not-an-address",), "unknown"),
+        ("10.1.0.5", ("203.0.113.7",), "203.0.113.7"),  # ingress only
+        ("127.0.0.1", ("203.0.113.7, 10.1.0.5, 10.1.0.9",), "203.0.113.7"),  # ingress, activator, queue-proxy
+        ("10.1.0.5", ("198.51.100.1, 203.0.113.7",), "203.0.113.7"),  # the client's own claim is ignored
+        ("10.1.0.5", ("198.51.100.1", "203.0.113.7"), "203.0.113.7"),  # the same, over two headers
+        ("203.0.113.9", ("198.51.100.1",), "203.0.113.9"),  # reached directly: the header counts for nothing
+        ("10.1.0.5", (), "10.1.0.5"),  # a caller inside the cluster
+        ("10.1.0.5", ("not-an-address",), "unknown"),
     ],
 )
-def test_the_client_address_is_the_rightmost_hop_no_trusted_proxy_added(
-    hops: int, peer: str, forwarded: tuple[str, ...], client: str
+def test_the_client_address_is_the_rightmost_hop_outside_the_trusted_proxies(
+    peer: str, forwarded: tuple[str, ...], client: str
 ) -> None:
-    assert client_address(request_from(peer, *forwarded), hops) == client
+    assert client_address(request_from(peer, *forwarded), TRUSTED_PROXIES) == client
+
+
+def test_the_trusted_proxies_can_be_configured() -> None:
+    only_ingress = (ipaddress.ip_network("10.1.0.5/32"),)
+    assert client_address(request_from("10.1.0.5", "10.9.9.9"), only_ingress) == "10.9.9.9"
 
 
 @pytest.mark.parametrize("path", ["/api/v1/scan", "/api/v1/chat"])

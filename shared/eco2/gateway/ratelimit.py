@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from eco2 import keys
 from eco2.errors import store_call
+from eco2.gateway.settings import IPNetwork
 
 # KEYS: bucket hash, charge marker. ARGV: capacity, refill per second, cost, has key (0|1),
 # key TTL. Redis's clock, so every replica agrees. Returns {verdict, seconds to wait as a string} (Lua
@@ -116,13 +117,20 @@ class RateLimiter:
 _SLOT_GRACE_SECONDS = 30.0
 
 
-def client_address(request: Request, trusted_proxy_hops: int) -> str:
-    """The caller's address: `trusted_proxy_hops` proxies each appended what they saw to X-Forwarded-For, so it
-    is that many places from the right of (X-Forwarded-For entries, direct peer); "unknown" when unreadable."""
+def client_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
+    """The caller's address: walking (X-Forwarded-For entries, direct peer) from the right, the first that is
+    not a trusted proxy's. Proxies in the cluster (ingress, activator, queue-proxy) each append the address they
+    saw, and how many stand in the path varies, so they are recognised by network rather than counted; entries
+    left of the first untrusted one are the client's own claims and never read. "unknown" when unreadable."""
     seen = [hop.strip() for header in request.headers.getlist("x-forwarded-for") for hop in header.split(",")]
     seen.append(request.client.host if request.client else "")
-    candidate = seen[-(trusted_proxy_hops + 1)] if len(seen) > trusted_proxy_hops else seen[0]
-    try:
-        return str(ipaddress.ip_address(candidate.strip("[]")))
-    except ValueError:
-        return "unknown"
+    address = "unknown"
+    for entry in reversed(seen):
+        try:
+            parsed = ipaddress.ip_address(entry.strip("[]"))
+        except ValueError:
+            return "unknown"
+        address = str(parsed)
+        if not any(parsed in network for network in trusted):
+            return address
+    return address  # every hop is inside: a caller on the cluster's own network

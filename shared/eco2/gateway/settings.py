@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from eco2.gateway.tokens import DEV_JWT_SECRET
@@ -113,17 +115,35 @@ class ImagePolicy:
         )
 
 
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Where the cluster's own proxies live: loopback, the private ranges pods and nodes get, shared address space.
+TRUSTED_PROXIES: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "::1/128", "fc00::/7")
+)
+
+
+def _networks(listed: str | None) -> tuple[IPNetwork, ...]:
+    """ECO2_TRUSTED_PROXY_CIDRS: comma-separated networks; unset means the private ranges above."""
+    if listed is None or not listed.strip():
+        return TRUSTED_PROXIES
+    try:
+        return tuple(ipaddress.ip_network(cidr.strip()) for cidr in listed.split(",") if cidr.strip())
+    except ValueError:
+        raise SettingsError("ECO2_TRUSTED_PROXY_CIDRS must be comma-separated networks (10.0.0.0/8,...)") from None
+
+
 @dataclass(frozen=True)
 class EdgeLimits:
     """Bounds per client address and per user beyond the per-user submit bucket (issue 26).
 
-    The client's address is read from X-Forwarded-For: the cluster ingress (`trusted_proxy_hops` proxies, each
-    appending the address it saw) stands in front, so the client is the entry that many places from the right,
-    counting the direct peer as the last; entries further left are the client's own claims and never used.
-    With 0 hops the direct peer is the client.
+    The client's address is read from X-Forwarded-For: the proxies in front (the cluster ingress, Knative's
+    activator and queue-proxy) each append the address they saw, and how many are in the path varies, so the
+    client is the rightmost entry (the direct peer counted last) outside `trusted_proxies`; entries further left
+    are the client's own claims and never used.
     """
 
-    trusted_proxy_hops: int = 1
+    trusted_proxies: tuple[IPNetwork, ...] = TRUSTED_PROXIES
     # Per client address, for submits and chats: a NAT or household shares an address, so by default three
     # times the per-user bucket (scaled with it when that is raised).
     client_burst: int = 30
@@ -134,7 +154,7 @@ class EdgeLimits:
     @classmethod
     def from_env(cls, env: Mapping[str, str], user_burst: int, user_per_second: float) -> EdgeLimits:
         return cls(
-            trusted_proxy_hops=env_int(env, "ECO2_TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, minimum=0),
+            trusted_proxies=_networks(env.get("ECO2_TRUSTED_PROXY_CIDRS")),
             client_burst=env_int(env, "ECO2_CLIENT_RATE_LIMIT_BURST", 3 * user_burst, minimum=1),
             client_per_second=env_float(env, "ECO2_CLIENT_RATE_LIMIT_PER_SECOND", 3 * user_per_second, minimum=0.001),
             sse_streams_per_user=env_int(env, "ECO2_SSE_MAX_STREAMS_PER_USER", cls.sse_streams_per_user, minimum=1),

@@ -92,7 +92,7 @@ class Submit:
         limiter, edge = self.ctx.limiter, self.ctx.settings.edge
         admission = await limiter.admit(principal.user_id, key)
         if admission.verdict is Verdict.ALLOWED:
-            address = client_address(request, edge.trusted_proxy_hops)
+            address = client_address(request, edge.trusted_proxies)
             by_client = await limiter.admit_client(address, burst=edge.client_burst, per_second=edge.client_per_second)
             if by_client.verdict is Verdict.REFUSED:
                 if key is not None:
