@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -45,8 +46,6 @@ def _store_origin(ctx: GatewayContext) -> str | None:
     """The store's origin as a browser writes it (no default port), for connect-src."""
     if ctx.storage is None:
         return None
-    from urllib.parse import urlsplit
-
     parts = urlsplit(ctx.storage.settings.base_url)
     return f"{parts.scheme}://{parts.netloc}" if origin(parts) else None
 
