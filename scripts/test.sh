@@ -9,4 +9,5 @@ ensure_chromium
 .venv/bin/ruff check shared functions tests
 .venv/bin/ruff format --check shared functions tests
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/pytest -m "not slow" "$@"

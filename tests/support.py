@@ -24,6 +24,9 @@ __all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "http_server", "start
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_TEST_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# The sender credential of the packs the tests start (eco2.sender_auth): what their posts into an ingress present.
+EVENT_TOKEN = "tests-pack-sender-credential-0123456789"
+SENDER = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 
 
 @dataclass

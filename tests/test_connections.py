@@ -21,8 +21,8 @@ from eco2.connections import (
     http_timeout,
     sync_redis,
 )
+from eco2.env import SettingsError
 from eco2.jobs import JobStore
-from eco2.settings import SettingsError
 from tests.support import REDIS_TEST_URL, wait_for
 from tests.tls_proxy import ThrowawayCertificates, TlsProxy, make_certificates
 

@@ -10,9 +10,10 @@ import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
+from eco2.dead_letters import DOMAINS
 from eco2.errors import StoreUnavailable
 from eco2.events import EventType, event_id
-from eco2.functions.dead_letter import DOMAINS, DeadLetterContext, record
+from eco2.functions.dead_letter import DeadLetterContext, record
 from eco2.jobs import JobStatus, JobStore, Stage
 
 

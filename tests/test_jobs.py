@@ -1,5 +1,5 @@
 """JobStore against the real Redis: atomic, idempotent transitions, checkpoints, run-once, TTLs; a stage's output
-written together with its transition (eco2.stage_context.run_once)."""
+written together with its transition (eco2.stage_work.run_once)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,30 @@ from pydantic import BaseModel
 from eco2 import keys
 from eco2.errors import StoreUnavailable, TransientError
 from eco2.jobs import JobStatus, JobStore, Stage, Transition, TransitionOutcome
-from eco2.stage_context import Change, run_once
+from eco2.stage_work import Change, run_once
 from tests.redis_proxy import StallableRedis
 from tests.support import REDIS_TEST_URL
 
 
 class Out(BaseModel):
     value: int
+
+
+async def once(
+    store: JobStore,
+    job_id: str,
+    stage: Stage,
+    compute: Callable[[], Awaitable[Out]],
+    *,
+    timeout_seconds: float,
+    unless_ended: bool = False,
+) -> Out | None:
+    """A stage's output computed at most once (eco2.checkpoints, under eco2.stage_work.run_once), without a
+    transition; None for an ended job when `unless_ended`."""
+    stored = await store.checkpoints.once(
+        job_id, stage.value, Out, compute, timeout_seconds=timeout_seconds, unless_ended=unless_ended
+    )
+    return None if stored is None else stored.value
 
 
 async def test_create_writes_job_and_queued_event(store: JobStore) -> None:
@@ -83,16 +100,16 @@ async def test_events_after_seq_resume_without_duplicates(store: JobStore) -> No
 
 async def test_every_key_has_a_ttl(store: JobStore, redis_client: aioredis.Redis) -> None:
     await store.create("job1", "u")
-    await store.put_checkpoint("job1", Stage.VISION, Out(value=1))
+    await store.checkpoints.put("job1", Stage.VISION.value, Out(value=1))
     for key in (keys.job("job1"), keys.job_events("job1"), keys.job_checkpoints("job1")):
         ttl = await redis_client.ttl(key)
         assert 0 < ttl <= 3600, key
 
 
 async def test_first_checkpoint_wins(store: JobStore) -> None:
-    assert await store.put_checkpoint("job1", Stage.VISION, Out(value=1)) == Out(value=1)
-    assert await store.put_checkpoint("job1", Stage.VISION, Out(value=2)) == Out(value=1)
-    assert await store.get_checkpoint("job1", Stage.VISION, Out) == Out(value=1)
+    assert await store.checkpoints.put("job1", Stage.VISION.value, Out(value=1)) == Out(value=1)
+    assert await store.checkpoints.put("job1", Stage.VISION.value, Out(value=2)) == Out(value=1)
+    assert await store.checkpoints.get("job1", Stage.VISION.value, Out) == Out(value=1)
 
 
 async def test_once_computes_once_across_concurrent_calls(store: JobStore) -> None:
@@ -104,12 +121,10 @@ async def test_once_computes_once_across_concurrent_calls(store: JobStore) -> No
         await asyncio.sleep(0.1)
         return Out(value=calls)
 
-    results = await asyncio.gather(
-        *(store.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) for _ in range(10))
-    )
+    results = await asyncio.gather(*(once(store, "job1", Stage.ANSWER, compute, timeout_seconds=5) for _ in range(10)))
     assert calls == 1
     assert results == [Out(value=1)] * 10
-    assert await store.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) == Out(value=1)
+    assert await once(store, "job1", Stage.ANSWER, compute, timeout_seconds=5) == Out(value=1)
     assert calls == 1
 
 
@@ -123,7 +138,7 @@ async def test_once_unless_ended_drops_an_ended_job_without_computing(
     async def compute() -> Out:
         raise AssertionError("an ended job's stage must not compute")
 
-    assert await store.once_unless_ended("job1", Stage.RULE, Out, compute, timeout_seconds=1) is None
+    assert await once(store, "job1", Stage.RULE, compute, timeout_seconds=1, unless_ended=True) is None
     assert not await redis_client.exists(keys.stage_lease("job1", "rule"))
 
 
@@ -139,7 +154,7 @@ async def test_once_unless_ended_computes_once_and_releases_its_lease(
         return Out(value=5)
 
     for _ in range(2):
-        assert await store.once_unless_ended("job1", Stage.RULE, Out, compute, timeout_seconds=1) == Out(value=5)
+        assert await once(store, "job1", Stage.RULE, compute, timeout_seconds=1, unless_ended=True) == Out(value=5)
     assert calls == 1
     assert not await redis_client.exists(keys.stage_lease("job1", "rule"))  # released with the checkpoint write
 
@@ -152,8 +167,8 @@ async def test_once_failure_releases_the_lease_for_the_retry(store: JobStore) ->
         return Out(value=7)
 
     with pytest.raises(TransientError):
-        await store.once("job1", Stage.VISION, Out, fail, timeout_seconds=5)
-    assert await store.once("job1", Stage.VISION, Out, succeed, timeout_seconds=0.5) == Out(value=7)
+        await once(store, "job1", Stage.VISION, fail, timeout_seconds=5)
+    assert await once(store, "job1", Stage.VISION, succeed, timeout_seconds=0.5) == Out(value=7)
 
 
 async def test_once_waiter_gives_up_as_transient_when_the_holder_is_stuck(
@@ -165,7 +180,7 @@ async def test_once_waiter_gives_up_as_transient_when_the_holder_is_stuck(
         raise AssertionError("must not run while another delivery holds the lease")
 
     with pytest.raises(TransientError) as caught:
-        await store.once("job1", Stage.VISION, Out, compute, timeout_seconds=0.3)
+        await once(store, "job1", Stage.VISION, compute, timeout_seconds=0.3)
     assert caught.value.code == "stage_busy"
 
 
@@ -207,9 +222,11 @@ async def test_a_redis_stall_keeps_the_computed_output_and_stores_it_when_redis_
         return Out(value=42)
 
     async with store_behind(proxy, grace=5) as stalling:
-        assert await stalling.once("job1", Stage.VISION, Out, compute, timeout_seconds=5) == Out(value=42)
+        assert await once(stalling, "job1", Stage.VISION, compute, timeout_seconds=5) == Out(value=42)
     assert calls == 1
-    assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.VISION, Out) == Out(value=42)
+    assert await JobStore(redis_client, ttl_seconds=60).checkpoints.get("job1", Stage.VISION.value, Out) == Out(
+        value=42
+    )
 
 
 async def test_an_output_not_stored_within_the_grace_is_reused_by_the_next_delivery(
@@ -225,11 +242,11 @@ async def test_an_output_not_stored_within_the_grace_is_reused_by_the_next_deliv
 
     async with store_behind(proxy, grace=0.5) as stalling:
         with pytest.raises(StoreUnavailable):
-            await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5)
+            await once(stalling, "job1", Stage.ANSWER, compute, timeout_seconds=5)
         proxy.resume()
-        assert await stalling.once("job1", Stage.ANSWER, Out, compute, timeout_seconds=5) == Out(value=1)
+        assert await once(stalling, "job1", Stage.ANSWER, compute, timeout_seconds=5) == Out(value=1)
     assert calls == 1
-    assert await JobStore(redis_client, ttl_seconds=60).get_checkpoint("job1", Stage.ANSWER, Out) == Out(value=1)
+    assert await JobStore(redis_client, ttl_seconds=60).checkpoints.get("job1", Stage.ANSWER.value, Out) == Out(value=1)
 
 
 async def test_transitions_never_create_a_job_and_expected_stage_guards(store: JobStore) -> None:
@@ -268,7 +285,7 @@ async def test_a_computed_output_and_its_transition_are_written_in_one_step(
     output, recorded = stored
     assert (output, recorded.outcome, recorded.stage) == (Out(value=5), TransitionOutcome.APPLIED, "rule")
     assert recorded.passes_on(Stage.RULE)
-    assert await store.get_checkpoint("job1", Stage.RULE, Out) == Out(value=5)
+    assert await store.checkpoints.get("job1", Stage.RULE.value, Out) == Out(value=5)
     assert not await redis_client.exists(keys.stage_lease("job1", "rule"))  # released in the same step
     assert [(e.stage, e.status, e.message, e.data) for e in await store.events("job1")][-1] == (
         "rule",
@@ -301,7 +318,7 @@ async def test_an_output_stored_first_by_another_delivery_is_the_one_recorded(st
 
     async def compute() -> Out:
         # A delivery whose lease had expired stored its own output meanwhile: first writer wins.
-        await store.put_checkpoint("job1", Stage.RULE, Out(value=2))
+        await store.checkpoints.put("job1", Stage.RULE.value, Out(value=2))
         return Out(value=1)
 
     stored = await rule_once(store, compute)
@@ -321,7 +338,7 @@ async def test_a_job_that_ends_while_its_stage_runs_keeps_the_output_and_records
     assert stored is not None
     assert stored[1].outcome is TransitionOutcome.REFUSED
     assert not stored[1].passes_on(Stage.RULE)
-    assert await store.get_checkpoint("job1", Stage.RULE, Out) == Out(value=3)
+    assert await store.checkpoints.get("job1", Stage.RULE.value, Out) == Out(value=3)
     assert [e.status for e in await store.events("job1")] == ["queued", "cancelled"]
 
 

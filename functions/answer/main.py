@@ -1,6 +1,6 @@
-"""The answer stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The answer stage (http target: handle_http); its body is eco2.functions.answer."""
 
-from eco2 import stages
+from eco2.functions import answer
 
-function = stages.function("answer")
+function = answer.function()
 handle_http = function.handle_http

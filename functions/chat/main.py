@@ -1,6 +1,6 @@
-"""The chat function as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The chat function (http target: handle_http); its body is eco2.functions.chat."""
 
-from eco2 import chat
+from eco2.functions import chat
 
 function = chat.function()
 handle_http = function.handle_http

@@ -1,6 +1,6 @@
-"""The reward stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The reward stage (http target: handle_http); its body is eco2.functions.reward."""
 
-from eco2 import stages
+from eco2.functions import reward
 
-function = stages.function("reward")
+function = reward.function()
 handle_http = function.handle_http

@@ -1,6 +1,6 @@
-"""The rules stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The rules stage (http target: handle_http); its body is eco2.functions.rules."""
 
-from eco2 import stages
+from eco2.functions import rules
 
-function = stages.function("rules")
+function = rules.function()
 handle_http = function.handle_http

@@ -1,6 +1,6 @@
-"""The vision stage as a standalone CloudEvents function (functions-framework http target: handle_http)."""
+"""The vision stage (http target: handle_http); its body is eco2.functions.vision."""
 
-from eco2 import stages
+from eco2.functions import vision
 
-function = stages.function("vision")
+function = vision.function()
 handle_http = function.handle_http

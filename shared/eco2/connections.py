@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from eco2.settings import SettingsError, env_float, env_int
+from eco2.env import SettingsError, env_float, env_int
 
 if TYPE_CHECKING:
     import httpx

@@ -1,6 +1,6 @@
 """The default (is_default) character: granted once, by a user's first scan that earns no category character.
 
-Its reward id is claimed by the reward step's final transition like any other (eco2.stages.RewardStep.finish),
+Its reward id is claimed by the reward step's final transition like any other (eco2.functions.reward.RewardStep.finish),
 so eco2.reward.granted for it goes out once; this module only tells whether the user still lacks it.
 """
 

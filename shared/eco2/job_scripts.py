@@ -17,15 +17,16 @@ local mark = 'mark:' .. stage .. ':' .. status
 local seen = redis.call('HGET', job, mark)
 local current = redis.call('HGET', job, 'status')
 local at = redis.call('HGET', job, 'stage') or ''
+-- An event may change only the job it is part of: one naming another user than the job's is refused, whatever it is.
+if current and redis.call('HGET', job, 'user_id') ~= user then
+  return {'refused', tonumber(redis.call('HGET', job, 'seq') or '0'), current, at, 0}
+end
 if seen then return {'duplicate', tonumber(seen), current, at, 0} end
 local claimed = 0
 local function claim()
   if K[3] and redis.call('SET', K[3], A[12], 'NX', 'EX', tonumber(A[13])) then claimed = 1 end
 end
-if not current and A[10] ~= '1' then
-  claim()
-  return {'missing', 0, '', '', claimed}
-end
+if not current and A[10] ~= '1' then return {'missing', 0, '', '', 0} end
 if ENDED or (A[11] ~= '' and at ~= A[11]) then
   return {'refused', tonumber(redis.call('HGET', job, 'seq') or '0'), current, at, 0}
 end

@@ -12,10 +12,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 
 from eco2 import keys
@@ -85,7 +84,7 @@ class Transition:
     seq: int
     status: str
     stage: str  # the job's stage after the call
-    # The claim key passed along was set by this call (applied, or a job not tracked here).
+    # The claim key passed along was set by this call (only ever when it applied).
     claimed: bool = False
 
     def passes_on(self, stage: Stage) -> bool:
@@ -134,10 +133,6 @@ class TransitionOptions(TypedDict, total=False):
     create: bool
     expect_stage: Stage | None
     claim: Claim | None
-
-
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 
 class JobStore:
@@ -292,31 +287,6 @@ class JobStore:
     async def events(self, job_id: str, *, after_seq: int = 0, count: int = 100) -> list[StreamEvent]:
         entries = await store_call(self._redis.xrange(keys.job_events(job_id), min=f"({after_seq}-0", count=count))
         return [stream_event(cast(dict[str, str], fields)) for _, fields in entries or []]
-
-    async def get_checkpoint(self, job_id: str, stage: Stage, model: type[M]) -> M | None:
-        return await self.checkpoints.get(job_id, stage.value, model)
-
-    async def put_checkpoint(self, job_id: str, stage: Stage, value: M) -> M:
-        """Store a stage's output unless one is already stored; return whichever is stored (the first)."""
-        return await self.checkpoints.put(job_id, stage.value, value)
-
-    async def once(
-        self, job_id: str, stage: Stage, model: type[M], compute: Callable[[], Awaitable[M]], *, timeout_seconds: float
-    ) -> M:
-        """Run `compute` at most once per (job, stage), across redeliveries and concurrent deliveries
-        (eco2.checkpoints: a stored output is reused; concurrent deliveries wait for the one that computes)."""
-        output = await self.checkpoints.once(job_id, stage.value, model, compute, timeout_seconds=timeout_seconds)
-        assert output is not None  # only `unless_ended` answers None
-        return output.value
-
-    async def once_unless_ended(
-        self, job_id: str, stage: Stage, model: type[M], compute: Callable[[], Awaitable[M]], *, timeout_seconds: float
-    ) -> M | None:
-        """As `once`, but None for a job that ended (done, failed, cancelled), checked in the same round trip."""
-        output = await self.checkpoints.once(
-            job_id, stage.value, model, compute, timeout_seconds=timeout_seconds, unless_ended=True
-        )
-        return None if output is None else output.value
 
     async def cancel(self, job_id: str, *, message: str = "취소되었어요") -> Transition | None:
         """Record `cancelled` at the job's current stage: None for an unknown job, REFUSED once it ended.

@@ -48,7 +48,7 @@ job_events = PerId("job:{}:events")
 job_checkpoints = PerId("job:{}:checkpoints")
 # String with a short TTL: the one delivery allowed to compute a stage while concurrent ones wait.
 stage_lease = PerPair("job:{}:lease:{}")
-# Stream per domain (eco2.functions.dead_letter.DOMAINS): every dead-lettered event with its error extensions.
+# Stream per domain (eco2.dead_letters.DOMAINS): every dead-lettered event with its error extensions.
 dead_letters = PerId("deadletters:{}")
 # Hash: dead-letter stream entry id -> JSON of its replay (attempt, time, outcome); set once per entry.
 dead_letter_replays = PerId("deadletters:{}:replays")

@@ -89,7 +89,7 @@ def load_function(name: str, root: Path | None = None) -> tuple[ASGIApp, ServedF
 def shutdown_grace_seconds(env: Mapping[str, str]) -> int:
     """How long in-flight requests may run on after SIGTERM: keep it below the pod's terminationGracePeriodSeconds
     (Knative sets that to the revision's timeoutSeconds), or the kubelet's SIGKILL cuts them first."""
-    from eco2.settings import env_int
+    from eco2.env import env_int
 
     return env_int(env, "ECO2_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, minimum=0)
 

@@ -4,45 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
 
-if TYPE_CHECKING:
-    from eco2.connections import ConnectionSettings
-    from eco2.storage import StorageSettings
+from eco2.connections import ConnectionSettings
+from eco2.env import env_float, env_int
+from eco2.storage import StorageSettings
 
 # The stand-in model server accepts any key; a real endpoint needs OPENAI_API_KEY.
 STANDIN_API_KEY = "eco2-standin-no-key"
-
-
-class SettingsError(ValueError):
-    """A setting is present but unusable; the message names the variable."""
-
-
-N = TypeVar("N", int, float)
-
-
-def _env_number(env: Mapping[str, str], name: str, default: N, kind: type[N], minimum: N | None) -> N:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:
-    """A number from the environment, or the default when unset or empty; a bad value names its variable."""
-    return _env_number(env, name, default, float, minimum)
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
-    """A whole number from the environment, as env_float."""
-    return _env_number(env, name, default, int, minimum)
 
 
 @dataclass(frozen=True)
@@ -79,9 +47,6 @@ class Settings:
         allowed = tuple(m.strip() for m in env.get("ECO2_ALLOWED_MODELS", "").split(",") if m.strip())
         vision_model = env.get("ECO2_VISION_MODEL") or cls.vision_model
         answer_model = env.get("ECO2_ANSWER_MODEL") or cls.answer_model
-        from eco2.connections import ConnectionSettings  # both import this module's helpers
-        from eco2.storage import StorageSettings
-
         return cls(
             function_name=function_name,
             redis_url=env.get("REDIS_URL") or cls.redis_url,

@@ -102,11 +102,15 @@ def _pack_commands(commands: "typer.Typer") -> None:
         raise typer.Exit(control.status(control.default_options(), as_json))
 
     @commands.command()
-    def down() -> None:
-        """Stop the pack started with `eco2 up --detach`."""
+    def down(
+        purge: bool = typer.Option(
+            False, "--purge", help="also remove the pack's queues and exchanges (and the events still in them)"
+        ),
+    ) -> None:
+        """Stop the pack started with `eco2 up --detach`; its queues stay on RabbitMQ unless --purge."""
         from eco2_tools.local import control
 
-        raise typer.Exit(control.down(control.default_options()))
+        raise typer.Exit(control.down(control.default_options(), purge=purge))
 
     @commands.command()
     def demo(

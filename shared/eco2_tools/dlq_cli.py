@@ -20,31 +20,36 @@ from rich.console import Console
 from rich.table import Table
 
 from eco2.connections import http_timeout
+from eco2.dead_letters import DOMAINS
 from eco2.errors import Eco2Error
-from eco2.functions.dead_letter import DOMAINS
 from eco2.functions.replay import Letter, Outcome, Policy, Replayer, Result, find_letter, read_letters, replays
 from eco2.jobs import JobStore
+from eco2.sender_auth import SenderCredential
 
 console = Console(width=160)
 T = TypeVar("T")
 DOMAIN_HELP = f"only this domain ({', '.join(DOMAINS)})"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+# The commands that only read or delete letters send nothing.
+NO_SINK = ("", SenderCredential())
 
 
 def _redis_url(option: str | None) -> str:
     return option or os.environ.get("REDIS_URL") or DEFAULT_REDIS
 
 
-def _sink(option: str | None) -> str:
+def _sink(option: str | None) -> tuple[str, SenderCredential]:
+    """Where replays go and the sender credential they present: the options and environment (ECO2_EVENT_TOKEN,
+    ECO2_EVENT_TOKEN_FILE) for a cluster's broker, else the running local pack's ingress and its token."""
     if option or os.environ.get("K_SINK"):
-        return str(option or os.environ["K_SINK"])
+        return str(option or os.environ["K_SINK"]), SenderCredential.from_env(os.environ)
     from eco2_tools.local import control
 
     state = control.read_state(control.default_options()) or {}
     if not state.get("ingress"):
         console.print("[red]no broker to send to: pass --sink, set K_SINK, or start the pack (`eco2 up -d`)[/]")
         raise typer.Exit(2)
-    return str(state["ingress"])
+    return str(state["ingress"]), SenderCredential(token=state.get("event_token") or None)
 
 
 def _check_domain(domain: str | None) -> str | None:
@@ -54,7 +59,7 @@ def _check_domain(domain: str | None) -> str | None:
     return domain
 
 
-def _run(redis_url: str, sink: str, work: Callable[[Replayer], Awaitable[T]]) -> T:
+def _run(redis_url: str, sink: tuple[str, SenderCredential], work: Callable[[Replayer], Awaitable[T]]) -> T:
     # Imported when a command runs: `eco2 up` builds this sub-app too, and the runner it starts sends no HTTP
     # with httpx (eco2_tools.local.client), so it must not carry it.
     import httpx
@@ -63,7 +68,8 @@ def _run(redis_url: str, sink: str, work: Callable[[Replayer], Awaitable[T]]) ->
         store = JobStore.from_url(redis_url, ttl_seconds=24 * 3600)
         async with httpx.AsyncClient(timeout=http_timeout()) as http:
             try:
-                return await work(Replayer(store, http, sink, Policy.from_env(os.environ)))
+                sink_url, credential = sink
+                return await work(Replayer(store, http, sink_url, Policy.from_env(os.environ), credential=credential))
             finally:
                 await store.aclose()
 
@@ -98,7 +104,7 @@ def list_letters(
     redis_url: str | None = typer.Option(None, help="Redis URL (default: REDIS_URL)"),
 ) -> None:
     """Every recorded dead letter, oldest first, with counts per domain."""
-    letters, done = _run(_redis_url(redis_url), "", lambda r: _listing(r, _check_domain(domain)))
+    letters, done = _run(_redis_url(redis_url), NO_SINK, lambda r: _listing(r, _check_domain(domain)))
     policy = Policy.from_env(os.environ)
     table = Table("letter", "type", "job", "cause", "kind", "attempt", "replayed", "recorded")
     for letter in letters:
@@ -132,7 +138,7 @@ def show(
             "data": letter.data,
         }
 
-    console.print_json(json.dumps(_run(_redis_url(redis_url), "", one), ensure_ascii=False, default=str))
+    console.print_json(json.dumps(_run(_redis_url(redis_url), NO_SINK, one), ensure_ascii=False, default=str))
 
 
 def replay(
@@ -173,7 +179,7 @@ def purge(
 ) -> None:
     """Delete the letters older than --older-than hours (replayed or not)."""
     _check_domain(domain)
-    removed = _run(_redis_url(redis_url), "", lambda r: r.purge(older_than * 3600, domain))
+    removed = _run(_redis_url(redis_url), NO_SINK, lambda r: r.purge(older_than * 3600, domain))
     console.print(f"{removed} dead letters purged")
 
 

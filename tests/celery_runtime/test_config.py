@@ -7,8 +7,8 @@ import pytest
 from eco2.celery_runtime.config import SEED_RETRY_DELAYS, TASKS, CeleryConfig, make_app
 from eco2.celery_runtime.mode import runtime_of
 from eco2.celery_runtime.tasks import POISON, failure_status
+from eco2.env import SettingsError
 from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited, StoreUnavailable
-from eco2.settings import SettingsError
 
 
 def test_the_seeds_settings_by_default() -> None:

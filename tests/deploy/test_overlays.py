@@ -152,3 +152,38 @@ def test_a_broken_overlay_is_a_manifest_error_with_kustomizes_message(tmp_path: 
     (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n", encoding="utf-8")
     with pytest.raises(ManifestError, match=r"missing\.yaml"):
         Manifests.load(tmp_path)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_function_runs_unprivileged_on_a_read_only_filesystem(overlay: str) -> None:
+    for service in _services(overlay):
+        context = _container(service)["securityContext"]
+        assert context["runAsNonRoot"] is True, service["metadata"]["name"]
+        assert context["runAsUser"] == 10001
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_prod_lets_only_the_packs_senders_onto_the_broker() -> None:
+    docs = rendered("prod")
+    senders = {}
+    for service in _services("prod"):
+        env = {var["name"]: var.get("value") for var in _container(service)["env"]}
+        if "ECO2_EVENT_TOKEN_FILE" in env:
+            spec = service["spec"]["template"]["spec"]
+            audiences = [
+                s["serviceAccountToken"]["audience"] for v in spec["volumes"] for s in v["projected"]["sources"]
+            ]
+            senders[service["metadata"]["name"]] = (spec["serviceAccountName"], audiences)
+    broker = "eventing.knative.dev/broker/eco2/eco2"  # the Broker's OIDC audience: /broker/<namespace>/<name>
+    assert senders == {"gateway": ("eco2-sender", [broker]), "replay": ("eco2-sender", [broker])}
+    policy = next(d.body["spec"] for d in docs if d.kind == "EventPolicy")
+    assert policy["to"] == [{"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "eco2"}}]
+    assert {"sub": "system:serviceaccount:eco2:eco2-sender"} in policy["from"]
+    sources = {d.name for d in docs if d.kind == "RabbitmqSource"}
+    assert {f["ref"]["name"] for f in policy["from"] if "ref" in f} == sources
+    fence = next(d.body["spec"] for d in docs if d.kind == "NetworkPolicy")
+    assert fence["podSelector"]["matchLabels"]["eventing.knative.dev/brokerRole"] == "ingress"
+    allowed = fence["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert sorted(allowed) == sorted(senders)

@@ -26,7 +26,7 @@ import httpx
 import redis
 
 from eco2_tools.manifests import MANIFEST_DIRS
-from tests.support import ROOT, free_port
+from tests.support import EVENT_TOKEN, ROOT, free_port
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 READY_TIMEOUT = 90.0
@@ -90,6 +90,8 @@ class Pack:
             "ECO2_STANDIN_PORT": str(self.standin_port),
             "ECO2_S3_PORT": str(free_port()),
             "ECO2_STATE_DIR": str(self.state_dir),
+            # The pack's sender credential: the case's own posts into the ingress present it (tests.support.SENDER).
+            "ECO2_EVENT_TOKEN": EVENT_TOKEN,
             "ECO2_MANIFESTS": str(self.workdir / "manifests"),
             # Many scans from few users in seconds: the per-user limit is not what these runs test.
             "ECO2_RATE_LIMIT_BURST": "100000",

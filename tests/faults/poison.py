@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eco2 import keys
+from eco2.dead_letters import DOMAINS
 from eco2.events import FUNCTION_EVENTS, SHARDS
-from eco2.functions.dead_letter import DOMAINS
 from tests.faults.pack import Pack
+from tests.support import SENDER
 
 EXAMPLES = 60
 ROUTED = sorted({str(consumed) for consumed, _ in FUNCTION_EVENTS.values()})
@@ -71,6 +72,8 @@ class PoisonRun:
         headers = {f"ce-{name}": str(event[name]) for name in attributes}
         headers |= {"ce-id": uuid.uuid4().hex, "content-type": "application/json"}
         body = event["body"] if isinstance(event["body"], bytes) else event["body"].encode()
+        if where == "ingress":
+            headers |= SENDER  # the pack's own credential: what the shapes do past the broker's door
         try:
             status = http.post(url, headers=headers, content=body).status_code
         except httpx.HTTPError as exc:
@@ -139,6 +142,7 @@ async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
     await _wait_running(pack, {"dead-letter", "replay"}, WARM_DEADLINE)
     await asyncio.to_thread(send_poison, pack, run)
     run.targets |= covered
+    forged = await asyncio.to_thread(send_forged, pack, run)
     await stop.wait()
     letters = await _letters_by_id(pack, set(run.refused_ids))
     for event_id in run.refused_ids:
@@ -149,6 +153,7 @@ async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
         f"{sum(run.statuses.values())} poison posts to {', '.join(sorted(run.targets))}: "
         + ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items())),
         f"{len(run.refused_ids)} refused through the broker, each dead-lettered once with a 4xx",
+        f"{forged} forged events of valid shapes (no or a wrong sender credential): each answered 401",
     ]
     return notes + [f"problem: {p}" for p in run.problems[:20]]
 
@@ -176,3 +181,42 @@ async def _letters_by_id(pack: Pack, wanted: set[str]) -> dict[str, list[str]]:
             await asyncio.sleep(0.5)
     finally:
         await redis.aclose()
+
+
+def send_forged(pack: Pack, run: PoisonRun) -> int:
+    """Events a process that is not one of the pack's senders posts to the ingress: the shapes the pack's own
+    events have (a reward granted to `bob`, a scan of an internal URL for `mallory`), with no credential, a wrong
+    one, or another scheme. Each must be refused 401 before it reaches the broker."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "eco2.reward.granted",
+            {
+                "job_id": "forged-1",
+                "user_id": "bob",
+                "reward_id": "forged",
+                "character": {"character_id": "forged-legendary", "name": "forged", "middle_category": "무색페트병"},
+            },
+        ),
+        ("eco2.scan.requested", {"job_id": "forged-2", "user_id": "mallory", "image_url": "http://127.0.0.1:15672/"}),
+    ]
+    credentials: list[dict[str, str]] = [{}, {"Authorization": "Bearer forged-token"}, {"Authorization": "Basic eA=="}]
+    url = f"http://127.0.0.1:{pack.ingress_port}/"
+    sent = 0
+    with httpx.Client(timeout=30) as http:
+        for event_type, data in events:
+            for credential in credentials:
+                headers = {
+                    "ce-specversion": "1.0",
+                    "ce-type": event_type,
+                    "ce-source": "/eco2/reward",
+                    "ce-id": uuid.uuid4().hex,
+                    "ce-subject": str(data["job_id"]),
+                    "ce-shard": "0",
+                    "content-type": "application/json",
+                    **credential,
+                }
+                status = http.post(url, headers=headers, content=json.dumps(data).encode()).status_code
+                sent += 1
+                if status != 401:
+                    run.problems.append(f"a forged {event_type} answered {status}, not 401")
+    return sent

@@ -160,11 +160,9 @@ async def test_every_function_answers_both_encodings(
     for (name, expected), event in zip(CHAIN, inputs, strict=True):
         response = await post(http, stage_servers[name].url, event, structured=structured)
         if name == "reward":
-            # The chain above granted this reward id already: it is granted once, ever; the job (curl'd in, not
-            # tracked) still ends with its final event.
-            reply = reply_of(response)
-            assert reply["type"] == EventType.SCAN_COMPLETED
-            assert data_of(reply)["reward_reason"] == "already_owned"
+            # A job the gateway did not create (curl'd in, not tracked) ends with no final event: nothing is granted
+            # or persisted for it. 202, not 400: the event was decoded in either encoding.
+            assert response.status_code == 202, response.text
             continue
         reply = reply_of(response)
         assert reply["type"] == expected
@@ -298,3 +296,38 @@ async def test_a_character_already_owned_ends_the_scan_with_scan_completed(
     assert again["type"] == EventType.SCAN_COMPLETED, "the second scan of an owned character grants nothing"
     assert data_of(again)["reward_reason"] == "already_owned"
     assert data_of(again)["character"]["character_id"] == data_of(granted)["character"]["character_id"]
+
+
+async def test_reward_grants_nothing_for_a_job_that_does_not_exist(
+    http: httpx.AsyncClient, stage_servers: dict[str, Child], store: JobStore, standin_url: str
+) -> None:
+    # A forged chain for a job nobody created: every stage may answer (a developer curls them alone), but the last
+    # one grants nothing and claims no reward id, so the user's real scan of that character still earns it.
+    first = requested(standin_url)
+    _, last = await run_chain(http, stage_servers, first)
+    assert last is None
+    user = data_of(first)["user_id"]
+    assert await store.redis.exists(keys.reward(reward_id(user, "char_peti"))) == 0
+    assert await store.get(first["subject"]) is None
+
+
+async def test_an_event_naming_another_user_than_the_jobs_changes_nothing(
+    http: httpx.AsyncClient, stage_servers: dict[str, Child], store: JobStore, standin_url: str
+) -> None:
+    # alice's job waits at reward; an insider's copy of its scan.answered naming bob comes first: bob is granted
+    # nothing and alice's job is untouched, then alice's own event finishes her job with her reward.
+    first = requested(standin_url, user_id="alice", user_input="생수병 다 마셨어요")
+    job_id = first["subject"]
+    await store.create(job_id, "alice")
+    event: CloudEvent = first
+    for name, _ in CHAIN[:-1]:
+        event = reply_of(await post(http, stage_servers[name].url, event))
+    assert event["type"] == EventType.SCAN_ANSWERED
+    before = await store.get(job_id)
+    forged = CloudEvent(dict(event.get_attributes()) | {"id": "forged"}, data_of(event) | {"user_id": "bob"})
+    assert (await post(http, stage_servers["reward"].url, forged)).status_code == 202
+    assert await store.get(job_id) == before
+    assert await store.redis.exists(keys.reward(reward_id("bob", "char_peti"))) == 0
+    granted = reply_of(await post(http, stage_servers["reward"].url, event))
+    assert granted["type"] == EventType.REWARD_GRANTED
+    assert data_of(granted)["user_id"] == "alice"

@@ -261,8 +261,9 @@ async def test_a_token_issued_long_ago_for_a_long_life_is_refused(make_gateway: 
 
 
 def test_a_maximum_token_lifetime_beyond_a_year_is_a_settings_error() -> None:
+    from eco2.env import SettingsError
     from eco2.gateway.settings import GatewaySettings
-    from eco2.settings import Settings, SettingsError
+    from eco2.settings import Settings
 
     env = {"ECO2_JWT_SECRET": SECRET, "ECO2_JWT_MAX_LIFETIME_SECONDS": str(2**62)}
     with pytest.raises(SettingsError, match="ECO2_JWT_MAX_LIFETIME_SECONDS"):

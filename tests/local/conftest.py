@@ -22,7 +22,7 @@ from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import JobStore
 from eco2_tools.local import topology
 from eco2_tools.local.runner import LocalPack, RunnerOptions
-from tests.support import REDIS_TEST_URL, ROOT, free_port, wait_for
+from tests.support import EVENT_TOKEN, REDIS_TEST_URL, ROOT, SENDER, free_port, wait_for
 
 AMQP_URL = os.environ.get("ECO2_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The `runner_process` fixture: starts `eco2 up` on a manifest root with an environment.
@@ -43,6 +43,7 @@ def options(tmp_path: Path, manifests: Path | None, prefix: str, **overrides: An
         prefix=prefix,
         state_dir=tmp_path / "state",
         reap_interval=0.2,
+        event_token=EVENT_TOKEN,
         **settings,
     )
 
@@ -79,7 +80,7 @@ async def one_scan(pack: LocalPack, store: JobStore, sample: str = "aluminum_can
     scan = ScanRequested(job_id=job_id, user_id="user-1", image_url=f"{pack.model_url}/samples/{sample}.png")
     headers, body = to_binary(new_event(EventType.SCAN_REQUESTED, scan, source="/test", job_id=job_id))
     async with httpx.AsyncClient() as http:
-        assert (await http.post(pack.ingress_url, headers=headers, content=body)).status_code == 202
+        assert (await http.post(pack.ingress_url, headers=dict(headers) | SENDER, content=body)).status_code == 202
 
     async def finished() -> bool:
         return await store.status(job_id) == "done"
@@ -101,6 +102,7 @@ def runner_env(state_dir: Path, prefix: str, ingress_port: int) -> dict[str, str
         "ECO2_GATEWAY_PORT": str(free_port()),
         "ECO2_S3_PORT": str(free_port()),
         "ECO2_STATE_DIR": str(state_dir),
+        "ECO2_EVENT_TOKEN": EVENT_TOKEN,
         "OPENAI_API_KEY": "not-used",  # no stand-in needed
     }
 

@@ -116,6 +116,7 @@ async def test_a_function_process_is_the_manifests_command_with_its_own_environm
         "ECO2_TEST_MARKER": "from-the-manifest",
         "REDIS_URL": pack.options.redis_url,
         "K_SINK": pack.ingress_url,
+        "ECO2_EVENT_TOKEN": pack.event_token,
     }
 
 

@@ -4,14 +4,17 @@ parallelism, a SIGKILL during backoff, scale to zero and back, and one scan end 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -20,11 +23,13 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
-from eco2.functions.dead_letter import DOMAINS
+from eco2.dead_letters import DOMAINS
 from eco2.jobs import JobStore
 from eco2_tools.local.runner import LocalPack
-from tests.local.conftest import delete_topology, one_scan, options, runner_env
-from tests.support import ROOT, free_port, wait_for
+from eco2_tools.local.topology import topology_names
+from eco2_tools.manifests import Manifests
+from tests.local.conftest import AMQP_URL, delete_topology, one_scan, options, runner_env
+from tests.support import ROOT, SENDER, free_port, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures"
 FLAKY = "test:flaky"
@@ -108,7 +113,7 @@ async def send(pack: LocalPack, event_type: str, data: dict[str, Any], *, priori
     event = CloudEvent(attributes, data)
     headers, body = to_binary(event)
     async with httpx.AsyncClient() as http:
-        response = await http.post(pack.ingress_url, headers=headers, content=body)
+        response = await http.post(pack.ingress_url, headers=dict(headers) | SENDER, content=body)
     assert response.status_code == 202, response.text
     return event_id
 
@@ -134,7 +139,7 @@ async def post_event(ingress_port: int, data: dict[str, Any]) -> str:
     event = CloudEvent({"type": "test.flaky", "source": "/test", "id": uuid.uuid4().hex}, data)
     headers, body = to_binary(event)
     async with httpx.AsyncClient() as http:
-        response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=headers, content=body)
+        response = await http.post(f"http://127.0.0.1:{ingress_port}", headers=dict(headers) | SENDER, content=body)
     assert response.status_code == 202, response.text
     return str(event["id"])
 
@@ -163,7 +168,9 @@ async def _dead_letter_in(redis_client: aioredis.Redis, domain: str, event_id: s
 async def test_ingress_refuses_what_is_not_a_cloudevent(start_pack: Callable[..., Any], tmp_path: Path) -> None:
     pack = await start_pack(flaky_manifests(tmp_path / "m"))
     async with httpx.AsyncClient() as http:
-        response = await http.post(pack.ingress_url, content=b"{}", headers={"content-type": "application/json"})
+        response = await http.post(
+            pack.ingress_url, content=b"{}", headers={"content-type": "application/json"} | SENDER
+        )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_cloudevent"
 
@@ -291,3 +298,64 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
     assert result["reward"]["name"] == "메탈리"
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]
     assert stages == ["queued", "vision", "rule", "answer", "reward", "done"]
+
+
+async def test_the_ingress_refuses_an_event_without_the_packs_sender_credential(
+    start_pack: Callable[..., Any], tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    # A forged eco2.reward.granted with a valid shape, posted by something that is not one of the pack's senders.
+    pack = await start_pack(flaky_manifests(tmp_path / "m"))
+    forged = CloudEvent(
+        {"type": "eco2.reward.granted", "source": "/eco2/reward", "id": uuid.uuid4().hex, "subject": "job-x"},
+        {"job_id": "job-x", "user_id": "bob", "reward_id": "r", "character": {"character_id": "forged-legendary"}},
+    )
+    headers, body = to_binary(forged)
+    async with httpx.AsyncClient() as http:
+        for credential in ({}, {"Authorization": "Bearer not-the-pack-token"}, {"Authorization": "Basic x"}):
+            response = await http.post(pack.ingress_url, headers=dict(headers) | credential, content=body)
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "unauthenticated"
+    counted = pack.metrics.registry.get_sample_value
+    assert counted("eco2_runner_ingress_total", {"outcome": "unauthenticated"}) == 3
+    assert counted("eco2_runner_ingress_total", {"outcome": "accepted"}) is None
+
+
+async def test_down_says_what_stays_on_rabbitmq_and_purge_removes_it(
+    runner_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    manifests = flaky_manifests(tmp_path / "m")
+    prefix, _, env = child_settings(tmp_path)
+    runner_process(manifests, env)
+    await until_ready(tmp_path / "state" / "runner.json")
+    queues, _ = topology_names(Manifests.load(manifests), prefix)
+
+    def eco2_down(*flags: str) -> str:
+        command = [sys.executable, "-m", "eco2_tools.cli", "down", *flags]
+        child_env = {**os.environ, **env, "ECO2_MANIFESTS": str(manifests)}
+        done = subprocess.run(command, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return " ".join(done.stdout.split())
+
+    said = eco2_down()
+    assert f"the pack's {len(queues)} queues and its exchanges (prefix '{prefix}') stay on RabbitMQ" in said
+    assert "--purge" in said
+    assert await existing(queues) == set(queues)
+    said = eco2_down("--purge")
+    assert f"removed the pack's {len(queues)} queues" in said
+    assert await existing(queues) == set()
+
+
+async def existing(queues: list[str]) -> set[str]:
+    """Which of `queues` RabbitMQ has (a passive declare of a missing queue closes its channel)."""
+    found: set[str] = set()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(name, passive=True)
+                found.add(name)
+                await channel.close()
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+    return found

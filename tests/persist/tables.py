@@ -6,7 +6,7 @@ import sqlite3
 
 import asyncpg  # type: ignore[import-untyped]
 
-from eco2.persist.store import sqlite_path
+from eco2.persist.connect import sqlite_path
 
 TABLES = ("reward_ledger", "user_characters", "scan_history", "schema_migrations")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eco2.persist.store import sqlite_path
+from eco2.persist.connect import sqlite_path
 from eco2_tools.local.runner import LocalPack, RunnerOptions
 from tests.support import ROOT
 

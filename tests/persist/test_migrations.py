@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from eco2.persist.store import migration_files, open_store, sqlite_path, statements
+from eco2.persist.connect import open_store, sqlite_path
+from eco2.persist.store import migration_files, statements
 from tests.persist.tables import count
 
 

@@ -13,8 +13,9 @@ from aiohttp import web
 from cloudevents.http import CloudEvent, from_http
 
 from eco2 import keys
+from eco2.dead_letters import domain_of
 from eco2.events import EventType, event_id
-from eco2.functions.dead_letter import DeadLetterContext, domain_of, record
+from eco2.functions.dead_letter import DeadLetterContext, record
 from eco2.functions.dead_letter import function as deadletter_function
 from eco2.functions.replay import ATTEMPT_EXTENSION, Outcome, Policy, ReplayContext, Replayer, read_letters
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from starlette.applications import Starlette
 
+from eco2.env import SettingsError
 from eco2.errors import ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification
 from eco2.model import (
@@ -27,7 +28,6 @@ from eco2.model import (
     ModelClient,
 )
 from eco2.rules import RuleBook
-from eco2.settings import SettingsError
 from eco2_tools.standin import StandinConfig
 from eco2_tools.standin.samples import SAMPLES, by_name, render
 from eco2_tools.standin.server import WARNING_LINE, create_app

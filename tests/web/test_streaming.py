@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from eco2.errors import StoreUnavailable
 from eco2.jobs import JobStatus, JobStore, Stage, TransitionOutcome
 from eco2.model import FieldReader
-from eco2.stage_context import Change, DeltaWriter, run_once
+from eco2.stage_work import Change, DeltaWriter, run_once
 from tests.functions.test_stage_functions import post, reply_of, requested
 from tests.support import Child
 

@@ -28,9 +28,9 @@ from eco2.cachesync import store
 from eco2.cachesync.events import Exchange, SyncEventType, attributes_of, json_object
 from eco2.cachesync.handler import LocalCaches, catalog_of, decode
 from eco2.connections import ConnectionSettings, amqp_connect, sync_redis
+from eco2.env import env_float
 from eco2.errors import Eco2Error
 from eco2.lifecycle import cancel_and_wait
-from eco2.settings import env_float
 
 log = logging.getLogger("eco2.cachesync")
 

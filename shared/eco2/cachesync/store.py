@@ -14,18 +14,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from eco2 import keys
+from eco2 import keys, lua
 from eco2.cachesync.events import CatalogUpdated, TokenRevoked
 from eco2.errors import store_call
 
-# Replace the stored catalog only with a newer version: {applied (0/1), the version now stored}.
-_OFFER_CATALOG = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-local offered = tonumber(ARGV[1])
-if offered <= current then return {0, current} end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'characters', ARGV[2])
-return {1, offered}
-"""
 _SCAN_COUNT = 1000
 
 
@@ -42,7 +34,7 @@ async def store_revocation(client: aioredis.Redis, event: TokenRevoked, *, leewa
 async def store_catalog(client: aioredis.Redis, event: CatalogUpdated) -> tuple[bool, int]:
     """Offer a catalog version: (whether it was stored, the version Redis holds now)."""
     characters = json.dumps(event.characters, ensure_ascii=False, separators=(",", ":"))
-    script = client.register_script(_OFFER_CATALOG)
+    script = lua.register(client, "catalog_offer")
     applied, current = await store_call(script(keys=[keys.CHARACTER_CATALOG], args=[event.version, characters]))
     return bool(applied), int(current)
 

@@ -6,11 +6,15 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from eco2.settings import SettingsError, env_int
+from eco2.env import SettingsError, env_int
+
+# A CloudEvent as a Celery task's argument (cloudevents' to_dict / from_dict).
+EventDict = dict[str, Any]
 
 log = logging.getLogger("eco2.celery")
 

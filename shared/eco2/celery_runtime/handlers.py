@@ -2,7 +2,7 @@
 
 Each is built once, as its function builds itself at start (`EventFunction.start`: settings from the
 environment, a Redis pool, the model client, the catalog sync for reward), and called through its public
-entry point (`stages.run`, `persist.function.persist`, `chat.handle`) with the event the task was given.
+entry point (`stages.run`, `functions.persist.persist`, `functions.chat.handle`) with the event the task was given.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ from typing import Any
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent, from_dict
 
-from eco2 import chat, stages
+from eco2 import dead_letters, stages
 from eco2.adapter import EventFunction
-from eco2.celery_runtime.config import CHAT, PERSIST, STAGES
+from eco2.celery_runtime.config import CHAT, PERSIST, STAGES, EventDict
 from eco2.errors import PoisonEvent, TransientError
 from eco2.events import FUNCTION_EVENTS, TERMINAL_EVENT_TYPES
-from eco2.functions import dead_letter as deadletter
+from eco2.functions import answer, chat, reward, rules, vision
 from eco2.functions import persist as persist_function
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
 
 # What crosses a task boundary: a CloudEvent as its attributes plus `data` (cloudevents' to_dict).
-EventDict = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +38,17 @@ class Handler:
     accepts: frozenset[str]
 
 
-def _stage(name: str) -> Handler:
-    async def call(event: CloudEvent, context: Any) -> CloudEvent | None:
-        return await stages.run(stages.STEPS[name], event, context)
+# The four stages' steps, by function name: the same ones functions/<name>/main.py serve.
+STEPS: dict[str, stages.Step[Any, Any]] = {m.STEP.function: m.STEP for m in (vision, rules, answer, reward)}
 
-    return Handler(lambda _: stages.function(name), call, frozenset({FUNCTION_EVENTS[name][0]}))
+
+def _stage(name: str) -> Handler:
+    step = STEPS[name]
+
+    async def call(event: CloudEvent, context: Any) -> CloudEvent | None:
+        return await stages.run(step, event, context)
+
+    return Handler(lambda _: stages.stage_function(step), call, frozenset({FUNCTION_EVENTS[name][0]}))
 
 
 async def _persist(event: CloudEvent, context: Any) -> CloudEvent | None:
@@ -111,11 +116,11 @@ async def fail_live_job(handlers: Handlers, name: str, raw: object, status: str)
     if name == PERSIST or not isinstance(raw, dict):
         return False
     attributes = {key: str(value) for key, value in raw.items() if key != "data"}
-    job_id = deadletter.live_job(attributes)
+    job_id = dead_letters.live_job(attributes)
     if job_id is None:
         return False
     data = raw.get("data")
     user_id = str(data.get("user_id", "")) if isinstance(data, dict) else ""
     context = await handlers.context(name)
-    failed = await deadletter.fail_job(context.store, job_id, user_id, attributes["type"], status)
+    failed = await dead_letters.fail_job(context.store, job_id, user_id, attributes["type"], status)
     return failed.outcome is TransitionOutcome.APPLIED

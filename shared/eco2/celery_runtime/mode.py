@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from eco2.settings import SettingsError
+from eco2.env import SettingsError
+from eco2.sink import Sink
 
 RUNTIME_ENV = "ECO2_RUNTIME"
 KNATIVE = "knative"
@@ -17,3 +18,13 @@ def runtime_of(env: Mapping[str, str]) -> str:
     if runtime not in (KNATIVE, CELERY):
         raise SettingsError(f"{RUNTIME_ENV} must be {KNATIVE} or {CELERY}, got {runtime!r}")
     return runtime
+
+
+def gateway_sink(env: Mapping[str, str], timeout_seconds: float) -> Sink | None:
+    """The gateway's sink under ECO2_RUNTIME=celery: the chain's publisher (Celery loaded only then); else None,
+    and the gateway sends to K_SINK. functions/gateway/main.py hands it to the gateway (an eco2.sink.SinkFactory)."""
+    if runtime_of(env) != CELERY:
+        return None
+    from eco2.celery_runtime.submit import CelerySink
+
+    return CelerySink.from_env(env, timeout_seconds=timeout_seconds)

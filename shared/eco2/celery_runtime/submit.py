@@ -13,12 +13,12 @@ import logging
 from collections.abc import Mapping
 
 from celery import Celery, Signature, chain
+from cloudevents.conversion import to_dict
 from cloudevents.http import from_http
 
-from eco2.celery_runtime.config import CHAIN, CHAT, CeleryConfig, make_app
-from eco2.celery_runtime.handlers import EventDict, encode
+from eco2.celery_runtime.config import CHAIN, CHAT, CeleryConfig, EventDict, make_app
 from eco2.events import EventType
-from eco2.gateway.sink import SendOutcome
+from eco2.sink import SendOutcome
 
 log = logging.getLogger("eco2.gateway")
 
@@ -54,7 +54,7 @@ class CelerySink:
         work_for(self.app, self.config, event).apply_async(retry=False)
 
     async def send(self, headers: dict[str, str], body: bytes, *, timeout_seconds: float | None = None) -> SendOutcome:
-        event = encode(from_http(headers, body))
+        event: EventDict = to_dict(from_http(headers, body))
         try:
             # kombu publishes synchronously: off the event loop, bounded like an HTTP send.
             await asyncio.wait_for(asyncio.to_thread(self.publish, event), timeout_seconds or self._timeout)

@@ -13,8 +13,8 @@ from typing import Any
 
 from celery import Celery, Task
 
-from eco2.celery_runtime.config import TASKS, CeleryConfig
-from eco2.celery_runtime.handlers import EventDict, Handlers, fail_live_job
+from eco2.celery_runtime.config import TASKS, CeleryConfig, EventDict
+from eco2.celery_runtime.handlers import Handlers, fail_live_job
 from eco2.celery_runtime.loop import GeventLoop
 from eco2.errors import Eco2Error
 

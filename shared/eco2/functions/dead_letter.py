@@ -21,69 +21,23 @@ from dataclasses import dataclass
 from cloudevents.http import CloudEvent
 from prometheus_client import Counter
 
-from eco2 import keys
+from eco2 import keys, lua
 from eco2.adapter import EventFunction
+from eco2.dead_letters import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_TTL_SECONDS,
+    ERROR_EXTENSIONS,
+    domain_of,
+    fail_job,
+    live_job,
+    seen_key,
+)
 from eco2.errors import store_call
-from eco2.events import FUNCTION_EVENTS, EventType, event_id
-from eco2.jobs import STAGE_OF_FUNCTION, JobStatus, JobStore, Stage, Transition, TransitionOutcome
+from eco2.jobs import JobStore, TransitionOutcome
 from eco2.metric_catalog import MetricSet
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.functions.dead_letter")
-DEAD_LETTER_TTL_SECONDS = 7 * 24 * 3600
-DEAD_LETTER_MAXLEN = 100_000
-ERROR_EXTENSIONS = ("knativeerrorcode", "knativeerrordest", "knativeerrordata")
-
-# The dead-letter queues, one per domain of work: the scan stages (vision, rules, answer), rewards (the reward
-# stage and whatever takes eco2.reward.granted), auth/cache sync; anything else is `other`.
-DOMAINS: tuple[str, ...] = ("scan", "reward", "chat", "auth", "other")
-DOMAIN_OF_TYPE: dict[str, str] = {
-    EventType.SCAN_REQUESTED: "scan",
-    EventType.SCAN_CLASSIFIED: "scan",
-    EventType.SCAN_RULED: "scan",
-    EventType.SCAN_ANSWERED: "reward",
-    EventType.REWARD_GRANTED: "reward",  # persistence of a granted reward
-    EventType.SCAN_COMPLETED: "reward",  # persistence of a finished scan's history
-    EventType.CHAT_REQUESTED: "chat",
-}
-# Auth and cache sync: token revocations and character catalog updates from other systems.
-DOMAIN_OF_PREFIX: tuple[tuple[str, str], ...] = (
-    ("eco2.auth.", "auth"),
-    ("eco2.cache.", "auth"),
-    ("eco2.character.", "auth"),
-)
-FAILED_MESSAGE = "처리 중 문제가 생겨 스캔을 완료하지 못했어요"
-
-# The stage that failed, for each event type a pipeline function consumes.
-FAILED_STAGE: dict[str, Stage] = {
-    str(consumed): STAGE_OF_FUNCTION[name] for name, (consumed, _) in FUNCTION_EVENTS.items()
-}
-# Where a job waits while an event of that type is its live work: the stage of the function that emitted it
-# (the gateway's scan.requested leaves the job `queued`).
-WAITING_STAGE: dict[str, Stage] = {
-    str(consumed): next(
-        (STAGE_OF_FUNCTION[name] for name, (_, emits) in FUNCTION_EVENTS.items() if consumed in emits), Stage.QUEUED
-    )
-    for consumed, _ in FUNCTION_EVENTS.values()
-}
-
-# KEYS: seen mark, dead-letter stream. ARGV: mark ttl, attributes json, data json, maxlen, recorded_at.
-# The entry is written before the mark: a failing XADD leaves no mark behind (scripts do not roll back).
-_RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'attributes', ARGV[2], 'data', ARGV[3],
-  'recorded_at', ARGV[5])
-redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
-return 1
-"""
-
-
-def domain_of(event_type: str) -> str:
-    """The dead-letter queue an event of this type goes to."""
-    if event_type in DOMAIN_OF_TYPE:
-        return DOMAIN_OF_TYPE[event_type]
-    return next((domain for prefix, domain in DOMAIN_OF_PREFIX if event_type.startswith(prefix)), "other")
 
 
 @dataclass(slots=True)
@@ -125,7 +79,7 @@ async def record(event: CloudEvent, ctx: DeadLetterContext) -> CloudEvent | None
 
 async def _record_once(store: JobStore, domain: str, attributes: dict[str, str], data: object) -> bool:
     seen = seen_key(attributes)
-    script = store.redis.register_script(_RECORD)
+    script = lua.register(store.redis, "dead_letter_record")
     args = [
         str(DEAD_LETTER_TTL_SECONDS),
         json.dumps(attributes, ensure_ascii=False),
@@ -136,19 +90,6 @@ async def _record_once(store: JobStore, domain: str, attributes: dict[str, str],
     return bool(await store_call(script(keys=[seen, keys.dead_letters(domain)], args=args)))
 
 
-def seen_key(attributes: dict[str, str]) -> str:
-    """The mark that records a letter once; a replay clears it so the replayed event can be recorded again."""
-    return keys.dead_letter_seen(attributes["id"], attributes.get("knativeerrordest", ""))
-
-
-def live_job(attributes: dict[str, str]) -> str | None:
-    """The job this event is the live work of (the pack's own event id for (job, type)), else None."""
-    event_type, job_id = attributes.get("type", ""), attributes.get("subject", "")
-    if event_type not in FAILED_STAGE or not job_id or attributes.get("id") != event_id(job_id, event_type):
-        return None
-    return job_id
-
-
 async def _fail_live_job(attributes: dict[str, str], data: object, store: JobStore) -> None:
     job_id = live_job(attributes)
     if job_id is None:
@@ -157,22 +98,6 @@ async def _fail_live_job(attributes: dict[str, str], data: object, store: JobSto
     failed = await fail_job(store, job_id, user_id, attributes["type"], attributes.get("knativeerrorcode", ""))
     if failed.outcome is not TransitionOutcome.APPLIED:
         log.info("dead letter left its job alone", extra={"fields": {"outcome": failed.outcome.value}})
-
-
-async def fail_job(store: JobStore, job_id: str, user_id: str, event_type: str, status: str) -> Transition:
-    """Fail a job whose live work (an event of `event_type`) was given up on, if it still waits for it."""
-    stage = FAILED_STAGE[event_type]
-    error = {"code": f"{stage.value}_failed", "message": FAILED_MESSAGE, "status": status}
-    return await store.transition(
-        job_id,
-        user_id,
-        stage,
-        JobStatus.FAILED,
-        message=FAILED_MESSAGE,
-        data={"error": error},
-        fields={"error": json.dumps(error, ensure_ascii=False)},
-        expect_stage=WAITING_STAGE[event_type],
-    )
 
 
 class DeadLetterMetrics(MetricSet):

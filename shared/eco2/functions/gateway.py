@@ -29,6 +29,7 @@ from eco2.gateway.submit import Submit
 from eco2.gateway.web import web_routes
 from eco2.lifecycle import started
 from eco2.settings import Settings
+from eco2.sink import SinkFactory
 
 log = logging.getLogger("eco2.gateway")
 
@@ -76,7 +77,9 @@ class Gateway:
     # uvloop + httptools: about a quarter less CPU per request than asyncio + h11 (tests.benchmarks.gateway).
     fast_http: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, runtime_sink: SinkFactory | None = None) -> None:
+        """`runtime_sink`: where scans go when the pipeline is not the broker's (functions/gateway/main.py)."""
+        self._runtime_sink = runtime_sink
         self._env: dict[str, str] | None = None
         self._context: GatewayContext | None = None
         self._history: History | None = None
@@ -95,7 +98,7 @@ class Gateway:
                 self._env = dict(os.environ if env is None else env)
             if self._context is None:
                 settings = GatewaySettings.from_env(self._env, Settings.from_env(self._env, self.name))
-                self._context = await GatewayContext.create(settings, self._env)
+                self._context = await GatewayContext.create(settings, self._env, self._runtime_sink)
                 self._history = History(self._context, self._env)
                 self._routes = routes(self._context, self._history)
                 tune_garbage_collector()

@@ -18,9 +18,10 @@ from cloudevents.http import CloudEvent
 from eco2.adapter import EventFunction
 from eco2.errors import StoreUnavailable
 from eco2.persist.batcher import GroupCommit
+from eco2.persist.connect import open_store
 from eco2.persist.metrics import PersistMetrics
 from eco2.persist.records import Record, record_of
-from eco2.persist.store import PersistSettings, Store, open_store
+from eco2.persist.store import PersistSettings, Store
 from eco2.settings import Settings
 
 log = logging.getLogger("eco2.persist")

@@ -33,8 +33,7 @@ from eco2 import keys
 from eco2.adapter import EventFunction
 from eco2.connections import Source as ConnectionSource
 from eco2.connections import http_timeout
-from eco2.errors import NotFound, TransientError, store_call
-from eco2.functions.dead_letter import (
+from eco2.dead_letters import (
     DEAD_LETTER_TTL_SECONDS,
     DOMAINS,
     ERROR_EXTENSIONS,
@@ -44,8 +43,11 @@ from eco2.functions.dead_letter import (
     live_job,
     seen_key,
 )
+from eco2.env import env_float, env_int
+from eco2.errors import NotFound, TransientError, store_call
 from eco2.jobs import JobStore, TransitionOutcome
-from eco2.settings import Settings, env_float, env_int
+from eco2.sender_auth import SenderCredential
+from eco2.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -194,15 +196,17 @@ class Replayer:
         sink_url: str,
         policy: Policy,
         connections: ConnectionSource = None,
+        credential: SenderCredential | None = None,
     ) -> None:
         """Without `http`, the replayer builds its own client at its first send (time limits from `connections`),
-        and closes it in `aclose`."""
+        and closes it in `aclose`. `credential`: what the broker asks of a sender (eco2.sender_auth)."""
         self.store = store
         self._http = http
         self._connections = connections
         self._owns_http = http is None
         self.sink_url = sink_url
         self.policy = policy
+        self._credential = credential or SenderCredential()
 
     async def aclose(self) -> None:
         if self._owns_http and self._http is not None:
@@ -284,7 +288,9 @@ class Replayer:
             self._http = httpx.AsyncClient(timeout=http_timeout(self._connections))
         headers, body = to_binary(letter.event())
         try:
-            response = await self._http.post(self.sink_url, headers=dict(headers), content=body)
+            response = await self._http.post(
+                self.sink_url, headers=dict(headers) | self._credential.headers(), content=body
+            )
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}"
         return None if response.is_success else f"HTTP {response.status_code}"
@@ -307,7 +313,10 @@ class ReplayContext:
             settings.redis_url, ttl_seconds=settings.job_ttl_seconds, connections=settings.connections
         )
         sink = (env.get("K_SINK") or "").strip()
-        replayer = Replayer(store, None, sink, Policy.from_env(env), settings.connections or env) if sink else None
+        credential = SenderCredential.from_env(env)
+        replayer = (
+            Replayer(store, None, sink, Policy.from_env(env), settings.connections or env, credential) if sink else None
+        )
         return cls(replayer, store)
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 """POST /api/v1/chat: the same checks as a scan (auth, rate limit, X-Idempotency-Key, image_url ownership and
 SSRF), then a job with its durable outbox entry for eco2.chat.requested (eco2.gateway.submit), and 202 with the
-stream to read the answer from. The chat function (eco2.chat) streams the answer into that job's events."""
+stream to read the answer from. The chat function (eco2.functions.chat) streams the answer into that job's events."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from eco2.cachesync.blacklist import Blacklist
 from eco2.cachesync.process import BOTH, start_sync
 from eco2.cachesync.replica import CacheSync
-from eco2.celery_runtime.mode import CELERY, runtime_of
 from eco2.connections import async_redis, async_redis_pool
 from eco2.gateway import models
 from eco2.gateway.auth import Authenticator
@@ -23,10 +22,12 @@ from eco2.gateway.outbox import Outbox
 from eco2.gateway.probe import ImageProbe
 from eco2.gateway.ratelimit import RateLimiter
 from eco2.gateway.settings import GatewaySettings
-from eco2.gateway.sink import EventSink, Sink
+from eco2.gateway.sink import EventSink
 from eco2.gateway.sweeper import Sweeper
 from eco2.jobs import JobStore
 from eco2.rules import RuleBook
+from eco2.sender_auth import SenderCredential
+from eco2.sink import Sink, SinkFactory
 from eco2.storage import Storage
 
 log = logging.getLogger("eco2.gateway")
@@ -66,7 +67,10 @@ class GatewayContext:
     cache_redis: aioredis.Redis | None = None
 
     @classmethod
-    async def create(cls, settings: GatewaySettings, env: Mapping[str, str] | None = None) -> GatewayContext:
+    async def create(
+        cls, settings: GatewaySettings, env: Mapping[str, str] | None = None, runtime_sink: SinkFactory | None = None
+    ) -> GatewayContext:
+        """`runtime_sink`: the sink of the runtime the scans run on, when it is not the broker (K_SINK)."""
         url = settings.base.redis_url
         pool_name, reader_name = client_names(settings.instance)
         # Bounded: hundreds of SSE clients replaying at once queue for a connection instead of opening hundreds.
@@ -99,7 +103,7 @@ class GatewayContext:
             queue_size=settings.sse_queue_size,
             metrics=metrics,
         )
-        sink, outbox, sweeper = _delivery(settings, client, metrics, env)
+        sink, outbox, sweeper = _delivery(settings, client, metrics, env, runtime_sink)
         caches = start_sync(env, cache_url, BOTH, name=f"gateway-{settings.instance}")
         blacklist = Blacklist(caches, cache_client, source="/eco2/gateway", leeway_seconds=settings.jwt_leeway_seconds)
         context = cls(
@@ -147,23 +151,27 @@ class GatewayContext:
             await self.cache_redis.aclose()
 
 
-def _sink(settings: GatewaySettings, env: Mapping[str, str]) -> Sink | None:
-    """The K_SINK client; with ECO2_RUNTIME=celery, the Celery chain's publisher instead (Celery loaded only then)."""
-    if runtime_of(env) == CELERY:
-        from eco2.celery_runtime.submit import CelerySink
-
-        return CelerySink.from_env(env, timeout_seconds=settings.sink_timeout_seconds)
+def _sink(settings: GatewaySettings, env: Mapping[str, str], runtime_sink: SinkFactory | None) -> Sink | None:
+    """The runtime's sink when it gives one (the Celery chain's publisher), else the K_SINK client."""
+    given = runtime_sink(env, settings.sink_timeout_seconds) if runtime_sink is not None else None
+    if given is not None:
+        return given
     if settings.sink_url is None:
         log.warning("K_SINK is not set: every scan submit will answer 503 until it is")
         return None
-    return EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds)
+    credential = SenderCredential.from_env(env)
+    return EventSink(settings.sink_url, timeout_seconds=settings.sink_timeout_seconds, credential=credential)
 
 
 def _delivery(
-    settings: GatewaySettings, client: aioredis.Redis, metrics: GatewayMetrics, env: Mapping[str, str]
+    settings: GatewaySettings,
+    client: aioredis.Redis,
+    metrics: GatewayMetrics,
+    env: Mapping[str, str],
+    runtime_sink: SinkFactory | None,
 ) -> tuple[Sink | None, Outbox | None, Sweeper | None]:
     """The sink, the outbox in front of it and its sweeper; none of them without a sink."""
-    sink = _sink(settings, env)
+    sink = _sink(settings, env, runtime_sink)
     if sink is None:
         return None, None, None
     outbox = Outbox(client, sink.url, lease_seconds=settings.outbox_lease_seconds)

@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from eco2.errors import BadRequest, StoreUnavailable
 from eco2.gateway import models
 from eco2.gateway.context import GatewayContext
-from eco2.persist.store import PersistSettings, Position, Store, open_store
+from eco2.persist.connect import open_store
+from eco2.persist.store import PersistSettings, Position, Store
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from eco2 import keys
+from eco2 import keys, lua
 from eco2.errors import store_call
 
 
@@ -33,41 +33,6 @@ class OutboxKeys:
     def for_sink(cls, sink_url: str) -> OutboxKeys:
         base = f"{keys.PREFIX}:gateway:outbox:{hashlib.sha256(sink_url.encode()).hexdigest()[:16]}"
         return cls(base, f"{base}:events", f"{base}:attempts")
-
-
-# KEYS: job hash, outbox, events, attempts. ARGV: job id, event json, lease ms. Queued after the job's
-# create in the same MULTI: the job's `outboxed` flag tells a new job from a repeat, which adds nothing.
-_ADD = """
-if redis.call('HSETNX', KEYS[1], 'outboxed', '1') == 0 then return 0 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS: outbox, events, attempts. ARGV: lease ms, batch size. Returns {id, event, attempts, ...}.
-_CLAIM = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local claimed = {}
-for _, id in ipairs(due) do
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
-  local attempts = redis.call('HINCRBY', KEYS[3], id, 1)
-  table.insert(claimed, id)
-  table.insert(claimed, redis.call('HGET', KEYS[2], id) or '')
-  table.insert(claimed, tostring(attempts))
-end
-return claimed
-"""
-
-# KEYS: outbox. ARGV: job id, delay ms. Only an entry still there is rescheduled (a 2xx may have removed it).
-_RETRY = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-return redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +62,9 @@ class Outbox:
         self._redis = client
         self.keys = OutboxKeys.for_sink(sink_url)
         self._lease_ms = int(lease_seconds * 1000)
-        self._add = client.register_script(_ADD)
-        self._claim = client.register_script(_CLAIM)
-        self._retry = client.register_script(_RETRY)
+        self._add = lua.register(client, "outbox_add")
+        self._claim = lua.register(client, "outbox_claim")
+        self._retry = lua.register(client, "outbox_retry")
         self._all = [self.keys.due, self.keys.events, self.keys.attempts]
 
     async def add(self, pipe: Pipeline, job_id: str, event: str) -> None:

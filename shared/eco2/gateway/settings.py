@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
+from eco2.env import SettingsError, env_float, env_int
 from eco2.gateway.tokens import DEV_JWT_SECRET
-from eco2.settings import Settings, SettingsError, env_float, env_int
+from eco2.settings import Settings
 
 __all__ = ["DEV_JWT_SECRET", "EdgeLimits", "GatewaySettings", "ImagePolicy", "origin_of"]
 

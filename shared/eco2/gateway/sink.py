@@ -6,25 +6,17 @@ the outbox — `timeout` (the ingress may or may not have published it), `unreac
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Protocol
-
 import aiohttp
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from eco2.events import EventType, Priority, ScanRequested, new_event, source_of
+from eco2.sender_auth import SenderCredential
+from eco2.sink import SendOutcome
 
 # Below the ingress's idle timeout (uvicorn closes idle connections after 5 s), so the gateway drops an idle
 # connection before the ingress does; a send that still meets a closed one is retried once on a fresh one.
 KEEPALIVE_SECONDS = 4.0
-
-
-class SendOutcome(StrEnum):
-    OK = "ok"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    REJECTED = "rejected"
 
 
 def scan_requested(data: ScanRequested, *, priority: Priority, traceparent: str) -> CloudEvent:
@@ -39,18 +31,6 @@ def binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return dict(headers), body if isinstance(body, bytes) else str(body).encode()
 
 
-class Sink(Protocol):
-    """Where the gateway's events go: the broker ingress (EventSink), or a Celery chain (ECO2_RUNTIME=celery)."""
-
-    url: str  # names the outbox: the gateways sending to one place share it
-
-    async def send(
-        self, headers: dict[str, str], body: bytes, *, timeout_seconds: float | None = None
-    ) -> SendOutcome: ...
-
-    async def aclose(self) -> None: ...
-
-
 class EventSink:
     """One keep-alive connection pool to the broker ingress per gateway process.
 
@@ -58,8 +38,16 @@ class EventSink:
     was half of the gateway's CPU per scan in the gateway benchmark. Redirects are never followed.
     """
 
-    def __init__(self, url: str, *, timeout_seconds: float, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float,
+        max_connections: int = 100,
+        credential: SenderCredential | None = None,
+    ) -> None:
         self.url = url
+        self._credential = credential or SenderCredential()
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         # Created inside the running loop (the gateway's start), as aiohttp requires.
         self._session = _session(aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS))
@@ -90,7 +78,11 @@ class EventSink:
         """The outcome of one POST; a closed or reset connection is raised to the caller, which may retry."""
         try:
             async with session.post(
-                self.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                self.url,
+                data=body,
+                headers=headers | self._credential.headers(),
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 await response.read()  # drain it, so the connection goes back to the pool

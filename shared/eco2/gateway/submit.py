@@ -27,9 +27,10 @@ from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
 from eco2.gateway.images import owned_image_url
 from eco2.gateway.outbox import Outbox, encode
 from eco2.gateway.ratelimit import Verdict, client_address
-from eco2.gateway.sink import SendOutcome, Sink, binary, scan_requested
+from eco2.gateway.sink import binary, scan_requested
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
+from eco2.sink import SendOutcome, Sink
 from eco2.tracing import span
 
 log = logging.getLogger("eco2.gateway")

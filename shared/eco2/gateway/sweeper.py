@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from eco2.errors import StoreUnavailable
 from eco2.gateway.metrics import GatewayMetrics
 from eco2.gateway.outbox import Outbox, Pending
-from eco2.gateway.sink import SendOutcome, Sink
+from eco2.sink import SendOutcome, Sink
 
 log = logging.getLogger("eco2.gateway.outbox")
 

@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from eco2.env import env_float, env_int
 from eco2.persist.records import Record
-from eco2.settings import env_float, env_int
 
 DEFAULT_DATABASE_URL = "sqlite:///.eco2/eco2.sqlite3"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -103,23 +103,3 @@ def statements(sql: str) -> list[str]:
     """A migration's statements (one per `;`; migrations keep semicolons out of comments and literals)."""
     lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
-
-
-async def open_store(url: str, pool_size: int = 4) -> Store:
-    """Connect (and migrate) the store DATABASE_URL names: postgresql://… or sqlite:///relative | ////absolute."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from eco2.persist.postgres import PostgresStore
-
-        return await PostgresStore.open(url, pool_size)
-    if url.startswith("sqlite://"):
-        from eco2.persist.sqlite import SqliteStore
-
-        return await SqliteStore.open(sqlite_path(url))
-    raise ValueError("DATABASE_URL must start with postgresql:// or sqlite:///")
-
-
-def sqlite_path(url: str) -> Path:
-    rest = url.removeprefix("sqlite://")
-    if not rest.startswith("/") or len(rest) < 2:
-        raise ValueError("a SQLite DATABASE_URL is sqlite:///relative/path or sqlite:////absolute/path")
-    return Path(rest[1:])

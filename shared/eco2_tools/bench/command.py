@@ -17,10 +17,6 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eco2_tools.bench.checkout import require_checkout
 
@@ -55,29 +51,6 @@ def main(argv: Sequence[str]) -> int:
     from eco2_tools.bench.harness import wide_console
 
     return run.main(args, runtimes, wide_console(150), uuid.uuid4().hex[:8], dict(os.environ))
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def config_of(args: argparse.Namespace, runtimes: list[str]) -> dict[str, Any]:
-    return {
-        "runtimes": runtimes,
-        "zero_latency_scans": args.scans,
-        "seed_scans": args.seed_scans,
-        "seed_latency_scale": args.seed_scale,
-        "warmup_scans": args.warmup,
-        "celery_concurrency": args.concurrency,
-        "scans_enter": "straight into each runtime's broker (pack: the ingress; Celery: the chain's publish)",
-    }
 
 
 if __name__ == "__main__":

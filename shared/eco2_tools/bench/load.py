@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from eco2 import keys
 from eco2.events import Priority, ScanRequested
-from eco2.gateway.sink import SendOutcome, Sink, binary, scan_requested
+from eco2.gateway.sink import binary, scan_requested
 from eco2.jobs import JobStore
+from eco2.sink import SendOutcome, Sink
 from eco2.tracing import new_traceparent
 from eco2_tools.bench.procs import pipeline_label, rss_mb
 from eco2_tools.bench.runtimes import Runtime

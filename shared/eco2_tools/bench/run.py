@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eco2 import keys
 from eco2.jobs import JobStore
 from eco2_tools.bench import figures, load, output, procs
-from eco2_tools.bench.command import config_of, progress_bar
 from eco2_tools.bench.harness import (
     BenchError,
     cancel_on_sigterm,
@@ -146,3 +145,26 @@ async def _forget_jobs(store: JobStore, prefix: str) -> None:
             batch.clear()
     if batch:
         await store.redis.delete(*batch)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def config_of(args: argparse.Namespace, runtimes: list[str]) -> dict[str, Any]:
+    return {
+        "runtimes": runtimes,
+        "zero_latency_scans": args.scans,
+        "seed_scans": args.seed_scans,
+        "seed_latency_scale": args.seed_scale,
+        "warmup_scans": args.warmup,
+        "celery_concurrency": args.concurrency,
+        "scans_enter": "straight into each runtime's broker (pack: the ingress; Celery: the chain's publish)",
+    }

@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 
 from eco2.connections import amqp_connect
-from eco2.gateway.sink import EventSink, Sink
+from eco2.gateway.sink import EventSink
+from eco2.sender_auth import SenderCredential
 from eco2.serving import project_root
+from eco2.sink import Sink
 from eco2_tools.bench.processes import Children
 from eco2_tools.bench.procs import Proc, services, tree
 from eco2_tools.local.replicas import free_port
@@ -82,14 +84,13 @@ def start_pack(env: dict[str, str], state_dir: Path, run_id: str) -> Runtime:
     )
     if up.returncode != 0:
         raise RuntimeFailed(f"eco2 up failed: {up.stdout.decode()[-2000:]} {up.stderr.decode()[-2000:]}")
-    pid = int(_read_pid(state_dir / "runner.json"))
+    state = json.loads((state_dir / "runner.json").read_text())
     ingress = f"http://127.0.0.1:{env.get('ECO2_INGRESS_PORT', '8081')}"
     standin = f"http://127.0.0.1:{env.get('ECO2_STANDIN_PORT', '8090')}"
-    return Runtime("pack", lambda: EventSink(ingress, timeout_seconds=30), standin, [pid])
-
-
-def _read_pid(path: Path) -> str:
-    return str(json.loads(path.read_text())["pid"])
+    # The bench's sends present the pack's sender credential, as the gateway's do.
+    credential = SenderCredential(token=state.get("event_token") or None)
+    sink = lambda: EventSink(ingress, timeout_seconds=30, credential=credential)  # noqa: E731
+    return Runtime("pack", sink, standin, [int(state["pid"])])
 
 
 async def stop_pack(env: dict[str, str], state_dir: Path, run_id: str) -> None:

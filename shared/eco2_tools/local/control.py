@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+import aio_pika
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +26,8 @@ from eco2.observability import configure_logging
 from eco2_tools.local.dead_letter_report import read_dead_letters
 from eco2_tools.local.dependencies import DependencyMissing
 from eco2_tools.local.runner import LocalPack, RunnerOptions, run_until_stopped
-from eco2_tools.manifests import ManifestError
+from eco2_tools.local.topology import delete_topology, topology_names
+from eco2_tools.manifests import ManifestError, Manifests
 
 console = Console()
 # A state file older than this means the runner is not writing it: stuck, or its event loop is blocked.
@@ -127,12 +129,33 @@ def up_detached(options: RunnerOptions, timeout: float = 60.0) -> int:
     return 1
 
 
-def down(options: RunnerOptions, timeout: float = 30.0) -> int:
+def down(options: RunnerOptions, timeout: float = 30.0, *, purge: bool = False) -> int:
+    """Stop the runner; then say what stays on RabbitMQ, or with `purge` remove it."""
     state = read_state(options)
     if state is None:
         console.print("the pack is not running")
+    else:
+        _stop(int(state["pid"]), timeout)
+    manifests = Manifests.load(options.manifests_dir or options.root)
+    if purge:
+        removed = asyncio.run(_purge(options, manifests))
+        console.print(f"removed the pack's {removed} queues and its exchanges (prefix {options.prefix!r})")
         return 0
-    pid = int(state["pid"])
+    queues, _ = topology_names(manifests, options.prefix)
+    console.print(
+        f"the pack's {len(queues)} queues and its exchanges (prefix {options.prefix!r}) stay on RabbitMQ with"
+        " any event not yet delivered, for the next `eco2 up`; `eco2 down --purge` removes them"
+    )
+    return 0
+
+
+async def _purge(options: RunnerOptions, manifests: Manifests) -> int:
+    connection = await aio_pika.connect(options.amqp_url)
+    async with connection:
+        return await delete_topology(await connection.channel(), manifests, options.prefix)
+
+
+def _stop(pid: int, timeout: float) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
@@ -141,7 +164,6 @@ def down(options: RunnerOptions, timeout: float = 30.0) -> int:
         console.print(f"[yellow]runner {pid} still running after {timeout:.0f}s; sending SIGKILL[/]")
         os.kill(pid, signal.SIGKILL)
     console.print("stopped")
-    return 0
 
 
 def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:

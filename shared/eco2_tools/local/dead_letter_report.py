@@ -17,7 +17,7 @@ import redis
 
 from eco2 import keys
 from eco2.connections import sync_redis
-from eco2.functions.dead_letter import DOMAINS
+from eco2.dead_letters import DOMAINS
 
 READ_LIMIT = 1000  # the newest entries summarized; `total` is the whole stream
 REASON_LENGTH = 80

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from eco2.events import EventType, ScanRequested, new_event
 from eco2.jobs import TERMINAL_STATUSES, JobStore
+from eco2.sender_auth import SenderCredential
 
 console = Console()
 
@@ -33,7 +34,8 @@ async def run_demo(state: dict[str, Any], sample: str, text: str | None, timeout
         await store.create(job_id, scan.user_id)
         headers, body = to_binary(event)
         async with httpx.AsyncClient() as http:
-            response = await http.post(str(state["ingress"]), headers=headers, content=body)
+            credential = SenderCredential(token=state.get("event_token") or None).headers()
+            response = await http.post(str(state["ingress"]), headers=dict(headers) | credential, content=body)
         if response.status_code != 202:
             console.print(f"[red]the ingress refused the event: {response.status_code} {response.text}[/]")
             return 1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -19,7 +20,8 @@ import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from eco2.connections import amqp_connect_robust
-from eco2.settings import env_float
+from eco2.env import env_float
+from eco2.sender_auth import TOKEN_ENV
 from eco2_tools.local.client import runner_session
 from eco2_tools.local.deadletters import DeadLetterConsumer
 from eco2_tools.local.dependencies import check_dependencies, without_password
@@ -67,6 +69,8 @@ class RunnerOptions:
     delivery_limit: int = DELIVERY_LIMIT
     # The longest pause before a message whose outcome could not be made durable goes back to its queue.
     pause_max: float = PAUSE_MAX
+    # The pack's sender credential (eco2.sender_auth); None: a random one per start of the pack.
+    event_token: str | None = None
 
     @classmethod
     def from_env(cls, root: Path, env: dict[str, str]) -> RunnerOptions:
@@ -83,6 +87,7 @@ class RunnerOptions:
             s3_port=int(env.get("ECO2_S3_PORT") or cls.s3_port),
             prefix=env.get("ECO2_TOPOLOGY_PREFIX") or cls.prefix,
             state_dir=Path(state).resolve() if state else None,
+            event_token=env.get(TOKEN_ENV) or None,
         )
 
     @property
@@ -113,6 +118,8 @@ class LocalPack:
         self._emulator: asyncio.subprocess.Process | None = None
         self.storage_env: dict[str, str] = {}
         self.started_at = time.time()
+        # Every sender of the pack presents it; the ingress refuses events without it (as the broker's EventPolicy).
+        self.event_token = options.event_token or secrets.token_urlsafe(32)
 
     @property
     def state_dir(self) -> Path:
@@ -142,7 +149,7 @@ class LocalPack:
         await self._start_ingress(broker_exchange)
         await self._start_consumers(publisher, broker_exchange, http)
         self.sources = await start_sources(
-            self.manifests, self._connection, self.ingress_url, http, self.options.prefix
+            self.manifests, self._connection, self.ingress_url, http, self.options.prefix, self.event_token
         )
         await asyncio.gather(*(pool.ensure_min_scale() for pool in self.pools.values()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
@@ -154,6 +161,7 @@ class LocalPack:
         env = {
             "REDIS_URL": self.options.redis_url,
             "K_SINK": self.ingress_url,
+            TOKEN_ENV: self.event_token,
             "AMQP_URL": self.options.amqp_url,  # the cache-sync consumers (gateway, authz, reward)
             "ECO2_ENV": os.environ.get("ECO2_ENV", "development"),
             **self.storage_env,
@@ -237,7 +245,7 @@ class LocalPack:
 
     async def _start_ingress(self, exchange: Any) -> None:
         config = uvicorn.Config(
-            create_ingress(exchange, self.metrics, self.readiness),
+            create_ingress(exchange, self.metrics, self.readiness, token=self.event_token),
             host=self.options.host,
             port=self.options.ingress_port,
             log_level="warning",
@@ -315,6 +323,8 @@ class LocalPack:
             "redis": self.options.redis_url,
             "amqp": without_password(self.options.amqp_url),
             "ingress": self.ingress_url,
+            # What a developer's curl into the ingress presents (Authorization: Bearer ...): the state file is theirs.
+            "event_token": self.event_token,
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
             "model_is_standin": self._standin is not None,

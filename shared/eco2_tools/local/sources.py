@@ -20,6 +20,7 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from eco2.cachesync.events import attributes_of
+from eco2.sender_auth import SenderCredential
 from eco2_tools.local.client import phase_timeout, request_status
 from eco2_tools.local.topology import source_queue
 from eco2_tools.manifests import Manifests
@@ -51,6 +52,7 @@ class SourceConsumer:
     sink_url: str
     http: aiohttp.ClientSession
     queue_name: str
+    credential: dict[str, str] = field(default_factory=dict)  # the Authorization header the ingress asks for
     delivered: int = 0
     dropped: int = 0
     _tag: str | None = field(default=None, init=False)
@@ -66,7 +68,7 @@ class SourceConsumer:
         await self.channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        headers = cloudevent_headers(message, self.spec)
+        headers = cloudevent_headers(message, self.spec) | self.credential
         delivery = self.spec.delivery
         for attempt in range(delivery.retry + 1):
             if attempt:
@@ -90,12 +92,20 @@ class SourceConsumer:
 
 
 async def start_sources(
-    manifests: Manifests, connection: AbstractConnection, sink_url: str, http: aiohttp.ClientSession, prefix: str
+    manifests: Manifests,
+    connection: AbstractConnection,
+    sink_url: str,
+    http: aiohttp.ClientSession,
+    prefix: str,
+    event_token: str | None = None,
 ) -> list[SourceConsumer]:
-    """One consumer per RabbitmqSource of the manifests, each on its own channel and its own durable queue."""
+    """One consumer per RabbitmqSource of the manifests, each on its own channel and its own durable queue; each
+    presents the pack's sender credential to the ingress, as a source's OIDC identity does to the broker."""
+    credential = SenderCredential(token=event_token).headers() if event_token else {}
     consumers: list[SourceConsumer] = []
     for spec in rabbitmq_sources(manifests).values():
-        consumer = SourceConsumer(spec, await connection.channel(), sink_url, http, source_queue(prefix, spec.name))
+        queue = source_queue(prefix, spec.name)
+        consumer = SourceConsumer(spec, await connection.channel(), sink_url, http, queue, credential)
         await consumer.start()
         consumers.append(consumer)
     return consumers

@@ -201,19 +201,31 @@ def source_queue(prefix: str, source: str) -> str:
     return f"{prefix}.source.{source}"
 
 
-async def delete_topology(channel: AbstractChannel, manifests: Manifests, prefix: str) -> None:
-    """Remove every queue and exchange the runner declares under `prefix` (a throwaway topology: a benchmark's, a
-    test's), the RabbitmqSource queues included. Left behind, each run's queues (178 for the pack's manifests, 64
-    of them quorum) pile up on the node until RabbitMQ itself slows to a halt."""
+def topology_names(manifests: Manifests, prefix: str) -> tuple[list[str], list[str]]:
+    """The queues and exchanges the runner declares under `prefix`, the RabbitmqSource queues included (not the
+    sources' exchanges: other systems own them)."""
     from eco2_tools.manifests.rabbitmq_source import rabbitmq_sources
 
     topology = Topology.plan(manifests, prefix)
+    queues: list[str] = []
+    exchanges: list[str] = []
     for plan in topology.triggers.values():
         retries = [plan.retry_queue(attempt) for attempt in plan.retry_attempts]
-        for name in filter(None, [plan.queue, *retries, plan.dead_letter_queue]):
-            await channel.queue_delete(name)
+        queues += filter(None, [plan.queue, *retries, plan.dead_letter_queue])
         if plan.dead_letter_exchange:
-            await channel.exchange_delete(plan.dead_letter_exchange)
-    await channel.exchange_delete(topology.exchange)
-    for source in rabbitmq_sources(manifests).values():
-        await channel.queue_delete(source_queue(prefix, source.name))
+            exchanges.append(plan.dead_letter_exchange)
+    exchanges.append(topology.exchange)
+    queues += [source_queue(prefix, source.name) for source in rabbitmq_sources(manifests).values()]
+    return queues, exchanges
+
+
+async def delete_topology(channel: AbstractChannel, manifests: Manifests, prefix: str) -> int:
+    """Remove every queue and exchange the runner declares under `prefix` (a throwaway topology: a benchmark's, a
+    test's; a stopped pack's with `eco2 down --purge`); how many queues. Left behind, each run's queues pile up
+    on the node until RabbitMQ itself slows to a halt."""
+    queues, exchanges = topology_names(manifests, prefix)
+    for name in queues:
+        await channel.queue_delete(name)
+    for name in exchanges:
+        await channel.exchange_delete(name)
+    return len(queues)

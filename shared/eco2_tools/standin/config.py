@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eco2.settings import SettingsError, env_float, env_int
+from eco2.env import SettingsError, env_float, env_int
 
 # Module constants, not class attributes: a slots dataclass replaces its defaults with slot descriptors.
 _VISION_LATENCY = 3.5

@@ -152,7 +152,7 @@ def generic(message_count: int) -> str:
     )
 
 
-# Where the chat function's system prompt carries the rule it grounds the answer in (eco2.chat).
+# Where the chat function's system prompt carries the rule it grounds the answer in (eco2.functions.chat).
 RULE_MARKER = "RULE_JSON:"
 
 

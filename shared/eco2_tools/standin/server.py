@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eco2.env import SettingsError
 from eco2.model import JOB_HEADER
 from eco2.rules import RuleBook
-from eco2.settings import SettingsError
 from eco2_tools.standin import replies, samples
 from eco2_tools.standin.config import StandinConfig
 from eco2_tools.standin.faults import Fault, FaultPlan

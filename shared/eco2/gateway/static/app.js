@@ -38,7 +38,7 @@ const STAGES = ["queued", "vision", "rule", "answer", "reward", "done"];
 // (the earned characters and chat session are not secrets and stay in localStorage). Drop any older copy.
 localStorage.removeItem("eco2.token");
 let token = sessionStorage.getItem("eco2.token") || "";
-let chatSession = localStorage.getItem("eco2.chat") || "";
+let chatSession = localStorage.getItem("eco2.functions.chat") || "";
 
 function translate() {
   document.documentElement.lang = LANG;
@@ -232,7 +232,7 @@ async function chat(message) {
     const body = chatSession ? { message, session_id: chatSession } : { message };
     const job = await (await api("/api/v1/chat", { method: "POST", json: body })).json();
     chatSession = job.session_id || chatSession;
-    localStorage.setItem("eco2.chat", chatSession);
+    localStorage.setItem("eco2.functions.chat", chatSession);
     await readEvents(job.stream_url, (name, event) => {
       if (name === "delta") reply.textContent += event.data.delta;
       else if (event.status === "done" && event.data && event.data.answer) reply.textContent = event.data.answer;

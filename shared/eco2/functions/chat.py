@@ -23,7 +23,8 @@ from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
-from eco2.stage_context import DeltaWriter, ModelFunction, StageContext, record_done
+from eco2.stage_context import ModelFunction, StageContext
+from eco2.stage_work import Change, DeltaWriter, run_once
 
 # Turns (a user message and its answer are two) sent back to the model, and kept per session.
 HISTORY_MESSAGES = 20
@@ -99,18 +100,24 @@ async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     async def compute() -> ChatAnswer:
         return await answer(request, ctx)
 
-    # An ended job's events are dropped before any model call.
-    reply = await ctx.store.once_unless_ended(
-        request.job_id, Stage.CHAT, ChatAnswer, compute, timeout_seconds=ctx.settings.stage_timeout_seconds
+    def change(reply: ChatAnswer) -> Change:
+        # chat's one transition is the job's `done`, with its result kept whole in the job hash (GET .../result).
+        result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
+        fields = {"result": json.dumps(result, ensure_ascii=False)}
+        return Change(request.user_id, Stage.CHAT, "답변했어요", result, JobStatus.DONE, fields=fields, progress=100)
+
+    # An ended job's events are dropped before any model call; the answer and `done` are written in one step.
+    stored = await run_once(
+        ctx.store,
+        request.job_id,
+        Stage.CHAT,
+        ChatAnswer,
+        compute,
+        change,
+        timeout_seconds=ctx.settings.stage_timeout_seconds,
     )
-    if reply is None:
-        return None
-    result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
-    done = await record_done(
-        ctx.store, request.job_id, request.user_id, Stage.CHAT, result, message="답변했어요", data=result
-    )
-    if done.outcome is TransitionOutcome.APPLIED:
-        await remember(ctx, request, reply)
+    if stored is not None and stored[1].outcome is TransitionOutcome.APPLIED:
+        await remember(ctx, request, stored[0])
     return None
 
 
