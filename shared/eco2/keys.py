@@ -60,6 +60,10 @@ reward = PerId("reward:{}")
 revoked_token = PerId("auth:revoked:{}")
 # Hash {tokens, ts}, TTL = time to refill: one user's token bucket at the gateway.
 rate_limit = PerId("ratelimit:{}", hashed=True)
+# Hash {tokens, ts}, TTL = time to refill: one client address's token bucket at the gateway.
+client_rate_limit = PerId("ratelimit-client:{}", hashed=True)
+# Sorted set {stream id: deadline}, TTL = the longest stream: one user's open SSE streams on every gateway.
+sse_streams = PerId("sse-streams:{}", hashed=True)
 # String, TTL 1 h: the first response to a scan submitted with this (user, X-Idempotency-Key).
 idempotency = PerPair("idempotency:{}", hashed=True)
 # String, TTL 1 h: this (user, X-Idempotency-Key) already paid its rate-limit token; repeats ride free.

@@ -2,18 +2,20 @@
 
 The app asks the gateway for an upload (`POST /api/v1/images`): it gets a presigned POST whose policy makes the
 STORE refuse another content type, a larger body or another key, and the URL to send as `image_url`. Keys live
-under the user's own prefix, so a scan of someone else's upload is refused (`owner_problem`). The bucket is
+under the user's own prefix, so a scan of someone else's upload is refused (`owned_url`, which also reduces
+every spelling of a store URL to the one canonical form that is checked and passed on). The bucket is
 private: `vision` hands the model a presigned GET (`readable_url`), so no photo ever needs a public URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from eco2.errors import BadRequest, Eco2Error
 
@@ -26,6 +28,9 @@ CONTENT_TYPES: dict[str, str] = {
 }
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 KEY_ROOT = "uploads"
+# The only keys `presign_upload` makes: a store URL naming anything else is no upload of anyone's.
+_KEY = re.compile(rf"{KEY_ROOT}/[0-9a-f]{{32}}/[0-9a-f]{{32}}\.({'|'.join(CONTENT_TYPES.values())})")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,42 @@ class StorageSettings:
 def user_prefix(user_id: str) -> str:
     """The key prefix of one user's uploads (a digest: user ids may hold characters keys should not)."""
     return f"{KEY_ROOT}/{hashlib.sha256(user_id.encode()).hexdigest()[:32]}/"
+
+
+def origin(parts: SplitResult) -> str | None:
+    """`scheme://host:port`, lower-cased with the default port spelled out; None when not an http(s) URL."""
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return f"{scheme}://{parts.hostname.lower()}:{port or _DEFAULT_PORTS[scheme]}"
+
+
+def path_segments(path: str) -> list[str] | None:
+    """The path's segments percent-decoded, empty and dot segments resolved; None when one hides a slash."""
+    segments: list[str] = []
+    for raw in path.split("/"):
+        segment = unquote(raw)
+        if "/" in segment or "\\" in segment:
+            return None
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return segments
+
+
+def not_canonical(base_url: str) -> BadRequest:
+    return BadRequest(
+        "image_url_not_canonical",
+        f"a photo store URL must be exactly {base_url}/<key> as POST /api/v1/images gave it (no query or fragment)",
+    )
 
 
 def upload_problem(content_type: str, size: int) -> BadRequest | None:
@@ -109,6 +150,42 @@ class Storage:
             return None
         return unquote(url[len(base) :])
 
+    def canonical_url(self, url: str) -> str | None:
+        """The exact `base_url/<key>` that `url` names when it is on this store's origin, None when it is not.
+
+        Scheme, host, port and path are normalised (case, default port, dot segments, repeated slashes,
+        percent-encoding), so ownership is checked on, and the model handed, one spelling only. A URL on the
+        store's origin that is not exactly an upload's (a query, a fragment, another path) is a 400.
+        """
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError:
+            return None
+        base = urlsplit(self.settings.base_url)
+        if origin(parts) is None or origin(parts) != origin(base):
+            return None
+        segments = path_segments(parts.path)
+        bucket = path_segments(base.path) or []
+        if parts.query or parts.fragment or "#" in url or segments is None or segments[: len(bucket)] != bucket:
+            raise not_canonical(self.settings.base_url)
+        key = "/".join(segments[len(bucket) :])
+        if not _KEY.fullmatch(key):
+            raise not_canonical(self.settings.base_url)
+        return self.object_url(key)
+
+    def owned_url(self, url: str, user_id: str) -> str:
+        """The canonical URL of one of the user's uploads, or `url` as it is when not on this store's origin.
+
+        A 403 for an upload of someone else, a 400 for a store URL that is not exactly an upload's.
+        """
+        canonical = self.canonical_url(url)
+        if canonical is None:
+            return url
+        key = canonical[len(self.settings.base_url) + 1 :]
+        if not key.startswith(user_prefix(user_id)):
+            raise Eco2Error("image_not_yours", "image_url names an upload of another user", status=403)
+        return canonical
+
     def object_url(self, key: str) -> str:
         return f"{self.settings.base_url}/{quote(key)}"
 
@@ -131,13 +208,6 @@ class Storage:
             "key": key,
             "expires_in": self.settings.upload_seconds,
         }
-
-    def owner_problem(self, url: str, user_id: str) -> Eco2Error | None:
-        """A 403 when `url` is an object of this store outside the user's prefix; None otherwise."""
-        key = self.key_of(url)
-        if key is None or (key.startswith(user_prefix(user_id)) and ".." not in key):
-            return None
-        return Eco2Error("image_not_yours", "image_url names an upload of another user", status=403)
 
     def readable_url(self, url: str) -> str:
         """A presigned GET for an object of this store (the bucket is private); any other URL as it is."""

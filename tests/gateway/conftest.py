@@ -35,6 +35,7 @@ def gateway_env(sink_url: str, **overrides: str) -> dict[str, str]:
         "ECO2_IMAGE_PROBE": "false",
         "ECO2_RATE_LIMIT_BURST": "100000",
         "ECO2_RATE_LIMIT_PER_SECOND": "100000",
+        "ECO2_SSE_MAX_STREAMS_PER_USER": "100000",
         "ECO2_SSE_PING_SECONDS": "15",
         "LOG_LEVEL": "WARNING",
         # This run's own fanout exchanges: other runs on the shared RabbitMQ never hear its revocations.

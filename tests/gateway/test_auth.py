@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import warnings
 
 import jwt
 import pytest
@@ -157,14 +158,6 @@ async def test_hs256_rotation_accepts_the_previous_secret_until_it_is_unset(make
     assert (await submit(rotated, bearer()))[0] == 401, "once the previous secret is unset its tokens are refused"
 
 
-async def test_moving_from_hs256_to_rs256_keeps_the_old_secret_as_previous(make_gateway: MakeGateway) -> None:
-    private_pem, public_pem = _rsa_pair()
-    gateway = await make_gateway(ECO2_JWT_SECRET="", ECO2_JWT_PUBLIC_KEY=public_pem, ECO2_JWT_PREVIOUS_SECRET=SECRET)
-    signed = issue_token("rs-user", private_pem, 600, algorithm="RS256")
-    assert (await submit(gateway, {"Authorization": f"Bearer {signed}"}))[0] == 202
-    assert (await submit(gateway, bearer()))[0] == 202
-
-
 async def test_a_bad_public_key_refuses_every_token_with_a_clear_message(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(ECO2_JWT_PUBLIC_KEY="not a pem")
     status, body = await submit(gateway, bearer())
@@ -209,3 +202,69 @@ async def test_x_user_id_counts_only_behind_a_trusted_edge(make_gateway: MakeGat
 async def test_401_answers_carry_a_bearer_challenge(gateway: Gateway) -> None:
     response = await gateway.client.post("/api/v1/scan", json=SCAN)
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def _hs256(secret: str, **claims: object) -> dict[str, str]:
+    """A bearer header signed with any key, however weak (PyJWT warns about short ones; the test means it)."""
+    now = int(time.time())
+    body = {"sub": "user-1", "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex, "iss": "eco2", "aud": "eco2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signed = jwt.encode({**body, **claims}, secret, algorithm="HS256")
+    return {"Authorization": f"Bearer {signed}"}
+
+
+async def test_a_previous_secret_shorter_than_the_minimum_is_not_a_key(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(ECO2_JWT_PREVIOUS_SECRET="x")
+    status, body = await submit(gateway, _hs256("x"))
+    assert (status, body["error"]) == (401, "invalid_token")
+    assert (await submit(gateway, bearer()))[0] == 202, "the current secret still works"
+
+
+async def test_a_previous_hs256_secret_is_not_accepted_beside_rs256(make_gateway: MakeGateway) -> None:
+    private_pem, public_pem = _rsa_pair()
+    gateway = await make_gateway(ECO2_JWT_SECRET="", ECO2_JWT_PUBLIC_KEY=public_pem, ECO2_JWT_PREVIOUS_SECRET=SECRET)
+    signed = issue_token("rs-user", private_pem, 600, algorithm="RS256")
+    assert (await submit(gateway, {"Authorization": f"Bearer {signed}"}))[0] == 202
+    status, body = await submit(gateway, bearer())
+    assert (status, body["error"]) == (401, "invalid_token"), "a previous key only of the current family"
+
+
+async def test_a_previous_rs256_key_still_counts_during_rotation(make_gateway: MakeGateway) -> None:
+    old_private, old_public = _rsa_pair()
+    _, new_public = _rsa_pair()
+    gateway = await make_gateway(
+        ECO2_JWT_SECRET="", ECO2_JWT_PUBLIC_KEY=new_public, ECO2_JWT_PREVIOUS_PUBLIC_KEY=old_public
+    )
+    signed = issue_token("rs-user", old_private, 600, algorithm="RS256")
+    assert (await submit(gateway, {"Authorization": f"Bearer {signed}"}))[0] == 202
+
+
+@pytest.mark.parametrize("exp_offset", [2**62, 3 * 24 * 3600])
+async def test_a_token_living_longer_than_the_maximum_is_refused_and_logout_is_no_500(
+    make_gateway: MakeGateway, exp_offset: int
+) -> None:
+    gateway = await make_gateway(ECO2_JWT_MAX_LIFETIME_SECONDS=str(24 * 3600))
+    headers = _hs256(SECRET, exp=int(time.time()) + exp_offset)
+    status, body = await submit(gateway, headers)
+    assert (status, body["error"]) == (401, "token_lifetime_too_long")
+    logout = await gateway.client.post("/api/v1/auth/logout", headers=headers)
+    assert (logout.status_code, logout.json()["error"]) == (401, "token_lifetime_too_long")
+    assert (await submit(gateway, bearer(ttl=23 * 3600)))[0] == 202, "a token within the maximum is fine"
+
+
+async def test_a_token_issued_long_ago_for_a_long_life_is_refused(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(ECO2_JWT_MAX_LIFETIME_SECONDS="3600")
+    now = int(time.time())
+    status, body = await submit(gateway, _hs256(SECRET, iat=now - 10 * 3600, exp=now + 600))
+    assert (status, body["error"]) == (401, "token_lifetime_too_long")
+
+
+def test_a_maximum_token_lifetime_beyond_a_year_is_a_settings_error() -> None:
+    from eco2.env import SettingsError
+    from eco2.gateway.settings import GatewaySettings
+    from eco2.settings import Settings
+
+    env = {"ECO2_JWT_SECRET": SECRET, "ECO2_JWT_MAX_LIFETIME_SECONDS": str(2**62)}
+    with pytest.raises(SettingsError, match="ECO2_JWT_MAX_LIFETIME_SECONDS"):
+        GatewaySettings.from_env(env, Settings.from_env(env, "gateway"))

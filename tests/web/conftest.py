@@ -36,7 +36,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/eco2-uploads?max-keys=1", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass

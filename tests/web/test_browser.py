@@ -4,8 +4,10 @@ is kept (results/web/, git-ignored, and the test's tmp dir)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+async def wait_until(page: Any, expression: str, seconds: float) -> None:
+    """Poll an expression through the debugger protocol: the page's CSP (no eval) refuses wait_for_function's
+    in-page polling, and the test means to run the page under its real policy."""
+    deadline = time.monotonic() + seconds
+    while not await page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        await asyncio.sleep(0.05)
+
+
 async def test_the_page_uploads_a_photo_and_shows_the_streamed_answer_and_the_reward(
     start_pack: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -55,10 +66,12 @@ async def test_the_page_uploads_a_photo_and_shows_the_streamed_answer_and_the_re
             await page.goto(f"http://127.0.0.1:{pack.options.gateway_port}/app")
             assert await page.locator("#dev-token").inner_text() == "개발용 토큰 받기"
             await page.click("#dev-token")
-            await page.wait_for_function("document.getElementById('who').textContent.length > 0")
+            await wait_until(page, "document.getElementById('who').textContent.length > 0", 30)
+            assert await page.evaluate("localStorage.getItem('eco2.token')") is None
+            assert await page.evaluate("sessionStorage.getItem('eco2.token')")
             await page.set_input_files("#photo", str(photo))
             ended = "['done', 'failed', 'cancelled', 'error'].includes(document.body.dataset.scan)"
-            await page.wait_for_function(ended, timeout=60_000)
+            await wait_until(page, ended, 60)
             outcome = await page.evaluate("document.body.dataset.scan")
             problem = await page.locator("#error").inner_text()
             answer = await page.locator("#answer").inner_text()

@@ -15,7 +15,8 @@ from eco2_tools.sse_client import aparse
 from eco2_tools.standin import samples
 from eco2_tools.standin.images import sample_png
 from tests.gateway.conftest import MakeGateway
-from tests.gateway.support import bearer
+from tests.gateway.support import RecordingSink, bearer
+from tests.support import wait_for
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
 
@@ -96,6 +97,69 @@ async def test_a_scan_of_another_users_upload_is_refused(make_gateway: MakeGatew
     assert (theft.status_code, theft.json()["error"]) == (403, "image_not_yours")
     own = await gateway.client.post("/api/v1/scan", json={"image_url": grant["image_url"]}, headers=bearer("alice"))
     assert own.status_code == 202, own.text
+
+
+def spellings(image_url: str) -> dict[str, str]:
+    """Other spellings of one store URL: each names the same object to a lenient reader."""
+    scheme, rest = image_url.split("://", 1)
+    origin, _, path = rest.partition("/")
+    bucket, _, key = path.partition("/")
+    return {
+        "upper-case scheme": f"{scheme.upper()}://{rest}",
+        "dot segment": f"{scheme}://{origin}/{bucket}/x/../{key}",
+        "doubled slash": f"{scheme}://{origin}/{bucket}//{key}",
+        "encoded key": f"{scheme}://{origin}/{bucket}/{key.replace('uploads', '%75ploads', 1)}",
+        "query string": f"{image_url}?x=1",
+        "fragment": f"{image_url}#x",
+    }
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["upper-case scheme", "dot segment", "doubled slash", "encoded key", "query string", "fragment"],
+)
+async def test_another_spelling_of_another_users_upload_is_refused(
+    make_gateway: MakeGateway, emulator: dict[str, str], sink: RecordingSink, spelling: str
+) -> None:
+    gateway = await make_gateway(**emulator)
+    grant = (await presign(gateway.client, bearer("alice"), "image/png", len(PNG))).json()
+    url = spellings(grant["image_url"])[spelling]
+    for path in ("/api/v1/scan", "/api/v1/chat"):
+        body = {"image_url": url} if path.endswith("scan") else {"image_url": url, "message": "what is this?"}
+        theft = await gateway.client.post(path, json=body, headers=bearer("mallory"))
+        assert theft.status_code in (400, 403), (path, theft.text)
+        assert theft.json()["error"] in ("image_not_yours", "image_url_not_canonical")
+    assert sink.events() == []
+
+
+@pytest.mark.parametrize("spelling", ["upper-case scheme", "dot segment", "doubled slash", "encoded key"])
+async def test_another_spelling_of_ones_own_upload_is_passed_on_in_the_canonical_form(
+    make_gateway: MakeGateway, emulator: dict[str, str], sink: RecordingSink, spelling: str
+) -> None:
+    gateway = await make_gateway(**emulator)
+    grant = (await presign(gateway.client, bearer("alice"), "image/png", len(PNG))).json()
+    url = spellings(grant["image_url"])[spelling]
+    accepted = await gateway.client.post("/api/v1/scan", json={"image_url": url}, headers=bearer("alice"))
+    assert accepted.status_code == 202, accepted.text
+
+    async def sent() -> bool:
+        return len(sink.events()) == 1
+
+    await wait_for(sent, what="the scan event was sent")
+    data = sink.events()[0].event.get_data()
+    assert isinstance(data, dict)
+    assert data["image_url"] == grant["image_url"]
+
+
+@pytest.mark.parametrize("spelling", ["query string", "fragment"])
+async def test_a_store_url_with_a_query_or_fragment_is_refused_even_for_its_owner(
+    make_gateway: MakeGateway, emulator: dict[str, str], spelling: str
+) -> None:
+    gateway = await make_gateway(**emulator)
+    grant = (await presign(gateway.client, bearer("alice"), "image/png", len(PNG))).json()
+    url = spellings(grant["image_url"])[spelling]
+    refused = await gateway.client.post("/api/v1/scan", json={"image_url": url}, headers=bearer("alice"))
+    assert (refused.status_code, refused.json()["error"]) == (400, "image_url_not_canonical")
 
 
 async def test_eco2_up_starts_the_emulator_and_an_uploaded_photo_is_scanned(start_pack: Callable[..., Any]) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
+from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from eco2.errors import Conflict, NotFound
+from eco2.errors import Conflict, NotFound, RateLimited, StoreUnavailable
 from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
@@ -50,15 +53,28 @@ class Api:
         return JSONResponse(models.progress(job), status_code=202, headers={"Retry-After": retry})
 
     async def events(self, request: Request) -> Response:
-        _, job_id, _ = await self._owned_job(request)
-        settings = self.ctx.settings
-        stream = job_stream(
-            self.ctx.store,
-            self.ctx.hub,
-            self.ctx.metrics,
-            job_id,
-            after=resume_after(request),
-            max_seconds=settings.sse_max_seconds,
+        principal, job_id, _ = await self._owned_job(request)
+        settings, limiter = self.ctx.settings, self.ctx.limiter
+        slot = await limiter.open_stream(
+            principal.user_id, limit=settings.edge.sse_streams_per_user, max_seconds=settings.sse_max_seconds
+        )
+        if slot is None:
+            self.ctx.metrics.rate_limited.inc()
+            raise RateLimited(
+                f"at most {settings.edge.sse_streams_per_user} event streams at once; close one first",
+                retry_after=settings.result_retry_after_seconds,
+                code="too_many_streams",
+            )
+        stream = held_while_open(
+            job_stream(
+                self.ctx.store,
+                self.ctx.hub,
+                self.ctx.metrics,
+                job_id,
+                after=resume_after(request),
+                max_seconds=settings.sse_max_seconds,
+            ),
+            release=lambda: limiter.close_stream(principal.user_id, slot),
         )
         return EventSourceResponse(
             stream, ping=settings.sse_ping_seconds, send_timeout=settings.sse_send_timeout_seconds
@@ -106,6 +122,22 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
+
+
+async def held_while_open(
+    stream: AsyncIterator[ServerSentEvent], release: Callable[[], Awaitable[None]]
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream, releasing its slot however it ends (a slot never released lapses at its deadline)."""
+    try:
+        async for event in stream:
+            yield event
+    finally:
+        # A client that went away cancels the stream; the release must still reach Redis.
+        try:
+            with anyio.CancelScope(shield=True):
+                await release()
+        except StoreUnavailable:
+            log.warning("an SSE stream slot was not released; it lapses at its deadline")
 
 
 def _not_found() -> NotFound:

@@ -68,12 +68,13 @@ class Authenticator:
             self._key = _public_key(settings.jwt_public_key)
             if self._key is None:
                 self._problem = "ECO2_JWT_PUBLIC_KEY is not a valid PEM public key, so no token is accepted"
-        # The key being retired (rotation): asked only when the current one finds the signature wrong.
+        # The key being retired (rotation): asked only when the current one finds the signature wrong, and
+        # only of the current family, so configuring RS256 really ends HS256 tokens.
         self._previous: tuple[Any, str] | None = None
-        if settings.jwt_previous_public_key:
+        if self._algorithm == "RS256" and settings.jwt_previous_public_key:
             previous = _public_key(settings.jwt_previous_public_key)
             self._previous = None if previous is None else (previous, "RS256")
-        elif settings.jwt_previous_secret:
+        elif self._algorithm == "HS256" and settings.jwt_previous_secret:
             self._previous = (settings.jwt_previous_secret, "HS256")
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -130,11 +131,24 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             # PyJWT's messages name the failed check (signature, claim) and never carry the key.
             raise _unauthorized("invalid_token", f"the token is not valid: {str(exc)[:200]}") from None
+        self._check_lifetime(claims)
         if not isinstance(claims.get("sub"), str) or not _plain(claims["sub"]):
             raise _unauthorized("invalid_token", f"the token's sub must be 1-{USER_ID_MAX} printable characters")
         if not isinstance(claims.get("jti"), str) or not _plain(claims["jti"]):
             raise _unauthorized("invalid_token", "the token's jti must be a short string")
         return claims
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse a token meant to live longer than the maximum, by its own claims or from now."""
+        limit = self._settings.jwt_max_lifetime_seconds + self._settings.jwt_leeway_seconds
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+            remaining = float(claims["exp"]) - time.time()
+        except (TypeError, ValueError, OverflowError):
+            raise _unauthorized("invalid_token", "the token's exp and iat must be numbers") from None
+        if lifetime > limit or remaining > limit:
+            seconds = int(self._settings.jwt_max_lifetime_seconds)
+            raise _unauthorized("token_lifetime_too_long", f"tokens may live at most {seconds} s")
 
     def _claims(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
         import jwt
@@ -154,7 +168,9 @@ class Authenticator:
         """Blacklist the caller's token for the rest of its lifetime (logout); True if every replica was told."""
         if principal.jti is None or principal.expires_at is None:
             raise BadRequest("no_token", "only a bearer token can be revoked; this request carried none")
-        return await self.blacklist.revoke(principal.jti, principal.user_id, principal.expires_at)
+        # Clamped: a revocation need not outlive the longest life a token is allowed.
+        until = min(principal.expires_at, time.time() + self._settings.jwt_max_lifetime_seconds)
+        return await self.blacklist.revoke(principal.jti, principal.user_id, until)
 
 
 def _public_key(text: str) -> Any:

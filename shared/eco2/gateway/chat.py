@@ -15,7 +15,7 @@ from eco2.events import ChatRequested, EventType, new_event, source_of
 from eco2.gateway import models
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, validate_key
-from eco2.gateway.images import check_owner
+from eco2.gateway.images import owned_image_url
 from eco2.gateway.submit import Submit, repeated, traced
 
 log = logging.getLogger("eco2.gateway")
@@ -33,14 +33,14 @@ class Chat:
         key = validate_key(request.headers.get("x-idempotency-key"))
         asked = models.parse_body(await read_body(request, ctx.settings.max_body_bytes), models.ChatRequest)
         digest = fingerprint({"chat": asked.model_dump(mode="json")})
-        job_id, repeat = await self._submit.admit(principal, key, digest, models.chat_accepted)
+        job_id, repeat = await self._submit.admit(request, principal, key, digest, models.chat_accepted)
         if repeat is not None:
             return repeat
-        if asked.image_url is not None:
-            check_owner(ctx, asked.image_url, principal)
-            await ctx.probe.check(asked.image_url)
         session_id = asked.session_id or uuid.uuid4().hex
         body = {**asked.model_dump(mode="json"), "session_id": session_id}
+        if asked.image_url is not None:
+            body["image_url"] = owned_image_url(ctx, asked.image_url, principal)
+            await ctx.probe.check(body["image_url"])
         with traced(request, "chat", job_id) as traceparent:
             data = ChatRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = new_event(EventType.CHAT_REQUESTED, data, source=source_of("gateway"), job_id=job_id)

@@ -1,7 +1,8 @@
 """POST /api/v1/images: a presigned upload of one photo to the photo store (eco2.storage), under the caller's prefix.
 
 The answer's `image_url` is what the app sends to /api/v1/scan or /api/v1/chat once the upload succeeded; a
-URL into the store outside the caller's prefix is refused there (403 `image_not_yours`, `check_owner`).
+URL into the store outside the caller's prefix is refused there (403 `image_not_yours`,
+`owned_image_url`), and a store URL is passed on only in its canonical form.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
 
 
-def check_owner(ctx: GatewayContext, image_url: str, principal: Principal) -> None:
-    """Refuse an image URL into the photo store that is not one of the caller's uploads."""
-    problem = ctx.storage.owner_problem(image_url, principal.user_id) if ctx.storage is not None else None
-    if problem is not None:
-        raise problem
+def owned_image_url(ctx: GatewayContext, image_url: str, principal: Principal) -> str:
+    """The URL to pass on: a photo store URL in its canonical form, if it is the caller's upload (else 403/400);
+    any other URL unchanged (the SSRF check and probe judge it)."""
+    return image_url if ctx.storage is None else ctx.storage.owned_url(image_url, principal.user_id)
 
 
 _CONFIG = "S3_ENDPOINT_URL, ECO2_S3_BUCKET"

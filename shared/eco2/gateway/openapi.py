@@ -68,7 +68,9 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return _json(_ref(models.ErrorBody), description, headers)
 
 
-_AUTH_ERRORS = {"401": _error("missing, invalid, expired or revoked credentials")}
+_AUTH_ERRORS = {
+    "401": _error("missing, invalid, expired or revoked credentials, or a token meant to live beyond the maximum")
+}
 _JOB_ERRORS = {**_AUTH_ERRORS, "404": _error("no such job (or not the caller's)")}
 _STORE_DOWN = {"503": _error("the job store is unreachable")}
 
@@ -93,13 +95,15 @@ def _submit() -> dict[str, Any]:
         "responses": {
             "202": _json(_ref(models.ScanAccepted), "accepted (queued)"),
             "400": _error(
-                "bad JSON, image_url refused (unsafe, redirects into this network, or not an image), "
-                "unknown model, bad idempotency key"
+                "bad JSON, image_url refused (unsafe, redirects into this network, or not an image; a photo store "
+                "URL not exactly as POST /api/v1/images gave it: image_url_not_canonical), unknown model, bad "
+                "idempotency key"
             ),
             **_AUTH_ERRORS,
+            "403": _error("image_url names another user's upload (image_not_yours)"),
             "413": _error("body larger than 16 KiB"),
             "422": _error("wrong field types, or an idempotency key reused for another request"),
-            "429": _error("per-user rate limit", _RETRY_AFTER),
+            "429": _error("per-user or per-client-address rate limit", _RETRY_AFTER),
             "503": _error(
                 "the job store is unreachable (nothing was created), or no broker is configured", _RETRY_AFTER
             ),
@@ -198,7 +202,12 @@ def _paths() -> dict[str, Any]:
                     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
                     {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _text("text/event-stream", "the event stream"), **_JOB_ERRORS, **_STORE_DOWN},
+                "responses": {
+                    "200": _text("text/event-stream", "the event stream"),
+                    **_JOB_ERRORS,
+                    "429": _error("the caller holds the most concurrent streams (too_many_streams)", _RETRY_AFTER),
+                    **_STORE_DOWN,
+                },
             }
         },
         "/api/v1/scan/{job_id}": {

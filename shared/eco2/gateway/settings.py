@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from eco2.env import SettingsError, env_float, env_int, environment_of
 from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings
 
-__all__ = ["DEV_JWT_SECRET", "GatewaySettings", "ImagePolicy", "origin_of"]
+__all__ = ["DEV_JWT_SECRET", "EdgeLimits", "GatewaySettings", "ImagePolicy", "origin_of"]
 
 log = logging.getLogger("eco2.gateway")
 
@@ -48,6 +50,25 @@ def origin_of(url: str) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _previous_secret(secret: str | None) -> str | None:
+    """The previous HS256 secret, held to the same minimum as the current one (else ignored, loudly)."""
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        log.error("ECO2_JWT_PREVIOUS_SECRET is shorter than %d bytes: ignored, its tokens refused", MIN_SECRET_BYTES)
+        return None
+    return secret
+
+
+# A year: no token (and so no revocation) is kept longer, whatever is configured.
+_LONGEST_TOKEN_SECONDS = 366 * 24 * 3600.0
+
+
+def _max_lifetime(env: Mapping[str, str]) -> float:
+    seconds = env_float(env, "ECO2_JWT_MAX_LIFETIME_SECONDS", GatewaySettings.jwt_max_lifetime_seconds, minimum=60)
+    if seconds > _LONGEST_TOKEN_SECONDS:
+        raise SettingsError(f"ECO2_JWT_MAX_LIFETIME_SECONDS must be at most {int(_LONGEST_TOKEN_SECONDS)}")
+    return seconds
 
 
 def _origins(listed: str | None) -> frozenset[str]:
@@ -104,6 +125,52 @@ class ImagePolicy:
         )
 
 
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Where the cluster's own proxies live: loopback, the private ranges pods and nodes get, shared address space.
+TRUSTED_PROXIES: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "::1/128", "fc00::/7")
+)
+
+
+def _networks(listed: str | None) -> tuple[IPNetwork, ...]:
+    """ECO2_TRUSTED_PROXY_CIDRS: comma-separated networks; unset means the private ranges above."""
+    if listed is None or not listed.strip():
+        return TRUSTED_PROXIES
+    try:
+        return tuple(ipaddress.ip_network(cidr.strip()) for cidr in listed.split(",") if cidr.strip())
+    except ValueError:
+        raise SettingsError("ECO2_TRUSTED_PROXY_CIDRS must be comma-separated networks (10.0.0.0/8,...)") from None
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """Bounds per client address and per user beyond the per-user submit bucket (issue 26).
+
+    The client's address is read from X-Forwarded-For: the proxies in front (the cluster ingress, Knative's
+    activator and queue-proxy) each append the address they saw, and how many are in the path varies, so the
+    client is the rightmost entry (the direct peer counted last) outside `trusted_proxies`; entries further left
+    are the client's own claims and never used.
+    """
+
+    trusted_proxies: tuple[IPNetwork, ...] = TRUSTED_PROXIES
+    # Per client address, for submits and chats: a NAT or household shares an address, so by default three
+    # times the per-user bucket (scaled with it when that is raised).
+    client_burst: int = 30
+    client_per_second: float = 6.0
+    # Concurrent SSE streams one user may hold, across every replica; one more is a 429.
+    sse_streams_per_user: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], user_burst: int, user_per_second: float) -> EdgeLimits:
+        return cls(
+            trusted_proxies=_networks(env.get("ECO2_TRUSTED_PROXY_CIDRS")),
+            client_burst=env_int(env, "ECO2_CLIENT_RATE_LIMIT_BURST", 3 * user_burst, minimum=1),
+            client_per_second=env_float(env, "ECO2_CLIENT_RATE_LIMIT_PER_SECOND", 3 * user_per_second, minimum=0.001),
+            sse_streams_per_user=env_int(env, "ECO2_SSE_MAX_STREAMS_PER_USER", cls.sse_streams_per_user, minimum=1),
+        )
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
@@ -116,6 +183,9 @@ class GatewaySettings:
     jwt_issuer: str = "eco2"
     jwt_audience: str = "eco2"
     jwt_leeway_seconds: float = 30.0
+    # The longest life a token may claim (exp - iat, and exp - now): a longer one is refused, so a leaked
+    # token cannot outlive this and a revocation never needs to be kept longer.
+    jwt_max_lifetime_seconds: float = 7 * 24 * 3600.0
     # Why auth cannot work (shown in every 401), or None when it is configured.
     auth_problem: str | None = None
     trust_user_header: bool = False
@@ -140,6 +210,7 @@ class GatewaySettings:
     sse_block_ms: int = 5000
     sse_send_timeout_seconds: float = 30.0
     redis_max_connections: int = 20
+    edge: EdgeLimits = EdgeLimits()
 
     @property
     def development(self) -> bool:
@@ -177,11 +248,12 @@ class GatewaySettings:
             environment=environment,
             jwt_secret=secret,
             jwt_public_key=public_key,
-            jwt_previous_secret=env.get("ECO2_JWT_PREVIOUS_SECRET") or None,
+            jwt_previous_secret=_previous_secret(env.get("ECO2_JWT_PREVIOUS_SECRET") or None),
             jwt_previous_public_key=env.get("ECO2_JWT_PREVIOUS_PUBLIC_KEY") or None,
             jwt_issuer=env.get("ECO2_JWT_ISSUER") or cls.jwt_issuer,
             jwt_audience=env.get("ECO2_JWT_AUDIENCE") or cls.jwt_audience,
             jwt_leeway_seconds=env_float(env, "ECO2_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            jwt_max_lifetime_seconds=_max_lifetime(env),
             auth_problem=problem,
             trust_user_header=_bool(env, "ECO2_TRUST_USER_HEADER"),
             sink_url=(env.get("K_SINK") or "").strip() or None,
@@ -211,4 +283,9 @@ class GatewaySettings:
             sse_block_ms=env_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
             sse_send_timeout_seconds=env_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             redis_max_connections=env_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
+            edge=EdgeLimits.from_env(
+                env,
+                env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+                env_float(env, "ECO2_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second, minimum=0.001),
+            ),
         )

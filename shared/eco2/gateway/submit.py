@@ -24,9 +24,9 @@ from eco2.gateway import models
 from eco2.gateway.auth import Principal
 from eco2.gateway.context import GatewayContext
 from eco2.gateway.idempotency import fingerprint, job_id_for, validate_key
-from eco2.gateway.images import check_owner
+from eco2.gateway.images import owned_image_url
 from eco2.gateway.outbox import Outbox, encode
-from eco2.gateway.ratelimit import Verdict
+from eco2.gateway.ratelimit import Verdict, client_address
 from eco2.gateway.sink import binary, scan_requested
 from eco2.jobs import TransitionOutcome
 from eco2.observability import log_context
@@ -72,11 +72,11 @@ class Submit:
         )
         body = scan.model_dump(mode="json")
         digest = fingerprint(body)
-        job_id, repeat = await self.admit(principal, key, digest, models.accepted)
+        job_id, repeat = await self.admit(request, principal, key, digest, models.accepted)
         if repeat is not None:
             return repeat  # a repeat costs no token and no image check
-        check_owner(ctx, scan.image_url, principal)
-        await ctx.probe.check(scan.image_url)
+        body["image_url"] = owned_image_url(ctx, scan.image_url, principal)
+        await ctx.probe.check(body["image_url"])
         with traced(request, "scan", job_id) as traceparent:
             data = ScanRequested(job_id=job_id, user_id=principal.user_id, **body)
             event = scan_requested(data, priority=principal.priority, traceparent=traceparent)
@@ -86,10 +86,19 @@ class Submit:
             return JSONResponse(models.accepted(job_id), status_code=202)
 
     async def admit(
-        self, principal: Principal, key: str | None, digest: str, accepted: Accepted
+        self, request: Request, principal: Principal, key: str | None, digest: str, accepted: Accepted
     ) -> tuple[str, Response | None]:
-        """The rate limit (a repeat of a keyed request rides free) and the job id; the repeat's answer if it is one."""
-        admission = await self.ctx.limiter.admit(principal.user_id, key)
+        """The rate limits, per user then per client address (a repeat of a keyed request rides free of both),
+        and the job id; the repeat's answer if it is one."""
+        limiter, edge = self.ctx.limiter, self.ctx.settings.edge
+        admission = await limiter.admit(principal.user_id, key)
+        if admission.verdict is Verdict.ALLOWED:
+            address = client_address(request, edge.trusted_proxies)
+            by_client = await limiter.admit_client(address, burst=edge.client_burst, per_second=edge.client_per_second)
+            if by_client.verdict is Verdict.REFUSED:
+                if key is not None:
+                    await limiter.unmark_charge(principal.user_id, key)
+                admission = by_client
         if admission.verdict is Verdict.REFUSED:
             self.ctx.metrics.rate_limited.inc()
             raise RateLimited(f"too many requests; try again in {admission.retry_after} s", admission.retry_after)

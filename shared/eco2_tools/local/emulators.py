@@ -2,9 +2,10 @@
 
 Not a store to keep anything in: objects live in the emulator's memory and go when it stops. It is started by
 the runner unless S3_ENDPOINT_URL names a real store (AWS S3, MinIO, ...). moto itself accepts any upload, so
-a gate in front of it does what S3 does with a browser upload: a POST must carry a policy signed with the
-emulator's key, not expired, whose conditions the form and the file meet (type, size range, key, bucket), and
-the bucket is private: a GET or HEAD of an object needs a presigned URL (checked for presence and expiry).
+a gate in front of it does what S3 does: a browser upload (POST) must carry a policy signed with the
+emulator's key, not expired, whose conditions the form and the file meet (type, size range, key, bucket);
+every other request (listing, reading, writing) must be signed with the emulator's key (AWS Signature V4, in
+the Authorization header or as a presigned URL, not expired): the bucket is private.
 
     python -m eco2_tools.local.emulators --port 8095 --bucket eco2-uploads
 """
@@ -24,11 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, quote
 
 from eco2.storage import MAX_UPLOAD_BYTES
 
@@ -41,6 +42,9 @@ BUCKET = "eco2-uploads"
 REGION = "us-east-1"
 # Form fields a policy need not name (S3's rule); every other field must meet a condition.
 _UNCHECKED = frozenset({"policy", "x-amz-signature", "file", "bucket"})
+_ALGORITHM = "AWS4-HMAC-SHA256"
+# S3's longest presigned URL life.
+_MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 
 _CORS = [
     ("Access-Control-Allow-Origin", "*"),
@@ -68,6 +72,103 @@ def _signature(secret: str, credential: str, policy: str) -> str:
     for part in (date, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return hmac.new(key, policy.encode(), hashlib.sha256).hexdigest()
+
+
+def _mismatch() -> Refused:
+    return Refused(
+        "403 Forbidden",
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided",
+    )
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What AWS Signature V4 covers of one request, as it arrived (path still percent-encoded)."""
+
+    method: str
+    raw_path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]  # lower-case names
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any]) -> SignedRequest:
+        raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or quote(environ.get("PATH_INFO", "")))
+        headers = {
+            name[5:].replace("_", "-").lower(): str(value)
+            for name, value in environ.items()
+            if name.startswith("HTTP_")
+        }
+        for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(name):
+                headers[name.replace("_", "-").lower()] = str(environ[name])
+        query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        return cls(environ["REQUEST_METHOD"], raw.split("?", 1)[0], query, headers)
+
+    def string_to_sign(self, signed_headers: str, payload: str, amz_date: str, scope: str) -> str:
+        query = sorted(
+            (quote(name, safe="-_.~"), quote(value, safe="-_.~"))
+            for name, value in self.query
+            if name != "X-Amz-Signature"
+        )
+        names = signed_headers.split(";")
+        canonical = "\n".join(
+            [
+                self.method,
+                self.raw_path or "/",
+                "&".join(f"{name}={value}" for name, value in query),
+                "".join(f"{name}:{' '.join(self.headers.get(name, '').split())}\n" for name in names),
+                signed_headers,
+                payload,
+            ]
+        )
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        return "\n".join([_ALGORITHM, amz_date, scope, digest])
+
+
+def _check_signature(secret: str, access_key: str, credential: str, signature: str, to_sign: str) -> None:
+    if credential.split("/", 1)[0] != access_key:
+        raise Refused("403 Forbidden", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist")
+    if not hmac.compare_digest(_signature(secret, credential, to_sign), signature):
+        raise _mismatch()
+
+
+def check_signed(request: SignedRequest, secret: str, access_key: str) -> None:
+    """S3's check of a signed request: a valid Signature V4 in the Authorization header or the query string."""
+    authorization = request.headers.get("authorization", "")
+    if authorization:
+        algorithm, _, rest = authorization.partition(" ")
+        parts = dict(item.strip().partition("=")[::2] for item in rest.split(","))
+        if algorithm != _ALGORITHM or not {"Credential", "SignedHeaders", "Signature"} <= parts.keys():
+            raise Refused("400 Bad Request", "AuthorizationHeaderMalformed", "The authorization header is malformed")
+        credential = parts["Credential"]
+        to_sign = request.string_to_sign(
+            parts["SignedHeaders"],
+            request.headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+            request.headers.get("x-amz-date", ""),
+            credential.split("/", 1)[-1],
+        )
+        _check_signature(secret, access_key, credential, parts["Signature"], to_sign)
+        return
+    query = dict(request.query)
+    if "X-Amz-Signature" not in query:
+        raise _denied("Access Denied")
+    try:
+        signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        lifetime = int(query["X-Amz-Expires"])
+        credential, signed_headers = query["X-Amz-Credential"], query["X-Amz-SignedHeaders"]
+    except (KeyError, ValueError):
+        raise _denied(
+            "Query-string authentication requires X-Amz-Date, -Expires, -Credential, -SignedHeaders"
+        ) from None
+    if query.get("X-Amz-Algorithm") != _ALGORITHM or not 0 < lifetime <= _MAX_PRESIGNED_SECONDS:
+        raise _denied("X-Amz-Algorithm must be AWS4-HMAC-SHA256 and X-Amz-Expires at most 7 days")
+    to_sign = request.string_to_sign(
+        signed_headers, "UNSIGNED-PAYLOAD", query["X-Amz-Date"], credential.split("/", 1)[-1]
+    )
+    _check_signature(secret, access_key, credential, query["X-Amz-Signature"], to_sign)
+    if signed.timestamp() + lifetime < time.time():
+        raise _denied("Request has expired")
 
 
 def _condition(condition: Any, form: dict[str, str], size: int) -> None:
@@ -114,21 +215,6 @@ def check_post(form: dict[str, str], size: int, secret: str) -> None:
         raise _denied(f"Invalid according to Policy: Extra input fields: {extra[0]}")
 
 
-def check_read(query: dict[str, list[str]], headers_auth: str) -> None:
-    """A private bucket: an object is read with credentials or through a presigned URL that has not expired."""
-    if headers_auth:
-        return
-    if "X-Amz-Signature" not in query:
-        raise _denied("Access Denied")
-    try:
-        signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        lifetime = int(query["X-Amz-Expires"][0])
-    except (KeyError, ValueError):
-        raise _denied("Query-string authentication requires X-Amz-Date and X-Amz-Expires") from None
-    if signed.timestamp() + lifetime < time.time():
-        raise _denied("Request has expired")
-
-
 def _form(environ: dict[str, Any], body: bytes) -> tuple[dict[str, str], int]:
     from werkzeug.formparser import parse_form_data
 
@@ -145,6 +231,9 @@ class PolicyGate:
 
     app: WsgiApp
     secret: str = SECRET_KEY
+    access_key: str = ACCESS_KEY
+    # Set once the bucket exists: /healthz answers 503 until then.
+    ready: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, environ: dict[str, Any], respond: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -156,18 +245,32 @@ class PolicyGate:
             return respond(status, [*headers, *(h for h in _CORS if h[0].lower() not in named)], *rest)
 
         if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-            return [b"ok"]
+            status = "200 OK" if self.ready.is_set() else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain"), ("Content-Length", "2")])
+            return [b"ok" if self.ready.is_set() else b"no"]
         try:
-            if method == "POST" and path.strip("/").count("/") == 0 and "delete" not in environ.get("QUERY_STRING", ""):
+            if method == "OPTIONS":
+                pass  # a CORS preflight: S3 answers it unsigned
+            elif self._browser_upload(environ):
                 environ = self._checked_post(environ)
-            elif method in ("GET", "HEAD") and path.strip("/").count("/") >= 1:
-                check_read(parse_qs(environ.get("QUERY_STRING", "")), environ.get("HTTP_AUTHORIZATION", ""))
+            else:
+                check_signed(SignedRequest.from_environ(environ), self.secret, self.access_key)
         except Refused as refused:
             body = f"<Error><Code>{refused.code}</Code><Message>{refused.message}</Message></Error>".encode()
             start_response(refused.status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
             return [body]
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _browser_upload(environ: dict[str, Any]) -> bool:
+        """A POST of a form to the bucket itself, unsigned in its headers: the policy is its signature."""
+        path = environ.get("PATH_INFO", "")
+        return (
+            environ["REQUEST_METHOD"] == "POST"
+            and path.strip("/").count("/") == 0
+            and "HTTP_AUTHORIZATION" not in environ
+            and "delete" not in environ.get("QUERY_STRING", "")
+        )
 
     def _checked_post(self, environ: dict[str, Any]) -> dict[str, Any]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -198,6 +301,7 @@ def serve_s3(host: str, port: int, bucket: str) -> None:
         region_name=REGION,
     )
     client.create_bucket(Bucket=bucket)
+    app.ready.set()
     print(
         f"LOCAL S3 EMULATOR (moto) on http://{host}:{port}, bucket {bucket}: in memory, gone when it stops", flush=True
     )
@@ -245,7 +349,7 @@ async def start_s3_emulator(
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise RuntimeError(f"the S3 emulator exited ({process.returncode}); see {log_path}")
-        if await _answers(http, f"{url}/{BUCKET}?max-keys=1"):
+        if await _answers(http, f"{url}/healthz"):
             return process, url
         await asyncio.sleep(0.1)
     process.terminate()
@@ -260,7 +364,7 @@ async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
     from eco2_tools.local.client import phase_timeout, request_status
 
     try:
-        status = await request_status(http, "GET", url, headers={"Authorization": "local"}, timeout=phase_timeout(1.0))
+        status = await request_status(http, "GET", url, timeout=phase_timeout(1.0))
     except (aiohttp.ClientError, TimeoutError):
         return False
     return status == 200

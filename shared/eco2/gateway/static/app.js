@@ -34,7 +34,10 @@ const LANG = (navigator.language || "ko").toLowerCase().startsWith("ko") ? "ko" 
 const t = (key) => (TEXT[key] ? TEXT[key][LANG === "ko" ? 0 : 1] : key);
 const $ = (id) => document.getElementById(id);
 const STAGES = ["queued", "vision", "rule", "answer", "reward", "done"];
-let token = localStorage.getItem("eco2.token") || "";
+// The bearer token lives in sessionStorage: this tab only, gone when it closes, never shared with other tabs
+// (the earned characters and chat session are not secrets and stay in localStorage). Drop any older copy.
+localStorage.removeItem("eco2.token");
+let token = sessionStorage.getItem("eco2.token") || "";
 let chatSession = localStorage.getItem("eco2.functions.chat") || "";
 
 function translate() {
@@ -97,7 +100,7 @@ async function devToken() {
   try {
     const body = await (await api("/app/dev-token", { method: "POST", json: {} })).json();
     token = body.token;
-    localStorage.setItem("eco2.token", token);
+    sessionStorage.setItem("eco2.token", token);
     $("token").value = token;
     signedIn(body.user);
   } catch (error) { showError(error.message); }
@@ -252,7 +255,7 @@ function wire() {
   $("signin-form").addEventListener("submit", (e) => {
     e.preventDefault();
     token = $("token").value.trim();
-    localStorage.setItem("eco2.token", token);
+    sessionStorage.setItem("eco2.token", token);
     signedIn("");
   });
   $("dev-token").addEventListener("click", devToken);
