@@ -91,15 +91,17 @@ class StageContext:
             )
         return self._model
 
-    async def readable_image(self, url: str) -> str:
-        """The URL the model reads the image from: a presigned GET for an upload to the photo store; any other URL
-        only when the SSRF rules the gateway applies hold here too: an event need not have come through the
-        gateway, and the model (self-hosted, in this network) would fetch what it names. 400 otherwise (poison)."""
+    async def readable_image(self, url: str, user_id: str) -> str:
+        """The URL the model reads the image from. The gateway's rules hold here too, since an event need not have
+        come through the gateway: an upload to the photo store only in its canonical form and only the user's own
+        (then a presigned GET), any other URL only on a public host (the model, self-hosted in this network, would
+        fetch what it names). A 4xx otherwise: the event is poison."""
         if self.settings.storage is not None:
             if self._storage is None:
                 self._storage = Storage(self.settings.storage)
-            if self._storage.key_of(url) is not None:
-                return self._storage.readable_url(url)
+            owned = self._storage.owned_url(url, user_id)
+            if self._storage.key_of(owned) is not None:
+                return self._storage.readable_url(owned)
         await check_image_url(url, allowlist=self.image_allowlist)
         return url
 

@@ -72,7 +72,7 @@ def grounding(ctx: StageContext, message: str, past: list[dict[str, str]]) -> Ru
 async def _user_content(ctx: StageContext, request: ChatRequested) -> str | list[dict[str, Any]]:
     if request.image_url is None:
         return request.message
-    image = {"type": "image_url", "image_url": {"url": await ctx.readable_image(request.image_url)}}
+    image = {"type": "image_url", "image_url": {"url": await ctx.readable_image(request.image_url, request.user_id)}}
     return [{"type": "text", "text": request.message}, image]
 
 

@@ -25,7 +25,7 @@ def normalize_classification(raw: Classification, rules: RuleBook) -> Classifica
 async def classify(scan: ScanRequested, ctx: StageContext) -> Classification:
     raw = await ctx.model.classify(
         model=model_for(scan.model, ctx.settings.vision_model, ctx.settings),
-        image_url=await ctx.readable_image(scan.image_url),
+        image_url=await ctx.readable_image(scan.image_url, scan.user_id),
         user_input=scan.user_input,
         system_prompt=ctx.classify_prompt,
         job_id=scan.job_id,
