@@ -157,7 +157,7 @@ class EventFunction(Generic[R]):
 
     async def asgi_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST / straight from ASGI (eco2.adapter.Lifespan), past functions-framework's and Starlette's layers
-        (profiled: a fifth of persist's CPU per delivery went to them): the same delivery, the same answers."""
+        (their per-request cost is paid on every delivery: docs/benchmarks.md): the same delivery, the same answers."""
         try:
             response = await self._deliver(Request(scope, receive))
         except Exception:  # only the resources' first build can raise here; the delivery answers its own errors

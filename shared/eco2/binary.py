@@ -1,9 +1,9 @@
 """CloudEvents in binary mode (attributes as `ce-` headers, data as the body) without the SDK's marshallers.
 
-The SDK's from_http and to_binary build a v1 event object and copy every attribute through it: profiled, about
-half of a stage's CPU per delivery and a large share of the runner's went there. These do the same conversions
-directly and give the same result (tests/test_binary.py holds them to the SDK's output); the spec checks and the
-error answers stay in eco2.adapter.
+The SDK's from_http and to_binary build a v1 event object and copy every attribute through it, on every delivery of
+every function and the runner (the cost is in docs/benchmarks.md). These do the same conversions directly and give
+the same result (tests/test_binary.py holds them to the SDK's output); the spec checks and the error answers stay in
+eco2.adapter.
 """
 
 from __future__ import annotations

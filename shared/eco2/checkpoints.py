@@ -1,9 +1,9 @@
 """Per-stage checkpoints: a stage's output computed at most once per job, across redeliveries and concurrent ones.
 
-Two round trips around the computation (profiled: rules made 7 Redis calls per event, one after another): one
-script checks that the job has not ended, reads the stored output, else takes the lease; another stores the
-output (first writer wins) and releases the lease in the same step — and, when the caller names one (`then`),
-records the stage's transition in that same step too (eco2.stage_work.run_once).
+Two round trips around the computation, whatever the stage: one script checks that the job has not ended, reads the
+stored output, else takes the lease; another stores the output (first writer wins) and releases the lease in the
+same step — and, when the caller names one (`then`), records the stage's transition in that same step too
+(eco2.stage_work.run_once).
 """
 
 from __future__ import annotations

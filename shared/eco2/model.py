@@ -208,10 +208,10 @@ class ModelClient:
     ) -> str:
         openai = self._openai
         # The SDK's own `post`, as for any request it has no typed method for: the body goes out as written, without
-        # `create`'s parameter transform and response models (profiled: 40% of the SDK's CPU per call). The reply
-        # comes back as the SDK's raw HTTP response (cast_to=httpx2.Response), read here: no APIResponse or
-        # AsyncStream around it (eco2.model_stream). The wire format and the error mapping are the same: the SDK
-        # still raises its status, timeout and connection errors before handing the response over.
+        # `create`'s parameter transform and response models (the costliest part of a call: docs/benchmarks.md). The
+        # reply comes back as the SDK's raw HTTP response (cast_to=httpx2.Response), read here: no APIResponse or
+        # AsyncStream around it (eco2.model_stream). The wire format and the error mapping are the same: the SDK still
+        # raises its status, timeout and connection errors before handing the response over.
         body: dict[str, Any] = {"model": model, "messages": messages}
         if response_format is not None:
             body["response_format"] = response_format

@@ -1,11 +1,11 @@
 """Reading a streamed chat completion from the openai SDK's raw HTTP response (text/event-stream).
 
 The SDK's own `AsyncStream` splits the body into lines and events one line at a time in Python, builds an event
-object per line group and, after `[DONE]`, drains the body under an AnyIO cancel scope: profiled at the stand-in's
-ten pieces per answer, 45% of the answer stage's CPU per model call. This reads the same wire format a chunk at a
-time (the SSE spec's line ends — CRLF, LF or CR —, `data` fields joined by newlines, comments and other fields
-ignored), and fails as the SDK's stream does: a broken transfer or an error document is a transient model failure.
-Imported with the SDK (eco2.model.ModelClient): httpx2 is the SDK's HTTP client.
+object per line group and, after `[DONE]`, drains the body under an AnyIO cancel scope (most of a streamed call's
+CPU: docs/benchmarks.md). This reads the same wire format a chunk at a time (the SSE spec's line ends — CRLF, LF or
+CR —, `data` fields joined by newlines, comments and other fields ignored), and fails as the SDK's stream does: a
+broken transfer or an error document is a transient model failure. Imported with the SDK (eco2.model.ModelClient):
+httpx2 is the SDK's HTTP client.
 """
 
 from __future__ import annotations

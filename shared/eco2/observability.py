@@ -76,7 +76,7 @@ class JsonFormatter(logging.Formatter):
 
 # HTTP clients that log a line at INFO for every request they send: the openai SDK's httpx2 (each model call), httpx
 # (replay's and `eco2 dlq`'s sends to the ingress). A process's own lines already say what became of each event,
-# and its metrics time every call by outcome (the line was ~2% of a model stage's CPU per event, profiled).
+# and its metrics time every call by outcome.
 # Warnings still show.
 CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore")
 

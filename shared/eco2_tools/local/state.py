@@ -1,6 +1,6 @@
 """The runner's state file (`.eco2/runner.json`), read by `eco2 status`: what runs, and how fresh each figure is.
 
-Written every housekeeping tick. A failed read (the broker is down, Redis does not answer) no longer stops the
+Written every housekeeping tick. A failed read (the broker is down, Redis does not answer) does not stop the
 write: the state says the dependency is unreachable, keeps the last queue depths with the time they were read,
 and carries the error.
 """
