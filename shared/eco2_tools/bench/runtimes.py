@@ -120,6 +120,8 @@ def start_fleet(env: dict[str, str], children: Children, run_id: str, concurrenc
         env,
         ECO2_CELERY_QUEUE_PREFIX=fleet_prefix(run_id),
         OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+        # The stand-in serves the sample images on loopback: allowed by name, as `eco2 up` allows it for the pack.
+        ECO2_IMAGE_URL_ALLOWLIST=f"http://127.0.0.1:{port}",
         DATABASE_URL=f"sqlite:///{children.log_dir / 'celery.sqlite3'}",
         STANDIN_LATENCY_SCALE="0",
     )
