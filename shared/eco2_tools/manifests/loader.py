@@ -8,13 +8,19 @@ from pathlib import Path
 from eco2_tools.manifests import kustomize
 from eco2_tools.manifests.documents import Document, ManifestError, parse_documents, read_documents, read_file
 from eco2_tools.manifests.fields import validate
-from eco2_tools.manifests.models import BrokerConfigObject, BrokerObject, ConfigMapObject, ServiceObject, TriggerObject
+from eco2_tools.manifests.models import (
+    BrokerConfigObject,
+    BrokerObject,
+    ConfigMapObject,
+    DeliverySpec,
+    ServiceObject,
+    TriggerObject,
+)
 from eco2_tools.manifests.specs import (
     EVENTING_API,
     RABBITMQ_BROKER_CONFIG_API,
     SERVING_API,
     BrokerSpec,
-    DeliverySpec,
     ServiceSpec,
     TriggerSpec,
 )

@@ -22,9 +22,9 @@ from eco2_tools.manifests.fields import (
     reject,
     within,
 )
-from eco2_tools.manifests.specs import BackoffPolicy, DeliverySpec, QueueType, ServiceSpec, TriggerSpec
+from eco2_tools.manifests.specs import BackoffPolicy, QueueType, ServiceSpec, TriggerSpec
 
-__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "Delivery", "ServiceObject", "TriggerObject"]
+__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceObject", "TriggerObject"]
 
 
 def _unsupported(problem: str) -> AfterValidator:
@@ -85,28 +85,19 @@ class Destination(ManifestModel):
     uri: Annotated[object, _unsupported("is not supported: point ref at a Service in knative/")] = None
 
 
-class Delivery(ManifestModel):
-    """`spec.delivery` of a Trigger or the Broker; a missing field takes Knative's default."""
+class DeliverySpec(ManifestModel):
+    """A Trigger's or Broker's `spec.delivery`; a field it leaves out takes Knative's default."""
 
     retry: StrictCount = specs.DEFAULT_RETRY
     backoff_policy: BackoffPolicy = Field(specs.DEFAULT_BACKOFF_POLICY, alias="backoffPolicy")
-    backoff_delay: IsoSeconds = Field(specs.DEFAULT_BACKOFF_DELAY_SECONDS, alias="backoffDelay")
-    timeout: PositiveIsoSeconds | None = None
+    backoff_delay_seconds: IsoSeconds = Field(specs.DEFAULT_BACKOFF_DELAY_SECONDS, alias="backoffDelay")
+    timeout_seconds: PositiveIsoSeconds | None = Field(None, alias="timeout")
     dead_letter_sink: Destination | None = Field(None, alias="deadLetterSink")
 
-    def to_spec(self) -> DeliverySpec:
-        sink = self.dead_letter_sink
-        return DeliverySpec(
-            retry=self.retry,
-            backoff_policy=self.backoff_policy,
-            backoff_delay_seconds=self.backoff_delay,
-            timeout_seconds=self.timeout,
-            dead_letter_service=sink.ref.name if sink is not None else None,
-        )
-
-
-def _delivery_spec(delivery: Delivery | None) -> DeliverySpec | None:
-    return delivery.to_spec() if delivery is not None else None
+    @property
+    def dead_letter_service(self) -> str | None:
+        """The Service the broker sends an event to once its retries are spent; None drops the event."""
+        return self.dead_letter_sink.ref.name if self.dead_letter_sink is not None else None
 
 
 # --- Service -------------------------------------------------------------------------------------------------
@@ -259,7 +250,7 @@ class TriggerBody(ManifestModel):
     broker: Name
     filter_: TriggerFilter = Field(default_factory=TriggerFilter, alias="filter")
     subscriber: Destination
-    delivery: Delivery | None = None
+    delivery: DeliverySpec | None = None
     broker_ref: Annotated[object, _unsupported("(cross-namespace brokers) is not supported; use spec.broker")] = Field(
         None, alias="brokerRef"
     )
@@ -278,7 +269,7 @@ class TriggerObject(ManifestModel):
             broker=self.spec.broker,
             filter_attributes=dict(self.spec.filter_.attributes),
             subscriber_service=self.spec.subscriber.ref.name,
-            delivery=_delivery_spec(self.spec.delivery),
+            delivery=self.spec.delivery,
             parallelism=self.metadata.options.parallelism,
         )
 
@@ -300,7 +291,7 @@ class BrokerConfigRef(ObjectRef):
 
 class BrokerBody(ManifestModel):
     config: BrokerConfigRef
-    delivery: Delivery | None = None
+    delivery: DeliverySpec | None = None
 
 
 class BrokerObject(ManifestModel):
@@ -311,7 +302,7 @@ class BrokerObject(ManifestModel):
 
     @property
     def delivery(self) -> DeliverySpec | None:
-        return _delivery_spec(self.spec.delivery)
+        return self.spec.delivery
 
 
 class BrokerConfigBody(ManifestModel):

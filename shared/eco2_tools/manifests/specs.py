@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from eco2_tools.manifests.models import DeliverySpec
 
 __all__ = [
     "DEFAULT_BACKOFF_DELAY_SECONDS",
@@ -14,7 +17,6 @@ __all__ = [
     "DEFAULT_RETRY",
     "BackoffPolicy",
     "BrokerSpec",
-    "DeliverySpec",
     "QueueType",
     "ServiceSpec",
     "TriggerSpec",
@@ -75,17 +77,6 @@ class ServiceSpec:
     def idle_seconds(self) -> float:
         """How long the last replica outlives its last request: the stable window, then the retention."""
         return self.window_seconds + self.retention_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverySpec:
-    """A Trigger's or Broker's `spec.delivery`, with Knative's defaults applied."""
-
-    retry: int
-    backoff_policy: BackoffPolicy
-    backoff_delay_seconds: float
-    timeout_seconds: float | None
-    dead_letter_service: str | None
 
 
 @dataclass(frozen=True, slots=True)
