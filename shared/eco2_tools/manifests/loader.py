@@ -14,7 +14,7 @@ from eco2_tools.manifests.models import (
     ConfigMapObject,
     DeliverySpec,
     ServiceObject,
-    TriggerObject,
+    TriggerSpec,
 )
 from eco2_tools.manifests.specs import (
     EVENTING_API,
@@ -22,7 +22,6 @@ from eco2_tools.manifests.specs import (
     SERVING_API,
     BrokerSpec,
     ServiceSpec,
-    TriggerSpec,
 )
 
 __all__ = ["MANIFEST_DIRS", "Manifests"]
@@ -66,7 +65,7 @@ class Manifests:
         by_kind = _group(documents)
         return cls(
             services={doc.name: validate(doc, ServiceObject).to_spec(doc.name) for doc in by_kind[_SERVICE]},
-            triggers={doc.name: validate(doc, TriggerObject).to_spec(doc.name) for doc in by_kind[_TRIGGER]},
+            triggers={doc.name: validate(doc, TriggerSpec) for doc in by_kind[_TRIGGER]},
             broker=_broker(root, by_kind[_BROKER], by_kind[_BROKER_CONFIG]),
             config_maps={doc.name: dict(validate(doc, ConfigMapObject).data) for doc in by_kind[_CONFIG_MAP]},
             documents=tuple(documents),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, NoReturn, Self
 
 from pydantic import AfterValidator, AliasChoices, Field, ValidationInfo, field_validator, model_validator
@@ -22,9 +23,9 @@ from eco2_tools.manifests.fields import (
     reject,
     within,
 )
-from eco2_tools.manifests.specs import BackoffPolicy, QueueType, ServiceSpec, TriggerSpec
+from eco2_tools.manifests.specs import BackoffPolicy, QueueType, ServiceSpec
 
-__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceObject", "TriggerObject"]
+__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceObject", "TriggerSpec"]
 
 
 def _unsupported(problem: str) -> AfterValidator:
@@ -239,6 +240,7 @@ class TriggerAnnotations(ManifestModel):
 
 
 class TriggerMetadata(AnnotatedMetadata):
+    name: Name
     options: TriggerAnnotations = Field(default_factory=TriggerAnnotations, validation_alias=_ANNOTATIONS_AGAIN)
 
 
@@ -257,21 +259,45 @@ class TriggerBody(ManifestModel):
     filters: Annotated[object, _unsupported("is not read by the RabbitMQ broker; use spec.filter.attributes")] = None
 
 
-class TriggerObject(ManifestModel):
-    """An eventing.knative.dev/v1 Trigger on the pack's RabbitMQ broker."""
+class TriggerSpec(ManifestModel):
+    """An eventing.knative.dev/v1 Trigger on the pack's RabbitMQ broker, read as the broker reads it."""
 
     metadata: TriggerMetadata
     spec: TriggerBody
 
-    def to_spec(self, name: str) -> TriggerSpec:
-        return TriggerSpec(
-            name=name,
-            broker=self.spec.broker,
-            filter_attributes=dict(self.spec.filter_.attributes),
-            subscriber_service=self.spec.subscriber.ref.name,
-            delivery=self.spec.delivery,
-            parallelism=self.metadata.options.parallelism,
-        )
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def broker(self) -> str:
+        return self.spec.broker
+
+    @property
+    def filter_attributes(self) -> dict[str, str]:
+        return self.spec.filter_.attributes
+
+    @property
+    def subscriber_service(self) -> str:
+        return self.spec.subscriber.ref.name
+
+    @property
+    def delivery(self) -> DeliverySpec | None:
+        """The Trigger's own delivery; see Manifests.effective_delivery for the one the broker applies."""
+        return self.spec.delivery
+
+    @property
+    def parallelism(self) -> int:
+        return self.metadata.options.parallelism
+
+    def matches(self, attributes: Mapping[str, object]) -> bool:
+        """Whether the broker delivers an event with these CloudEvent attributes: exact match on every one."""
+        return all(key in attributes and str(attributes[key]) == value for key, value in self.filter_attributes.items())
+
+    def may_match_type(self, event_type: str) -> bool:
+        """Whether some event of this type can pass the filter (it filters on this type, or not on type)."""
+        wanted = self.filter_attributes.get("type")
+        return wanted is None or wanted == event_type
 
 
 # --- Broker, its RabbitmqBrokerConfig, ConfigMaps ------------------------------------------------------------

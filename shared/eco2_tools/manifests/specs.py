@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +18,6 @@ __all__ = [
     "BrokerSpec",
     "QueueType",
     "ServiceSpec",
-    "TriggerSpec",
     "backoff_seconds",
 ]
 
@@ -77,27 +75,6 @@ class ServiceSpec:
     def idle_seconds(self) -> float:
         """How long the last replica outlives its last request: the stable window, then the retention."""
         return self.window_seconds + self.retention_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerSpec:
-    """A Knative Eventing Trigger as the RabbitMQ broker reads it."""
-
-    name: str
-    broker: str
-    filter_attributes: dict[str, str] = field(hash=False)
-    subscriber_service: str
-    delivery: DeliverySpec | None  # the Trigger's own; see Manifests.effective_delivery
-    parallelism: int = 1
-
-    def matches(self, attributes: Mapping[str, object]) -> bool:
-        """Whether the broker delivers an event with these CloudEvent attributes: exact match on every one."""
-        return all(key in attributes and str(attributes[key]) == value for key, value in self.filter_attributes.items())
-
-    def may_match_type(self, event_type: str) -> bool:
-        """Whether some event of this type can pass the filter (it filters on this type, or not on type)."""
-        wanted = self.filter_attributes.get("type")
-        return wanted is None or wanted == event_type
 
 
 @dataclass(frozen=True, slots=True)
