@@ -13,7 +13,7 @@ from eco2_tools.manifests.models import (
     BrokerObject,
     ConfigMapObject,
     DeliverySpec,
-    ServiceObject,
+    ServiceSpec,
     TriggerSpec,
 )
 from eco2_tools.manifests.specs import (
@@ -21,7 +21,6 @@ from eco2_tools.manifests.specs import (
     RABBITMQ_BROKER_CONFIG_API,
     SERVING_API,
     BrokerSpec,
-    ServiceSpec,
 )
 
 __all__ = ["MANIFEST_DIRS", "Manifests"]
@@ -64,7 +63,7 @@ class Manifests:
         documents = _read_all(root)
         by_kind = _group(documents)
         return cls(
-            services={doc.name: validate(doc, ServiceObject).to_spec(doc.name) for doc in by_kind[_SERVICE]},
+            services={doc.name: validate(doc, ServiceSpec) for doc in by_kind[_SERVICE]},
             triggers={doc.name: validate(doc, TriggerSpec) for doc in by_kind[_TRIGGER]},
             broker=_broker(root, by_kind[_BROKER], by_kind[_BROKER_CONFIG]),
             config_maps={doc.name: dict(validate(doc, ConfigMapObject).data) for doc in by_kind[_CONFIG_MAP]},

@@ -23,9 +23,9 @@ from eco2_tools.manifests.fields import (
     reject,
     within,
 )
-from eco2_tools.manifests.specs import BackoffPolicy, QueueType, ServiceSpec
+from eco2_tools.manifests.specs import BackoffPolicy, QueueType
 
-__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceObject", "TriggerSpec"]
+__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceSpec", "TriggerSpec"]
 
 
 def _unsupported(problem: str) -> AfterValidator:
@@ -204,30 +204,92 @@ class ServiceBody(ManifestModel):
     template: RevisionTemplate
 
 
-class ServiceObject(ManifestModel):
-    """A serving.knative.dev/v1 Service running one function of the pack."""
+class ObjectMetadata(ManifestModel):
+    name: Name
 
+
+class ServiceSpec(ManifestModel):
+    """A serving.knative.dev/v1 Service running one function of the pack; properties say what running it needs."""
+
+    metadata: ObjectMetadata
     spec: ServiceBody
 
-    def to_spec(self, name: str) -> ServiceSpec:
-        template = self.spec.template
-        pod, scaling = template.spec, template.metadata.autoscaling
-        container = pod.containers[0]
-        return ServiceSpec(
-            name=name,
-            command=(*container.command, *container.args),
-            env={var.name: var.value for var in container.env if var.value_from is None},
-            annotations=dict(template.metadata.annotations),
-            env_from=tuple(ref.config_map_ref.name for ref in container.env_from if ref.config_map_ref is not None),
-            min_scale=scaling.min_scale,
-            max_scale=scaling.max_scale,
-            target=scaling.target,
-            container_concurrency=pod.container_concurrency,
-            timeout_seconds=pod.timeout_seconds,
-            window_seconds=scaling.window,
-            retention_seconds=scaling.retention,
-            readiness_path=container.readiness_path,
-        )
+    @property
+    def _pod(self) -> PodSpec:
+        return self.spec.template.spec
+
+    @property
+    def _container(self) -> Container:
+        return self.spec.template.spec.containers[0]
+
+    @property
+    def _scaling(self) -> Autoscaling:
+        return self.spec.template.metadata.autoscaling
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return (*self._container.command, *self._container.args)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The literal `env` entries; `valueFrom` ones are resolved by Kubernetes and left out."""
+        return {var.name: var.value for var in self._container.env if var.value_from is None}
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.spec.template.metadata.annotations
+
+    @property
+    def env_from(self) -> tuple[str, ...]:
+        """ConfigMap names from `envFrom` (Secrets are not in the repository)."""
+        return tuple(ref.config_map_ref.name for ref in self._container.env_from if ref.config_map_ref is not None)
+
+    @property
+    def min_scale(self) -> int:
+        return self._scaling.min_scale
+
+    @property
+    def max_scale(self) -> int:
+        """0 = unbounded, as in Knative."""
+        return self._scaling.max_scale
+
+    @property
+    def target(self) -> int:
+        """The soft concurrency target per replica."""
+        return self._scaling.target
+
+    @property
+    def container_concurrency(self) -> int:
+        """The hard limit per replica; 0 = unlimited."""
+        return self._pod.container_concurrency
+
+    @property
+    def timeout_seconds(self) -> int:
+        return self._pod.timeout_seconds
+
+    @property
+    def window_seconds(self) -> float:
+        """The autoscaling stable window: idle this long before scaling to zero."""
+        return self._scaling.window
+
+    @property
+    def retention_seconds(self) -> float:
+        """scale-to-zero-pod-retention-period: the last replica is kept this much longer."""
+        return self._scaling.retention
+
+    @property
+    def readiness_path(self) -> str:
+        """The readinessProbe's httpGet path: a replica takes requests once this answers 200."""
+        return self._container.readiness_path
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long the last replica outlives its last request: the stable window, then the retention."""
+        return self.window_seconds + self.retention_seconds
 
 
 # --- Trigger -------------------------------------------------------------------------------------------------

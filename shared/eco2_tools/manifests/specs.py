@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ __all__ = [
     "BackoffPolicy",
     "BrokerSpec",
     "QueueType",
-    "ServiceSpec",
     "backoff_seconds",
 ]
 
@@ -50,31 +49,6 @@ MAX_PARALLELISM = 1000
 # Where a Service without a readinessProbe is asked whether it is ready: the liveness path every function
 # serves (a process that answers is taken as ready, as the local runner always did).
 DEFAULT_READINESS_PATH = "/healthz"
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """A Knative Serving Service, reduced to what running the function needs."""
-
-    name: str
-    command: tuple[str, ...]
-    env: dict[str, str] = field(hash=False)  # literal `env` entries; `valueFrom` entries are left out
-    annotations: dict[str, str] = field(hash=False)  # spec.template.metadata.annotations
-    env_from: tuple[str, ...]  # ConfigMap names from `envFrom` (Secrets are not in the repository)
-    min_scale: int
-    max_scale: int  # 0 = unbounded, as in Knative
-    target: int  # soft concurrency target per replica
-    container_concurrency: int  # hard limit per replica; 0 = unlimited
-    timeout_seconds: int  # revision request timeout
-    window_seconds: float  # autoscaling stable window: idle this long before scaling to zero
-    retention_seconds: float  # scale-to-zero-pod-retention-period: keep the last replica this much longer
-    # The readinessProbe's httpGet path: a replica takes requests once this answers 200.
-    readiness_path: str = DEFAULT_READINESS_PATH
-
-    @property
-    def idle_seconds(self) -> float:
-        """How long the last replica outlives its last request: the stable window, then the retention."""
-        return self.window_seconds + self.retention_seconds
 
 
 @dataclass(frozen=True, slots=True)
