@@ -16,12 +16,7 @@ from eco2_tools.manifests.models import (
     ServiceSpec,
     TriggerSpec,
 )
-from eco2_tools.manifests.specs import (
-    EVENTING_API,
-    RABBITMQ_BROKER_CONFIG_API,
-    SERVING_API,
-    BrokerSpec,
-)
+from eco2_tools.manifests.specs import EVENTING_API, RABBITMQ_BROKER_CONFIG_API, SERVING_API, BrokerSpec
 
 __all__ = ["MANIFEST_DIRS", "Manifests"]
 
@@ -134,6 +129,6 @@ def _broker(root: Path, brokers: list[Document], configs: list[Document]) -> Bro
         doc.fail(f"spec.config names RabbitmqBrokerConfig {config_name!r}, which is not in eventing/")
     return BrokerSpec(
         name=doc.name,
-        delivery=broker.delivery,
+        delivery=broker.spec.delivery,
         queue_type=validate(config, BrokerConfigObject).spec.queue_type,
     )

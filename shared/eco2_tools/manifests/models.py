@@ -155,11 +155,6 @@ class Container(ManifestModel):
             raise reject(f"env names {', '.join(twice)} twice")
         return self
 
-    @property
-    def readiness_path(self) -> str:
-        probe = self.readiness_probe
-        return probe.http_get.path if probe is not None and probe.http_get is not None else specs.DEFAULT_READINESS_PATH
-
 
 def _exactly_one(containers: list[Container]) -> list[Container]:
     if len(containers) != 1:
@@ -209,14 +204,14 @@ class ObjectMetadata(ManifestModel):
 
 
 class ServiceSpec(ManifestModel):
-    """A serving.knative.dev/v1 Service running one function of the pack; properties say what running it needs."""
+    """A serving.knative.dev/v1 Service running one function of the pack; properties say what running it needs.
+
+    Knative's meanings: max_scale 0 = unbounded, container_concurrency 0 = unlimited, target is the soft
+    concurrency per replica; the last replica idles window_seconds, then retention_seconds more, before it stops.
+    """
 
     metadata: ObjectMetadata
     spec: ServiceBody
-
-    @property
-    def _pod(self) -> PodSpec:
-        return self.spec.template.spec
 
     @property
     def _container(self) -> Container:
@@ -245,7 +240,6 @@ class ServiceSpec(ManifestModel):
 
     @property
     def env_from(self) -> tuple[str, ...]:
-        """ConfigMap names from `envFrom` (Secrets are not in the repository)."""
         return tuple(ref.config_map_ref.name for ref in self._container.env_from if ref.config_map_ref is not None)
 
     @property
@@ -254,37 +248,33 @@ class ServiceSpec(ManifestModel):
 
     @property
     def max_scale(self) -> int:
-        """0 = unbounded, as in Knative."""
         return self._scaling.max_scale
 
     @property
     def target(self) -> int:
-        """The soft concurrency target per replica."""
         return self._scaling.target
 
     @property
     def container_concurrency(self) -> int:
-        """The hard limit per replica; 0 = unlimited."""
-        return self._pod.container_concurrency
+        return self.spec.template.spec.container_concurrency
 
     @property
     def timeout_seconds(self) -> int:
-        return self._pod.timeout_seconds
+        return self.spec.template.spec.timeout_seconds
 
     @property
     def window_seconds(self) -> float:
-        """The autoscaling stable window: idle this long before scaling to zero."""
         return self._scaling.window
 
     @property
     def retention_seconds(self) -> float:
-        """scale-to-zero-pod-retention-period: the last replica is kept this much longer."""
         return self._scaling.retention
 
     @property
     def readiness_path(self) -> str:
         """The readinessProbe's httpGet path: a replica takes requests once this answers 200."""
-        return self._container.readiness_path
+        probe = self._container.readiness_probe
+        return probe.http_get.path if probe is not None and probe.http_get is not None else specs.DEFAULT_READINESS_PATH
 
     @property
     def idle_seconds(self) -> float:
@@ -387,10 +377,6 @@ class BrokerObject(ManifestModel):
 
     metadata: BrokerMetadata
     spec: BrokerBody
-
-    @property
-    def delivery(self) -> DeliverySpec | None:
-        return self.spec.delivery
 
 
 class BrokerConfigBody(ManifestModel):

@@ -1,4 +1,4 @@
-"""What the manifests mean to the pack: typed specs of Services, Triggers and the Broker, with Knative's defaults."""
+"""Knative's API names and defaults, the Broker's spec and the broker's retry backoff formula."""
 
 from __future__ import annotations
 
