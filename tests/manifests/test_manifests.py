@@ -559,13 +559,18 @@ def test_go_durations_rejected(text: str) -> None:
         parse_go_duration(text)
 
 
+def _delivery_spec(retry: int, policy: str, delay: str) -> DeliverySpec:
+    """A delivery spec as a manifest writes it: the model is read from YAML, not built from seconds."""
+    return DeliverySpec.model_validate({"retry": retry, "backoffPolicy": policy, "backoffDelay": delay})
+
+
 def test_backoff_formula() -> None:
-    exponential = DeliverySpec(3, "exponential", 10.0, None, None)
-    linear = DeliverySpec(3, "linear", 10.0, None, None)
+    exponential = _delivery_spec(3, "exponential", "PT10S")
+    linear = _delivery_spec(3, "linear", "PT10S")
     # The RabbitMQ broker's dispatcher: delay * 2**n and delay * n before retry n.
     assert [backoff_seconds(exponential, n) for n in (1, 2, 3)] == [20.0, 40.0, 80.0]
     assert [backoff_seconds(linear, n) for n in (1, 2, 3)] == [10.0, 20.0, 30.0]
-    assert backoff_seconds(DeliverySpec(5, "exponential", 0.05, None, None), 1) == pytest.approx(0.1)
+    assert backoff_seconds(_delivery_spec(5, "exponential", "PT0.05S"), 1) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="1-based"):
         backoff_seconds(exponential, 0)
 
@@ -607,10 +612,10 @@ def test_trigger_without_delivery_inherits_the_brokers_whole_spec(project_copy: 
     assert loaded.effective_delivery(rules) == loaded.broker.delivery
     # An empty delivery spec is still a spec: Knative's defaults, not the Broker's values.
     reward = loaded.triggers["reward"]
-    assert loaded.effective_delivery(reward) == DeliverySpec(5, "exponential", 0.05, None, None)
+    assert loaded.effective_delivery(reward) == DeliverySpec.model_validate({})
     # A Trigger's own spec replaces the Broker's as a whole: no dead-letter sink is borrowed from it.
     answer = loaded.effective_delivery(loaded.triggers["answer-shard-3"])
-    assert answer == DeliverySpec(1, "linear", 0.05, None, None)
+    assert answer == _delivery_spec(1, "linear", "PT0.05S")
 
 
 def test_without_any_delivery_spec_there_is_none(project_copy: Path) -> None:

@@ -1,12 +1,13 @@
 """The pack's Knative manifests (`knative/`, `eventing/`) read into typed specs for tests and the runner.
 
-The objects are validated by pydantic models (models.py) and handed out as the frozen specs of specs.py;
+The objects are validated by frozen pydantic models (models.py), which callers read directly or reduced to specs;
 every problem is a ManifestError naming the file, the object and the field.
 """
 
 from eco2_tools.manifests.documents import Document, ManifestError, read_documents
 from eco2_tools.manifests.durations import parse_go_duration, parse_iso8601_duration
 from eco2_tools.manifests.loader import MANIFEST_DIRS, Manifests
+from eco2_tools.manifests.models import DeliverySpec, ServiceSpec, TriggerSpec
 from eco2_tools.manifests.specs import (
     AUTOSCALING,
     BROKER_CLASS_ANNOTATION,
@@ -28,9 +29,6 @@ from eco2_tools.manifests.specs import (
     SERVING_API,
     BackoffPolicy,
     BrokerSpec,
-    DeliverySpec,
-    ServiceSpec,
-    TriggerSpec,
     backoff_seconds,
 )
 

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+
+from pydantic import TypeAdapter, ValidationError
 
 __all__ = ["parse_go_duration", "parse_iso8601_duration"]
 
-_NUMBER = r"\d+(?:[.,]\d+)?"
-# ISO-8601 durations as Knative accepts them for delivery (PT10S, PT0.05S, PT1M, P1DT2H, P1W). Years and
-# months have no fixed length, so they are refused rather than guessed.
-_ISO_DURATION = re.compile(
-    rf"P(?:(?P<weeks>{_NUMBER})W)?(?:(?P<days>{_NUMBER})D)?"
-    rf"(?:T(?:(?P<hours>{_NUMBER})H)?(?:(?P<minutes>{_NUMBER})M)?(?:(?P<seconds>{_NUMBER})S)?)?"
-)
-_ISO_UNIT_SECONDS = {"weeks": 604800.0, "days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
-# Go durations as Knative reads its autoscaling annotations ("60s", "5m", "1m30s", "500ms").
+_TIMEDELTA = TypeAdapter(timedelta)
+# pydantic reads ISO-8601 durations, but also numbers and "HH:MM:SS", and takes a year as 365 days and a month
+# as 30; Knative's delivery fields hold only "P..." durations, and years and months have no fixed length.
+_ISO_REFUSED = re.compile(r"P[^T]*[YM]|.*T")
+# Go durations as Knative reads its autoscaling annotations ("60s", "5m", "1m30s", "500ms"): pydantic has none.
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
+_GO_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_iso8601_duration(text: str) -> float:
@@ -33,14 +23,13 @@ def parse_iso8601_duration(text: str) -> float:
 
     Years and months are refused (no fixed length); so are negative and empty durations ("P", "PT").
     """
-    match = _ISO_DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None or not any(match.groupdict().values()) or text.strip().endswith("T"):
-        raise ValueError(f"not an ISO-8601 duration (like PT10S or PT0.05S): {text!r}")
-    return sum(
-        float(value.replace(",", ".")) * _ISO_UNIT_SECONDS[unit]
-        for unit, value in match.groupdict().items()
-        if value is not None
-    )
+    raw = text.strip() if isinstance(text, str) else ""
+    if raw.startswith("P") and not _ISO_REFUSED.fullmatch(raw):
+        try:
+            return _TIMEDELTA.validate_python(raw).total_seconds()
+        except ValidationError:
+            pass
+    raise ValueError(f"not an ISO-8601 duration (like PT10S or PT0.05S): {text!r}")
 
 
 def parse_go_duration(text: str) -> float:

@@ -8,16 +8,15 @@ from pathlib import Path
 from eco2_tools.manifests import kustomize
 from eco2_tools.manifests.documents import Document, ManifestError, parse_documents, read_documents, read_file
 from eco2_tools.manifests.fields import validate
-from eco2_tools.manifests.models import BrokerConfigObject, BrokerObject, ConfigMapObject, ServiceObject, TriggerObject
-from eco2_tools.manifests.specs import (
-    EVENTING_API,
-    RABBITMQ_BROKER_CONFIG_API,
-    SERVING_API,
-    BrokerSpec,
+from eco2_tools.manifests.models import (
+    BrokerConfigObject,
+    BrokerObject,
+    ConfigMapObject,
     DeliverySpec,
     ServiceSpec,
     TriggerSpec,
 )
+from eco2_tools.manifests.specs import EVENTING_API, RABBITMQ_BROKER_CONFIG_API, SERVING_API, BrokerSpec
 
 __all__ = ["MANIFEST_DIRS", "Manifests"]
 
@@ -59,8 +58,8 @@ class Manifests:
         documents = _read_all(root)
         by_kind = _group(documents)
         return cls(
-            services={doc.name: validate(doc, ServiceObject).to_spec(doc.name) for doc in by_kind[_SERVICE]},
-            triggers={doc.name: validate(doc, TriggerObject).to_spec(doc.name) for doc in by_kind[_TRIGGER]},
+            services={doc.name: validate(doc, ServiceSpec) for doc in by_kind[_SERVICE]},
+            triggers={doc.name: validate(doc, TriggerSpec) for doc in by_kind[_TRIGGER]},
             broker=_broker(root, by_kind[_BROKER], by_kind[_BROKER_CONFIG]),
             config_maps={doc.name: dict(validate(doc, ConfigMapObject).data) for doc in by_kind[_CONFIG_MAP]},
             documents=tuple(documents),
@@ -130,6 +129,6 @@ def _broker(root: Path, brokers: list[Document], configs: list[Document]) -> Bro
         doc.fail(f"spec.config names RabbitmqBrokerConfig {config_name!r}, which is not in eventing/")
     return BrokerSpec(
         name=doc.name,
-        delivery=broker.delivery,
+        delivery=broker.spec.delivery,
         queue_type=validate(config, BrokerConfigObject).spec.queue_type,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, NoReturn, Self
 
 from pydantic import AfterValidator, AliasChoices, Field, ValidationInfo, field_validator, model_validator
@@ -22,9 +23,9 @@ from eco2_tools.manifests.fields import (
     reject,
     within,
 )
-from eco2_tools.manifests.specs import BackoffPolicy, DeliverySpec, QueueType, ServiceSpec, TriggerSpec
+from eco2_tools.manifests.specs import BackoffPolicy, QueueType
 
-__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "Delivery", "ServiceObject", "TriggerObject"]
+__all__ = ["BrokerConfigObject", "BrokerObject", "ConfigMapObject", "DeliverySpec", "ServiceSpec", "TriggerSpec"]
 
 
 def _unsupported(problem: str) -> AfterValidator:
@@ -85,28 +86,19 @@ class Destination(ManifestModel):
     uri: Annotated[object, _unsupported("is not supported: point ref at a Service in knative/")] = None
 
 
-class Delivery(ManifestModel):
-    """`spec.delivery` of a Trigger or the Broker; a missing field takes Knative's default."""
+class DeliverySpec(ManifestModel):
+    """A Trigger's or Broker's `spec.delivery`; a field it leaves out takes Knative's default."""
 
     retry: StrictCount = specs.DEFAULT_RETRY
     backoff_policy: BackoffPolicy = Field(specs.DEFAULT_BACKOFF_POLICY, alias="backoffPolicy")
-    backoff_delay: IsoSeconds = Field(specs.DEFAULT_BACKOFF_DELAY_SECONDS, alias="backoffDelay")
-    timeout: PositiveIsoSeconds | None = None
+    backoff_delay_seconds: IsoSeconds = Field(specs.DEFAULT_BACKOFF_DELAY_SECONDS, alias="backoffDelay")
+    timeout_seconds: PositiveIsoSeconds | None = Field(None, alias="timeout")
     dead_letter_sink: Destination | None = Field(None, alias="deadLetterSink")
 
-    def to_spec(self) -> DeliverySpec:
-        sink = self.dead_letter_sink
-        return DeliverySpec(
-            retry=self.retry,
-            backoff_policy=self.backoff_policy,
-            backoff_delay_seconds=self.backoff_delay,
-            timeout_seconds=self.timeout,
-            dead_letter_service=sink.ref.name if sink is not None else None,
-        )
-
-
-def _delivery_spec(delivery: Delivery | None) -> DeliverySpec | None:
-    return delivery.to_spec() if delivery is not None else None
+    @property
+    def dead_letter_service(self) -> str | None:
+        """The Service the broker sends an event to once its retries are spent; None drops the event."""
+        return self.dead_letter_sink.ref.name if self.dead_letter_sink is not None else None
 
 
 # --- Service -------------------------------------------------------------------------------------------------
@@ -163,11 +155,6 @@ class Container(ManifestModel):
             raise reject(f"env names {', '.join(twice)} twice")
         return self
 
-    @property
-    def readiness_path(self) -> str:
-        probe = self.readiness_probe
-        return probe.http_get.path if probe is not None and probe.http_get is not None else specs.DEFAULT_READINESS_PATH
-
 
 def _exactly_one(containers: list[Container]) -> list[Container]:
     if len(containers) != 1:
@@ -212,30 +199,87 @@ class ServiceBody(ManifestModel):
     template: RevisionTemplate
 
 
-class ServiceObject(ManifestModel):
-    """A serving.knative.dev/v1 Service running one function of the pack."""
+class ObjectMetadata(ManifestModel):
+    name: Name
 
+
+class ServiceSpec(ManifestModel):
+    """A serving.knative.dev/v1 Service running one function of the pack; properties say what running it needs.
+
+    Knative's meanings: max_scale 0 = unbounded, container_concurrency 0 = unlimited, target is the soft
+    concurrency per replica; the last replica idles window_seconds, then retention_seconds more, before it stops.
+    """
+
+    metadata: ObjectMetadata
     spec: ServiceBody
 
-    def to_spec(self, name: str) -> ServiceSpec:
-        template = self.spec.template
-        pod, scaling = template.spec, template.metadata.autoscaling
-        container = pod.containers[0]
-        return ServiceSpec(
-            name=name,
-            command=(*container.command, *container.args),
-            env={var.name: var.value for var in container.env if var.value_from is None},
-            annotations=dict(template.metadata.annotations),
-            env_from=tuple(ref.config_map_ref.name for ref in container.env_from if ref.config_map_ref is not None),
-            min_scale=scaling.min_scale,
-            max_scale=scaling.max_scale,
-            target=scaling.target,
-            container_concurrency=pod.container_concurrency,
-            timeout_seconds=pod.timeout_seconds,
-            window_seconds=scaling.window,
-            retention_seconds=scaling.retention,
-            readiness_path=container.readiness_path,
-        )
+    @property
+    def _container(self) -> Container:
+        return self.spec.template.spec.containers[0]
+
+    @property
+    def _scaling(self) -> Autoscaling:
+        return self.spec.template.metadata.autoscaling
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return (*self._container.command, *self._container.args)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The literal `env` entries; `valueFrom` ones are resolved by Kubernetes and left out."""
+        return {var.name: var.value for var in self._container.env if var.value_from is None}
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.spec.template.metadata.annotations
+
+    @property
+    def env_from(self) -> tuple[str, ...]:
+        return tuple(ref.config_map_ref.name for ref in self._container.env_from if ref.config_map_ref is not None)
+
+    @property
+    def min_scale(self) -> int:
+        return self._scaling.min_scale
+
+    @property
+    def max_scale(self) -> int:
+        return self._scaling.max_scale
+
+    @property
+    def target(self) -> int:
+        return self._scaling.target
+
+    @property
+    def container_concurrency(self) -> int:
+        return self.spec.template.spec.container_concurrency
+
+    @property
+    def timeout_seconds(self) -> int:
+        return self.spec.template.spec.timeout_seconds
+
+    @property
+    def window_seconds(self) -> float:
+        return self._scaling.window
+
+    @property
+    def retention_seconds(self) -> float:
+        return self._scaling.retention
+
+    @property
+    def readiness_path(self) -> str:
+        """The readinessProbe's httpGet path: a replica takes requests once this answers 200."""
+        probe = self._container.readiness_probe
+        return probe.http_get.path if probe is not None and probe.http_get is not None else specs.DEFAULT_READINESS_PATH
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long the last replica outlives its last request: the stable window, then the retention."""
+        return self.window_seconds + self.retention_seconds
 
 
 # --- Trigger -------------------------------------------------------------------------------------------------
@@ -248,6 +292,7 @@ class TriggerAnnotations(ManifestModel):
 
 
 class TriggerMetadata(AnnotatedMetadata):
+    name: Name
     options: TriggerAnnotations = Field(default_factory=TriggerAnnotations, validation_alias=_ANNOTATIONS_AGAIN)
 
 
@@ -259,28 +304,52 @@ class TriggerBody(ManifestModel):
     broker: Name
     filter_: TriggerFilter = Field(default_factory=TriggerFilter, alias="filter")
     subscriber: Destination
-    delivery: Delivery | None = None
+    delivery: DeliverySpec | None = None
     broker_ref: Annotated[object, _unsupported("(cross-namespace brokers) is not supported; use spec.broker")] = Field(
         None, alias="brokerRef"
     )
     filters: Annotated[object, _unsupported("is not read by the RabbitMQ broker; use spec.filter.attributes")] = None
 
 
-class TriggerObject(ManifestModel):
-    """An eventing.knative.dev/v1 Trigger on the pack's RabbitMQ broker."""
+class TriggerSpec(ManifestModel):
+    """An eventing.knative.dev/v1 Trigger on the pack's RabbitMQ broker, read as the broker reads it."""
 
     metadata: TriggerMetadata
     spec: TriggerBody
 
-    def to_spec(self, name: str) -> TriggerSpec:
-        return TriggerSpec(
-            name=name,
-            broker=self.spec.broker,
-            filter_attributes=dict(self.spec.filter_.attributes),
-            subscriber_service=self.spec.subscriber.ref.name,
-            delivery=_delivery_spec(self.spec.delivery),
-            parallelism=self.metadata.options.parallelism,
-        )
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def broker(self) -> str:
+        return self.spec.broker
+
+    @property
+    def filter_attributes(self) -> dict[str, str]:
+        return self.spec.filter_.attributes
+
+    @property
+    def subscriber_service(self) -> str:
+        return self.spec.subscriber.ref.name
+
+    @property
+    def delivery(self) -> DeliverySpec | None:
+        """The Trigger's own delivery; see Manifests.effective_delivery for the one the broker applies."""
+        return self.spec.delivery
+
+    @property
+    def parallelism(self) -> int:
+        return self.metadata.options.parallelism
+
+    def matches(self, attributes: Mapping[str, object]) -> bool:
+        """Whether the broker delivers an event with these CloudEvent attributes: exact match on every one."""
+        return all(key in attributes and str(attributes[key]) == value for key, value in self.filter_attributes.items())
+
+    def may_match_type(self, event_type: str) -> bool:
+        """Whether some event of this type can pass the filter (it filters on this type, or not on type)."""
+        wanted = self.filter_attributes.get("type")
+        return wanted is None or wanted == event_type
 
 
 # --- Broker, its RabbitmqBrokerConfig, ConfigMaps ------------------------------------------------------------
@@ -300,7 +369,7 @@ class BrokerConfigRef(ObjectRef):
 
 class BrokerBody(ManifestModel):
     config: BrokerConfigRef
-    delivery: Delivery | None = None
+    delivery: DeliverySpec | None = None
 
 
 class BrokerObject(ManifestModel):
@@ -308,10 +377,6 @@ class BrokerObject(ManifestModel):
 
     metadata: BrokerMetadata
     spec: BrokerBody
-
-    @property
-    def delivery(self) -> DeliverySpec | None:
-        return _delivery_spec(self.spec.delivery)
 
 
 class BrokerConfigBody(ManifestModel):

@@ -1,11 +1,13 @@
-"""What the manifests mean to the pack: typed specs of Services, Triggers and the Broker, with Knative's defaults."""
+"""Knative's API names and defaults, the Broker's spec and the broker's retry backoff formula."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from eco2_tools.manifests.models import DeliverySpec
 
 __all__ = [
     "DEFAULT_BACKOFF_DELAY_SECONDS",
@@ -14,10 +16,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "BackoffPolicy",
     "BrokerSpec",
-    "DeliverySpec",
     "QueueType",
-    "ServiceSpec",
-    "TriggerSpec",
     "backoff_seconds",
 ]
 
@@ -50,63 +49,6 @@ MAX_PARALLELISM = 1000
 # Where a Service without a readinessProbe is asked whether it is ready: the liveness path every function
 # serves (a process that answers is taken as ready, as the local runner always did).
 DEFAULT_READINESS_PATH = "/healthz"
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """A Knative Serving Service, reduced to what running the function needs."""
-
-    name: str
-    command: tuple[str, ...]
-    env: dict[str, str] = field(hash=False)  # literal `env` entries; `valueFrom` entries are left out
-    annotations: dict[str, str] = field(hash=False)  # spec.template.metadata.annotations
-    env_from: tuple[str, ...]  # ConfigMap names from `envFrom` (Secrets are not in the repository)
-    min_scale: int
-    max_scale: int  # 0 = unbounded, as in Knative
-    target: int  # soft concurrency target per replica
-    container_concurrency: int  # hard limit per replica; 0 = unlimited
-    timeout_seconds: int  # revision request timeout
-    window_seconds: float  # autoscaling stable window: idle this long before scaling to zero
-    retention_seconds: float  # scale-to-zero-pod-retention-period: keep the last replica this much longer
-    # The readinessProbe's httpGet path: a replica takes requests once this answers 200.
-    readiness_path: str = DEFAULT_READINESS_PATH
-
-    @property
-    def idle_seconds(self) -> float:
-        """How long the last replica outlives its last request: the stable window, then the retention."""
-        return self.window_seconds + self.retention_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverySpec:
-    """A Trigger's or Broker's `spec.delivery`, with Knative's defaults applied."""
-
-    retry: int
-    backoff_policy: BackoffPolicy
-    backoff_delay_seconds: float
-    timeout_seconds: float | None
-    dead_letter_service: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerSpec:
-    """A Knative Eventing Trigger as the RabbitMQ broker reads it."""
-
-    name: str
-    broker: str
-    filter_attributes: dict[str, str] = field(hash=False)
-    subscriber_service: str
-    delivery: DeliverySpec | None  # the Trigger's own; see Manifests.effective_delivery
-    parallelism: int = 1
-
-    def matches(self, attributes: Mapping[str, object]) -> bool:
-        """Whether the broker delivers an event with these CloudEvent attributes: exact match on every one."""
-        return all(key in attributes and str(attributes[key]) == value for key, value in self.filter_attributes.items())
-
-    def may_match_type(self, event_type: str) -> bool:
-        """Whether some event of this type can pass the filter (it filters on this type, or not on type)."""
-        wanted = self.filter_attributes.get("type")
-        return wanted is None or wanted == event_type
 
 
 @dataclass(frozen=True, slots=True)
