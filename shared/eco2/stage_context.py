@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, ClassVar
 from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
 from eco2.events import source_of
-from eco2.gateway.settings import image_allowlist
-from eco2.gateway.ssrf import check_image_url
 from eco2.jobs import JobStore
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.observability import FunctionMetrics
 from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS, CharacterCatalog, RuleBook
 from eco2.settings import Settings
+from eco2.ssrf import check_image_url, image_allowlist
 from eco2.storage import Storage
 
 if TYPE_CHECKING:

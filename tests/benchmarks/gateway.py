@@ -9,7 +9,7 @@ $ECO2_BENCH_GATEWAY_REDIS_DB; flushed at the start and the end), with ECO2_ENV=p
 way, LOG_LEVEL=INFO (as knative/config.yaml) and every other setting at its default; inherited ECO2_* variables
 are dropped. image_url is https://images.eco2-bench.example/…, an origin allowlisted (ECO2_IMAGE_URL_ALLOWLIST)
 and trusted (ECO2_IMAGE_URL_TRUSTED), as an operator configures its own upload CDN: this machine has no DNS, an
-allowlisted origin is never resolved (eco2.gateway.ssrf) and a trusted one is never fetched (eco2.gateway.probe).
+allowlisted origin is never resolved (eco2.ssrf) and a trusted one is never fetched (eco2.gateway.probe).
 
 1. Accept. K_SINK is the real broker ingress (eco2_tools.local.ingress.create_ingress, as `eco2 up` serves it) in a
    process of its own, over the real RabbitMQ, on a throwaway topology declared from the pack's manifests

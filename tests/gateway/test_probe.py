@@ -15,7 +15,7 @@ from aiohttp import web
 from eco2.errors import BadRequest
 from eco2.gateway.probe import MAX_REDIRECTS, ImageProbe, PinnedResolver
 from eco2.gateway.settings import ImagePolicy
-from eco2.gateway.ssrf import literal_address, resolve_host
+from eco2.ssrf import literal_address, resolve_host
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import RecordingSink, bearer
 from tests.support import free_port

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eco2.errors import BadRequest
-from eco2.gateway.ssrf import blocked_reason, check_image_url, legacy_ipv4
+from eco2.ssrf import blocked_reason, check_image_url, legacy_ipv4
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
 

@@ -9,9 +9,9 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eco2.errors import BadRequest, PoisonEvent
-from eco2.gateway.ssrf import MAX_URL_LENGTH
 from eco2.jobs import TERMINAL_STATUSES
 from eco2.rules import CharacterCatalog
+from eco2.ssrf import MAX_URL_LENGTH
 
 MAX_USER_INPUT = 1000
 

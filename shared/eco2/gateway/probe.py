@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from eco2.errors import BadRequest
 from eco2.gateway.settings import ImagePolicy, origin_of
-from eco2.gateway.ssrf import Address, Resolver, check_image_url, resolve_host
+from eco2.ssrf import Address, Resolver, check_image_url, resolve_host
 
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

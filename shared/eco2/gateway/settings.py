@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
-from urllib.parse import urlsplit
 
 from eco2.env import SettingsError, env_float, env_int, environment_of
 from eco2.gateway.tokens import DEV_JWT_SECRET
 from eco2.settings import Settings
+from eco2.ssrf import always_allowed, image_allowlist, origin_of, origins
 
 __all__ = ["DEV_JWT_SECRET", "EdgeLimits", "GatewaySettings", "ImagePolicy", "origin_of"]
 
@@ -21,8 +21,6 @@ log = logging.getLogger("eco2.gateway")
 
 # HS256 keys shorter than this are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
-# The stand-in model server's default sample origin, allowlisted in development.
-STANDIN_ORIGIN = "http://127.0.0.1:8090"
 _INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -35,21 +33,6 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host:port` with the default port spelled out, lower-cased; None when not an http(s) URL."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _previous_secret(secret: str | None) -> str | None:
@@ -71,32 +54,11 @@ def _max_lifetime(env: Mapping[str, str]) -> float:
     return seconds
 
 
-def _origins(listed: str | None) -> frozenset[str]:
-    """A comma-separated list of URLs or origins, as normalised origins."""
-    return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
-
-
 def _instance(raw: str | None) -> str:
     name = (raw or "").strip() or uuid.uuid4().hex[:12]
     if not _INSTANCE.fullmatch(name):
         raise SettingsError("ECO2_GATEWAY_INSTANCE must be 1-64 letters, digits, '-' or '_'")
     return name
-
-
-def _always_allowed(environment: str, base: Settings) -> frozenset[str]:
-    """The development stand-in (it serves the sample images), and the photo store's own URLs (checked for
-    ownership by eco2.storage, read through a presigned GET)."""
-    origins: frozenset[str] = frozenset()
-    if environment == "development":
-        origins |= _origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
-    if base.storage is not None:
-        origins |= _origins(base.storage.base_url)
-    return origins
-
-
-def image_allowlist(configured: str | None, environment: str, base: Settings) -> frozenset[str]:
-    """Origins whose image URLs may point into this network: ECO2_IMAGE_URL_ALLOWLIST and the always allowed."""
-    return _origins(configured) | _always_allowed(environment, base)
 
 
 @dataclass(frozen=True)
@@ -115,7 +77,7 @@ class ImagePolicy:
     @classmethod
     def from_env(cls, env: Mapping[str, str], environment: str, base: Settings) -> ImagePolicy:
         allowlist = image_allowlist(env.get("ECO2_IMAGE_URL_ALLOWLIST"), environment, base)
-        trusted = _origins(env.get("ECO2_IMAGE_URL_TRUSTED")) | _always_allowed(environment, base)
+        trusted = origins(env.get("ECO2_IMAGE_URL_TRUSTED")) | always_allowed(environment, base)
         return cls(
             allowlist,
             trusted,

@@ -7,7 +7,7 @@ every problem is a ManifestError naming the file, the object and the field.
 from eco2_tools.manifests.documents import Document, ManifestError, read_documents
 from eco2_tools.manifests.durations import parse_go_duration, parse_iso8601_duration
 from eco2_tools.manifests.loader import MANIFEST_DIRS, Manifests
-from eco2_tools.manifests.models import DeliverySpec, ServiceSpec, TriggerSpec
+from eco2_tools.manifests.models import BrokerSpec, DeliverySpec, ServiceSpec, TriggerSpec, backoff_seconds
 from eco2_tools.manifests.specs import (
     AUTOSCALING,
     BROKER_CLASS_ANNOTATION,
@@ -28,8 +28,6 @@ from eco2_tools.manifests.specs import (
     RABBITMQ_BROKER_CONFIG_API,
     SERVING_API,
     BackoffPolicy,
-    BrokerSpec,
-    backoff_seconds,
 )
 
 __all__ = [

@@ -11,12 +11,13 @@ from eco2_tools.manifests.fields import validate
 from eco2_tools.manifests.models import (
     BrokerConfigObject,
     BrokerObject,
+    BrokerSpec,
     ConfigMapObject,
     DeliverySpec,
     ServiceSpec,
     TriggerSpec,
 )
-from eco2_tools.manifests.specs import EVENTING_API, RABBITMQ_BROKER_CONFIG_API, SERVING_API, BrokerSpec
+from eco2_tools.manifests.specs import EVENTING_API, RABBITMQ_BROKER_CONFIG_API, SERVING_API
 
 __all__ = ["MANIFEST_DIRS", "Manifests"]
 

@@ -1,4 +1,5 @@
-"""image_url checks: http(s) only, at most 2 KiB, and never pointing into this network (SSRF).
+"""image_url checks, wherever a URL is about to be fetched (the gateway's submit, vision, chat): http(s) only, at
+most 2 KiB, and never pointing into this network (SSRF) unless its origin is allowlisted.
 
 This module checks one URL: its form, and every address its host resolves to. Following the URL's redirects
 (each hop checked again, connections pinned to the checked addresses) is `eco2.gateway.probe`'s job.
@@ -14,7 +15,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from urllib.parse import urlsplit
 
 from eco2.errors import BadRequest
-from eco2.gateway.settings import origin_of
+from eco2.settings import Settings
 
 MAX_URL_LENGTH = 2048
 _CGNAT = ip_network("100.64.0.0/10")
@@ -28,6 +29,46 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 def _bad(message: str) -> BadRequest:
     return BadRequest("invalid_image_url", message)
+
+
+# The stand-in model server's default sample origin, allowlisted in development.
+STANDIN_ORIGIN = "http://127.0.0.1:8090"
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host:port` with the default port spelled out, lower-cased; None when not an http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def origins(listed: str | None) -> frozenset[str]:
+    """A comma-separated list of URLs or origins, as normalised origins."""
+    return frozenset(o for o in (origin_of(x) for x in (listed or "").split(",")) if o)
+
+
+def always_allowed(environment: str, base: Settings) -> frozenset[str]:
+    """The development stand-in (it serves the sample images), and the photo store's own URLs (checked for
+    ownership by eco2.storage, read through a presigned GET)."""
+    allowed: frozenset[str] = frozenset()
+    if environment == "development":
+        allowed |= origins(f"{STANDIN_ORIGIN},{base.openai_base_url}")
+    if base.storage is not None:
+        allowed |= origins(base.storage.base_url)
+    return allowed
+
+
+def image_allowlist(configured: str | None, environment: str, base: Settings) -> frozenset[str]:
+    """Origins whose image URLs may point into this network: ECO2_IMAGE_URL_ALLOWLIST and the always allowed."""
+    return origins(configured) | always_allowed(environment, base)
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
