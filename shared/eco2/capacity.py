@@ -1,0 +1,108 @@
+"""Model capacity: a budget per model shared by every replica (calls in flight, requests per minute), held in Redis.
+
+A call takes a slot before it is sent and gives it back after. A slot is a lease with an expiry, so the slots of a
+replica that was SIGKILLed come back when their leases run out. With a free slot, taking it is one round trip (one
+script); giving it back is one ZREM, safe to lose (the lease expires). A 429 pauses the model for every replica.
+Every wait has full jitter so replicas do not come back in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eco2 import lua
+from eco2.errors import RateLimited
+
+
+class CapacitySettings(BaseSettings):
+    """ECO2_MODEL_* settings of the budget. Off (today's behaviour) unless a provider limit is configured:
+    ECO2_MODEL_MAX_IN_FLIGHT or ECO2_MODEL_REQUESTS_PER_MINUTE above 0 turns it on."""
+
+    model_config = SettingsConfigDict(env_prefix="ECO2_MODEL_")
+
+    max_in_flight: int = 0
+    requests_per_minute: int = 0
+    lease_seconds: float = 120.0
+    # The longest a call waits for a slot before answering the broker 429 (the stage's time budget).
+    wait_seconds: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_in_flight > 0 or self.requests_per_minute > 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A taken slot: give it back with Budget.release."""
+
+    model: str
+    lease_id: str
+    waited_seconds: float
+
+
+def full_jitter(ceiling: float) -> float:
+    """A wait drawn uniformly from [0, ceiling]: replicas told the same wait do not come back together."""
+    return random.uniform(0.0, max(0.0, ceiling))
+
+
+class Budget:
+    """One per process: takes and gives back slots of each model's shared budget."""
+
+    def __init__(self, client: aioredis.Redis, settings: CapacitySettings, *, prefix: str = "eco2:capacity") -> None:
+        self._client = client
+        self._settings = settings
+        self._prefix = prefix
+        self._acquire = lua.register(client, "capacity_acquire")
+        self._pause = lua.register(client, "capacity_pause")
+
+    @property
+    def wait_seconds(self) -> float:
+        return self._settings.wait_seconds
+
+    def _keys(self, model: str) -> list[str]:
+        base = f"{self._prefix}:{{{model}}}"
+        return [f"{base}:inflight", f"{base}:requests", f"{base}:paused"]
+
+    async def try_acquire(self, model: str, lease_id: str) -> float:
+        """Takes a slot under `lease_id`: 0.0 when taken, else the milliseconds until one may be free."""
+        s = self._settings
+        taken, wait_ms = await self._acquire(
+            keys=self._keys(model),
+            args=[lease_id, int(s.lease_seconds * 1000), s.max_in_flight, s.requests_per_minute],
+        )
+        return 0.0 if int(taken) == 1 else float(wait_ms)
+
+    async def acquire(self, model: str, *, wait_seconds: float | None = None) -> Lease:
+        """A slot, waiting (with full jitter) for one within `wait_seconds`; RateLimited (the broker's 429) after."""
+        budget = self._settings.wait_seconds if wait_seconds is None else wait_seconds
+        started = time.monotonic()
+        deadline = started + budget
+        lease_id = uuid.uuid4().hex
+        while True:
+            wait_ms = await self.try_acquire(model, lease_id)
+            if wait_ms == 0.0:
+                return Lease(model, lease_id, time.monotonic() - started)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RateLimited("no model capacity within the stage's time budget", max(1.0, wait_ms / 1000))
+            await asyncio.sleep(min(left, full_jitter(wait_ms / 1000)) or 0.001)
+
+    async def release(self, lease: Lease) -> None:
+        """Gives the slot back; a release that is lost is harmless: the lease expires."""
+        await self._client.zrem(self._keys(lease.model)[0], lease.lease_id)
+
+    async def pause(self, model: str, seconds: float) -> None:
+        """The provider refused (429): every replica waits `seconds` before its next call to `model`."""
+        await self._pause(keys=[self._keys(model)[2]], args=[max(1, int(seconds * 1000))])
+
+    async def in_flight(self, model: str) -> int:
+        """Slots of `model` held by live leases (for status and tests)."""
+        key = self._keys(model)[0]
+        return int(await self._client.zcount(key, f"({int(time.time() * 1000)}", "+inf"))

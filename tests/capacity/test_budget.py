@@ -1,0 +1,183 @@
+"""The shared model budget on the real Redis: the in-flight cap across replicas, leases of a killed replica, 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from eco2.capacity import Budget, CapacitySettings
+from eco2.errors import RateLimited
+from eco2.model import ModelClient
+from tests.support import REDIS_TEST_URL
+
+MODEL = "m"
+REPLY = {"choices": [{"message": {"content": "hello"}}]}
+
+
+@dataclass
+class Counter:
+    """What the counting model server saw: calls in flight now, the most at once, calls answered, 429s sent."""
+
+    now: int = 0
+    most: int = 0
+    answered: int = 0
+    refuse_next: int = 0
+    refused: int = 0
+    seen_at: list[float] = field(default_factory=list)
+
+
+async def _serve(counter: Counter) -> tuple[web.AppRunner, str]:
+    async def complete(request: web.Request) -> web.Response:
+        await request.read()
+        counter.seen_at.append(time.monotonic())
+        if counter.refuse_next > 0:
+            counter.refuse_next -= 1
+            counter.refused += 1
+            body = {"error": {"type": "requests", "message": "Rate limit reached"}}
+            return web.json_response(body, status=429, headers={"retry-after-ms": "300", "retry-after": "1"})
+        counter.now += 1
+        counter.most = max(counter.most, counter.now)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            counter.now -= 1
+        counter.answered += 1
+        return web.Response(body=json.dumps(REPLY), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", complete)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Counter, str]]:
+    counter = Counter()
+    runner, url = await _serve(counter)
+    yield counter, url
+    await runner.cleanup()
+
+
+async def _replica(url: str, settings: CapacitySettings) -> tuple[ModelClient, aioredis.Redis]:
+    """A model client with its own Redis connection, as one replica of a stage has."""
+    client = aioredis.from_url(REDIS_TEST_URL, decode_responses=True)
+    budget = Budget(client, settings, prefix="eco2:test:capacity")
+    return ModelClient(base_url=url, api_key="k", timeout_seconds=10, budget=budget), client
+
+
+async def _calls(model: ModelClient, count: int) -> list[str]:
+    messages = [{"role": "user", "content": "hi"}]
+    return list(
+        await asyncio.gather(
+            *(
+                model._complete(model=MODEL, stage="chat", messages=messages, response_format=None, job_id=f"j{n}")
+                for n in range(count)
+            )
+        )
+    )
+
+
+async def test_three_replicas_never_exceed_the_in_flight_cap(
+    redis_client: aioredis.Redis, server: tuple[Counter, str]
+) -> None:
+    counter, url = server
+    settings = CapacitySettings(max_in_flight=3, wait_seconds=30)
+    replicas = [await _replica(url, settings) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(_calls(model, 20) for model, _ in replicas))
+    finally:
+        for model, client in replicas:
+            await model.aclose()
+            await client.aclose()
+    assert all(text == "hello" for texts in results for text in texts)
+    assert counter.answered == 60
+    assert counter.most == 3  # the cap was reached (so the test could fail) and never exceeded
+
+
+async def test_without_a_limit_calls_go_out_together(server: tuple[Counter, str]) -> None:
+    counter, url = server
+    model = ModelClient(base_url=url, api_key="k", timeout_seconds=10)
+    try:
+        await _calls(model, 10)
+    finally:
+        await model.aclose()
+    assert counter.most > 3
+
+
+async def test_a_429_pauses_and_the_call_goes_again_inside_the_budget(
+    redis_client: aioredis.Redis, server: tuple[Counter, str]
+) -> None:
+    counter, url = server
+    counter.refuse_next = 1
+    model, client = await _replica(url, CapacitySettings(max_in_flight=2, wait_seconds=10))
+    try:
+        started = time.monotonic()
+        assert await _calls(model, 1) == ["hello"]
+    finally:
+        await model.aclose()
+        await client.aclose()
+    assert counter.refused == 1
+    assert counter.answered == 1
+    # The second try waited for the provider's retry-after-ms (300 ms, shared pause) before going out.
+    assert counter.seen_at[1] - counter.seen_at[0] >= 0.25
+    assert time.monotonic() - started < 5
+
+
+async def test_the_wait_ends_in_rate_limited_past_the_stage_budget(redis_client: aioredis.Redis) -> None:
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=1, lease_seconds=30), prefix="eco2:test:capacity")
+    held = await budget.acquire(MODEL)
+    with pytest.raises(RateLimited):
+        await budget.acquire(MODEL, wait_seconds=0.2)
+    await budget.release(held)
+    again = await budget.acquire(MODEL, wait_seconds=0.2)
+    await budget.release(again)
+
+
+HOLDER = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from eco2.capacity import Budget, CapacitySettings
+
+async def main() -> None:
+    client = aioredis.from_url(sys.argv[1])
+    budget = Budget(client, CapacitySettings(max_in_flight=2, lease_seconds=1.5), prefix="eco2:test:capacity")
+    await budget.acquire("m")
+    await budget.acquire("m")
+    print("held", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_replicas_slots_come_back_within_the_lease(redis_client: aioredis.Redis) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, REDIS_TEST_URL], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "held\n"
+        os.kill(holder.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=2, lease_seconds=1.5), prefix="eco2:test:capacity")
+    assert await budget.try_acquire(MODEL, "probe") > 0  # both slots still held by the dead replica's leases
+    await budget.acquire(MODEL, wait_seconds=5)
+    assert time.monotonic() - killed <= 1.5 + 0.5
