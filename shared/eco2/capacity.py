@@ -106,3 +106,9 @@ class Budget:
         """Slots of `model` held by live leases (for status and tests)."""
         key = self._keys(model)[0]
         return int(await self._client.zcount(key, f"({int(time.time() * 1000)}", "+inf"))
+
+
+def model_budget(client: aioredis.Redis) -> Budget | None:
+    """The process's budget from ECO2_MODEL_* settings; None (calls go out as they come) when no limit is set."""
+    settings = CapacitySettings()
+    return Budget(client, settings) if settings.enabled else None
