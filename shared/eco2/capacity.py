@@ -108,7 +108,11 @@ class Budget:
         return int(await self._client.zcount(key, f"({int(time.time() * 1000)}", "+inf"))
 
 
-def model_budget(client: aioredis.Redis) -> Budget | None:
-    """The process's budget from ECO2_MODEL_* settings; None (calls go out as they come) when no limit is set."""
+def model_budget(client: aioredis.Redis, stage_timeout_seconds: float) -> Budget | None:
+    """The process's budget from ECO2_MODEL_* settings; None (calls go out as they come) when no limit is set.
+    A call never waits for capacity longer than its stage's time budget."""
     settings = CapacitySettings()
-    return Budget(client, settings) if settings.enabled else None
+    if not settings.enabled:
+        return None
+    settings.wait_seconds = min(settings.wait_seconds, stage_timeout_seconds)
+    return Budget(client, settings)
