@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -19,6 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eco2 import lua
 from eco2.errors import RateLimited
+
+# OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class CapacitySettings(BaseSettings):
@@ -50,6 +56,31 @@ class Lease:
 def full_jitter(ceiling: float) -> float:
     """A wait drawn uniformly from [0, ceiling]: replicas told the same wait do not come back together."""
     return random.uniform(0.0, max(0.0, ceiling))
+
+
+def reset_seconds(value: str) -> float | None:
+    """An x-ratelimit-reset-* value in seconds ("6m0s", "20ms", or a bare number of seconds); None if unreadable."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value.strip():
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def exhausted_for(headers: Mapping[str, str]) -> float | None:
+    """Seconds the provider's limit stays used up, read from a reply's x-ratelimit-* headers: the reset of a
+    limit (requests or tokens) whose remaining count is 0; None while both have room (or no headers)."""
+    longest: float | None = None
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}", "").strip() != "0":
+            continue
+        reset = reset_seconds(headers.get(f"x-ratelimit-reset-{kind}", ""))
+        if reset is not None and (longest is None or reset > longest):
+            longest = reset
+    return longest
 
 
 class Budget:
@@ -101,6 +132,13 @@ class Budget:
     async def pause(self, model: str, seconds: float) -> None:
         """The provider refused (429): every replica waits `seconds` before its next call to `model`."""
         await self._pause(keys=[self._keys(model)[2]], args=[max(1, int(seconds * 1000))])
+
+    async def learn(self, model: str, headers: Mapping[str, str]) -> None:
+        """Tightens the shared budget from a reply's x-ratelimit-* headers: a used-up provider limit pauses the
+        model for every replica until its reset, so none sends a call the provider would refuse."""
+        seconds = exhausted_for(headers)
+        if seconds is not None and seconds > 0:
+            await self.pause(model, seconds)
 
     async def in_flight(self, model: str) -> int:
         """Slots of `model` held by live leases (for status and tests)."""

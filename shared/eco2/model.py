@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from eco2.capacity import Budget
+from eco2.capacity import Budget, exhausted_for
 from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 from eco2.tracing import child_span
@@ -261,7 +261,9 @@ class ModelClient:
         while True:
             lease = await budget.acquire(model, wait_seconds=max(0.0, deadline - time.monotonic()))
             try:
-                return await self._post(body, options, stream=stream)
+                response = await self._post(body, options, stream=stream)
+                await budget.learn(model, response.headers)
+                return response
             except self._openai.RateLimitError as exc:
                 await budget.pause(model, _retry_after(exc.response))
                 if time.monotonic() >= deadline:
@@ -397,6 +399,10 @@ def _retry_after(response: Any) -> float:
     try:
         if "retry-after-ms" in response.headers:
             return max(0.0, float(response.headers["retry-after-ms"]) / 1000)
+        if "retry-after" not in response.headers:
+            reset = exhausted_for(response.headers)
+            if reset is not None:
+                return reset
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except (TypeError, ValueError):
         return 1.0

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from eco2.capacity import Budget, CapacitySettings
+from eco2.capacity import Budget, CapacitySettings, exhausted_for, reset_seconds
 from eco2.errors import RateLimited
 from eco2.model import ModelClient
 from tests.support import REDIS_TEST_URL
@@ -151,7 +151,7 @@ async def test_the_wait_ends_in_rate_limited_past_the_stage_budget(redis_client:
 HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
-from eco2.capacity import Budget, CapacitySettings
+from eco2.capacity import Budget, CapacitySettings, exhausted_for, reset_seconds
 
 async def main() -> None:
     client = aioredis.from_url(sys.argv[1])
@@ -181,3 +181,31 @@ async def test_a_killed_replicas_slots_come_back_within_the_lease(redis_client: 
     assert await budget.try_acquire(MODEL, "probe") > 0  # both slots still held by the dead replica's leases
     await budget.acquire(MODEL, wait_seconds=5)
     assert time.monotonic() - killed <= 1.5 + 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2", 2.0)]
+)
+def test_reset_durations_are_read(value: str, seconds: float) -> None:
+    assert reset_seconds(value) == pytest.approx(seconds)
+
+
+def test_unreadable_reset_is_none() -> None:
+    assert reset_seconds("soon") is None
+
+
+def test_only_a_used_up_limit_pauses() -> None:
+    room = {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1s"}
+    assert exhausted_for(room) is None
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "500ms"}
+    spent |= {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"}
+    assert exhausted_for(spent) == pytest.approx(2.0)
+
+
+async def test_a_used_up_limit_pauses_every_replica_until_its_reset(redis_client: aioredis.Redis) -> None:
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
+    other = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
+    await budget.learn(MODEL, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "400ms"})
+    wait_ms = await other.try_acquire(MODEL, "probe")
+    assert 0 < wait_ms <= 400
+    await other.acquire(MODEL, wait_seconds=3)
