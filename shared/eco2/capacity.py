@@ -35,6 +35,9 @@ class CapacitySettings(BaseSettings):
 
     max_in_flight: int = 0
     requests_per_minute: int = 0
+    # The share of the in-flight cap new scans (vision) may fill: the rest is kept for work already past vision
+    # (answer, chat), so a flood of new scans cannot starve the jobs closest to done.
+    new_work_share: float = 0.8
     lease_seconds: float = 120.0
     # The longest a call waits for a slot before answering the broker 429 (the stage's time budget).
     wait_seconds: float = 60.0
@@ -101,23 +104,30 @@ class Budget:
         base = f"{self._prefix}:{{{model}}}"
         return [f"{base}:inflight", f"{base}:requests", f"{base}:paused"]
 
-    async def try_acquire(self, model: str, lease_id: str) -> float:
+    def cap_for(self, stage: str) -> int:
+        """The in-flight cap a call of `stage` may fill: vision (new work) a share of it, the later stages all."""
+        s = self._settings
+        if stage != "vision" or s.max_in_flight <= 0:
+            return s.max_in_flight
+        return max(1, int(s.max_in_flight * s.new_work_share))
+
+    async def try_acquire(self, model: str, lease_id: str, *, stage: str = "answer") -> float:
         """Takes a slot under `lease_id`: 0.0 when taken, else the milliseconds until one may be free."""
         s = self._settings
         taken, wait_ms = await self._acquire(
             keys=self._keys(model),
-            args=[lease_id, int(s.lease_seconds * 1000), s.max_in_flight, s.requests_per_minute],
+            args=[lease_id, int(s.lease_seconds * 1000), self.cap_for(stage), s.requests_per_minute],
         )
         return 0.0 if int(taken) == 1 else float(wait_ms)
 
-    async def acquire(self, model: str, *, wait_seconds: float | None = None) -> Lease:
+    async def acquire(self, model: str, *, wait_seconds: float | None = None, stage: str = "answer") -> Lease:
         """A slot, waiting (with full jitter) for one within `wait_seconds`; RateLimited (the broker's 429) after."""
         budget = self._settings.wait_seconds if wait_seconds is None else wait_seconds
         started = time.monotonic()
         deadline = started + budget
         lease_id = uuid.uuid4().hex
         while True:
-            wait_ms = await self.try_acquire(model, lease_id)
+            wait_ms = await self.try_acquire(model, lease_id, stage=stage)
             if wait_ms == 0.0:
                 return Lease(model, lease_id, time.monotonic() - started)
             left = deadline - time.monotonic()

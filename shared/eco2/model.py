@@ -228,7 +228,7 @@ class ModelClient:
             body["stream"] = True
         options: dict[str, Any] = {"headers": {JOB_HEADER: job_id, STAGE_HEADER: stage}}
         try:
-            response = await self._budgeted_post(model, body, options, stream=on_text is not None)
+            response = await self._budgeted_post(model, stage, body, options, stream=on_text is not None)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -249,7 +249,7 @@ class ModelClient:
         return content
 
     async def _budgeted_post(
-        self, model: str, body: dict[str, Any], options: dict[str, Any], *, stream: bool
+        self, model: str, stage: str, body: dict[str, Any], options: dict[str, Any], *, stream: bool
     ) -> httpx2.Response:
         """The request inside a slot of the model's shared budget. A 429 pauses the model for every replica for
         the provider's retry-after and the call goes again, within the budget's wait, instead of failing into the
@@ -259,7 +259,8 @@ class ModelClient:
             return await self._post(body, options, stream=stream)
         deadline = time.monotonic() + budget.wait_seconds
         while True:
-            lease = await budget.acquire(model, wait_seconds=max(0.0, deadline - time.monotonic()))
+            wait = max(0.0, deadline - time.monotonic())
+            lease = await budget.acquire(model, wait_seconds=wait, stage=stage)
             try:
                 response = await self._post(body, options, stream=stream)
                 await budget.learn(model, response.headers)

@@ -209,3 +209,13 @@ async def test_a_used_up_limit_pauses_every_replica_until_its_reset(redis_client
     wait_ms = await other.try_acquire(MODEL, "probe")
     assert 0 < wait_ms <= 400
     await other.acquire(MODEL, wait_seconds=3)
+
+
+async def test_new_scans_leave_slots_for_work_past_vision(redis_client: aioredis.Redis) -> None:
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=5, new_work_share=0.6), prefix="eco2:test:capacity")
+    scans = [await budget.acquire(MODEL, stage="vision", wait_seconds=1) for _ in range(3)]
+    assert await budget.try_acquire(MODEL, "fourth-scan", stage="vision") > 0
+    answers = [await budget.acquire(MODEL, stage="answer", wait_seconds=1) for _ in range(2)]
+    assert await budget.try_acquire(MODEL, "third-answer", stage="answer") > 0
+    for lease in scans + answers:
+        await budget.release(lease)

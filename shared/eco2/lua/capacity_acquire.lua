@@ -1,7 +1,8 @@
 -- Takes one call slot of a model's shared budget, or says how long to wait for one.
 -- KEYS[1] in-flight leases (ZSET: lease id scored by expiry, ms), KEYS[2] request count of the current minute,
 -- KEYS[3] pause (the ms time until which the provider asked everyone to wait).
--- ARGV: lease id, lease ms, max in flight (0: no cap), requests per minute (0: no cap).
+-- ARGV: lease id, lease ms, max in flight for this call (0: no cap; new scans get less than the whole cap, so
+-- that work past vision keeps slots), requests per minute (0: no cap).
 -- Returns {1, 0} when the slot is taken, {0, ms to wait} when not. Redis's clock: every replica sees one time.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
