@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,14 @@ class Lease:
     waited_seconds: float
 
 
+class CapacityObserver(Protocol):
+    """Told of the budget's work, for metrics (eco2.observability.FunctionMetrics)."""
+
+    def capacity_waited(self, model: str, seconds: float) -> None: ...
+    def slots_changed(self, model: str, delta: int) -> None: ...
+    def provider_refused(self, model: str) -> None: ...
+
+
 def full_jitter(ceiling: float) -> float:
     """A wait drawn uniformly from [0, ceiling]: replicas told the same wait do not come back together."""
     return random.uniform(0.0, max(0.0, ceiling))
@@ -89,8 +98,16 @@ def exhausted_for(headers: Mapping[str, str]) -> float | None:
 class Budget:
     """One per process: takes and gives back slots of each model's shared budget."""
 
-    def __init__(self, client: aioredis.Redis, settings: CapacitySettings, *, prefix: str = "eco2:capacity") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: CapacitySettings,
+        *,
+        prefix: str = "eco2:capacity",
+        observer: CapacityObserver | None = None,
+    ) -> None:
         self._client = client
+        self._observer = observer
         self._settings = settings
         self._prefix = prefix
         self._acquire = lua.register(client, "capacity_acquire")
@@ -129,7 +146,11 @@ class Budget:
         while True:
             wait_ms = await self.try_acquire(model, lease_id, stage=stage)
             if wait_ms == 0.0:
-                return Lease(model, lease_id, time.monotonic() - started)
+                lease = Lease(model, lease_id, time.monotonic() - started)
+                if self._observer is not None:
+                    self._observer.capacity_waited(model, lease.waited_seconds)
+                    self._observer.slots_changed(model, 1)
+                return lease
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RateLimited("no model capacity within the stage's time budget", max(1.0, wait_ms / 1000))
@@ -137,10 +158,18 @@ class Budget:
 
     async def release(self, lease: Lease) -> None:
         """Gives the slot back; a release that is lost is harmless: the lease expires."""
+        if self._observer is not None:
+            self._observer.slots_changed(lease.model, -1)
         await self._client.zrem(self._keys(lease.model)[0], lease.lease_id)
 
+    async def refused(self, model: str, seconds: float) -> None:
+        """The provider refused a call (429): counted, and the model paused for every replica."""
+        if self._observer is not None:
+            self._observer.provider_refused(model)
+        await self.pause(model, seconds)
+
     async def pause(self, model: str, seconds: float) -> None:
-        """The provider refused (429): every replica waits `seconds` before its next call to `model`."""
+        """Every replica waits `seconds` before its next call to `model`."""
         await self._pause(keys=[self._keys(model)[2]], args=[max(1, int(seconds * 1000))])
 
     async def learn(self, model: str, headers: Mapping[str, str]) -> None:
@@ -156,11 +185,13 @@ class Budget:
         return int(await self._client.zcount(key, f"({int(time.time() * 1000)}", "+inf"))
 
 
-def model_budget(client: aioredis.Redis, stage_timeout_seconds: float) -> Budget | None:
+def model_budget(
+    client: aioredis.Redis, stage_timeout_seconds: float, observer: CapacityObserver | None = None
+) -> Budget | None:
     """The process's budget from ECO2_MODEL_* settings; None (calls go out as they come) when no limit is set.
     A call never waits for capacity longer than its stage's time budget."""
     settings = CapacitySettings()
     if not settings.enabled:
         return None
     settings.wait_seconds = min(settings.wait_seconds, stage_timeout_seconds)
-    return Budget(client, settings)
+    return Budget(client, settings, observer=observer)

@@ -266,7 +266,7 @@ class ModelClient:
                 await budget.learn(model, response.headers)
                 return response
             except self._openai.RateLimitError as exc:
-                await budget.pause(model, _retry_after(exc.response))
+                await budget.refused(model, _retry_after(exc.response))
                 if time.monotonic() >= deadline:
                     raise
             finally:

@@ -96,7 +96,7 @@ class StageContext:
                 api_key=self.settings.openai_api_key,
                 timeout_seconds=self.settings.stage_timeout_seconds,
                 observe=None if self.metrics is None else self.metrics.model_call,
-                budget=model_budget(self.store.redis, self.settings.stage_timeout_seconds),
+                budget=model_budget(self.store.redis, self.settings.stage_timeout_seconds, self.metrics),
             )
         return self._model
 

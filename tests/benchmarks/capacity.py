@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class CountingRedis:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.count = 0
-        original = client.execute_command
+        original: Callable[..., Awaitable[Any]] = client.execute_command
 
         async def counted(*args: Any, **options: Any) -> Any:
             self.count += 1

@@ -19,6 +19,7 @@ from aiohttp import web
 from eco2.capacity import Budget, CapacitySettings, exhausted_for, reset_seconds
 from eco2.errors import RateLimited
 from eco2.model import ModelClient
+from eco2.observability import FunctionMetrics
 from tests.support import REDIS_TEST_URL
 
 MODEL = "m"
@@ -219,3 +220,16 @@ async def test_new_scans_leave_slots_for_work_past_vision(redis_client: aioredis
     assert await budget.try_acquire(MODEL, "third-answer", stage="answer") > 0
     for lease in scans + answers:
         await budget.release(lease)
+
+
+async def test_metrics_see_waits_slots_and_refusals(redis_client: aioredis.Redis) -> None:
+    metrics = FunctionMetrics("answer")
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=1), prefix="eco2:test:capacity", observer=metrics)
+    lease = await budget.acquire(MODEL)
+    assert metrics.registry.get_sample_value("eco2_model_capacity_slots", {"function": "answer", "model": MODEL}) == 1
+    await budget.release(lease)
+    await budget.refused(MODEL, 0.01)
+    labels = {"function": "answer", "model": MODEL}
+    assert metrics.registry.get_sample_value("eco2_model_capacity_slots", labels) == 0
+    assert metrics.registry.get_sample_value("eco2_model_provider_refusals_total", labels) == 1
+    assert metrics.registry.get_sample_value("eco2_model_capacity_wait_seconds_count", labels) == 1
