@@ -15,8 +15,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import redis
 import redis.asyncio as aioredis
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -195,3 +196,22 @@ def model_budget(
         return None
     settings.wait_seconds = min(settings.wait_seconds, stage_timeout_seconds)
     return Budget(client, settings, observer=observer)
+
+
+def read_budgets(client: redis.Redis, prefix: str = "eco2:capacity") -> list[dict[str, Any]]:
+    """Each model's budget as `eco2 status` shows it: slots in use / the cap (ECO2_MODEL_* of this shell), the
+    seconds it stays paused. Read with a plain client: status is a short-lived command, not a pod."""
+    settings = CapacitySettings()
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    budgets = []
+    for raw in sorted(client.scan_iter(match=f"{prefix}:{{*}}:inflight", count=500)):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        model = key[len(prefix) + 2 : -len("}:inflight")]
+        in_use = int(client.zcount(key, f"({now_ms}", "+inf"))
+        paused = client.get(f"{prefix}:{{{model}}}:paused")
+        paused_ms = max(0, int(paused) - now_ms) if paused is not None else 0
+        budgets.append(
+            {"model": model, "in_flight": in_use, "limit": settings.max_in_flight, "paused_for": paused_ms / 1000}
+        )
+    return budgets

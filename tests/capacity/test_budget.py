@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from eco2.capacity import Budget, CapacitySettings, exhausted_for, reset_seconds
+from eco2.capacity import Budget, CapacitySettings, exhausted_for, read_budgets, reset_seconds
 from eco2.errors import RateLimited
 from eco2.model import ModelClient
 from eco2.observability import FunctionMetrics
@@ -152,7 +153,7 @@ async def test_the_wait_ends_in_rate_limited_past_the_stage_budget(redis_client:
 HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
-from eco2.capacity import Budget, CapacitySettings, exhausted_for, reset_seconds
+from eco2.capacity import Budget, CapacitySettings, exhausted_for, read_budgets, reset_seconds
 
 async def main() -> None:
     client = aioredis.from_url(sys.argv[1])
@@ -233,3 +234,17 @@ async def test_metrics_see_waits_slots_and_refusals(redis_client: aioredis.Redis
     assert metrics.registry.get_sample_value("eco2_model_capacity_slots", labels) == 0
     assert metrics.registry.get_sample_value("eco2_model_provider_refusals_total", labels) == 1
     assert metrics.registry.get_sample_value("eco2_model_capacity_wait_seconds_count", labels) == 1
+
+
+async def test_status_reads_each_models_budget(redis_client: aioredis.Redis) -> None:
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=4), prefix="eco2:test:capacity")
+    lease = await budget.acquire(MODEL)
+    await budget.pause(MODEL, 30)
+    reader = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        budgets = read_budgets(reader, prefix="eco2:test:capacity")
+    finally:
+        reader.close()
+    assert [(b["model"], b["in_flight"]) for b in budgets] == [(MODEL, 1)]
+    assert 25 < budgets[0]["paused_for"] <= 30
+    await budget.release(lease)
