@@ -17,7 +17,14 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from eco2.capacity import Budget, CapacitySettings, exhausted_for, read_budgets, reset_seconds
+from eco2.capacity import (
+    Budget,
+    CapacitySettings,
+    exhausted_for,
+    full_jitter,
+    read_budgets,
+    reset_seconds,
+)
 from eco2.errors import RateLimited
 from eco2.model import ModelClient
 from eco2.observability import FunctionMetrics
@@ -153,7 +160,14 @@ async def test_the_wait_ends_in_rate_limited_past_the_stage_budget(redis_client:
 HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
-from eco2.capacity import Budget, CapacitySettings, exhausted_for, read_budgets, reset_seconds
+from eco2.capacity import (
+    Budget,
+    CapacitySettings,
+    exhausted_for,
+    full_jitter,
+    read_budgets,
+    reset_seconds,
+)
 
 async def main() -> None:
     client = aioredis.from_url(sys.argv[1])
@@ -248,3 +262,10 @@ async def test_status_reads_each_models_budget(redis_client: aioredis.Redis) -> 
     assert [(b["model"], b["in_flight"]) for b in budgets] == [(MODEL, 1)]
     assert 25 < budgets[0]["paused_for"] <= 30
     await budget.release(lease)
+
+
+def test_full_jitter_spreads_waits_between_zero_and_the_ceiling() -> None:
+    waits = [full_jitter(2.0) for _ in range(500)]
+    assert all(0.0 <= wait <= 2.0 for wait in waits)
+    assert min(waits) < 0.2
+    assert max(waits) > 1.8
