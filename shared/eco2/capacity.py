@@ -9,11 +9,12 @@ Every wait has full jitter so replicas do not come back in step.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,9 +22,11 @@ import redis
 import redis.asyncio as aioredis
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eco2 import lua
+from eco2 import keys, lua
 from eco2.errors import RateLimited
 
+# Called once when a call of a job starts waiting for capacity: job id, stage, model.
+OnWait = Callable[[str, str, str], Awaitable[None]]
 # OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s".
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -138,7 +141,14 @@ class Budget:
         )
         return 0.0 if int(taken) == 1 else float(wait_ms)
 
-    async def acquire(self, model: str, *, wait_seconds: float | None = None, stage: str = "answer") -> Lease:
+    async def acquire(
+        self,
+        model: str,
+        *,
+        wait_seconds: float | None = None,
+        stage: str = "answer",
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+    ) -> Lease:
         """A slot, waiting (with full jitter) for one within `wait_seconds`; RateLimited (the broker's 429) after."""
         budget = self._settings.wait_seconds if wait_seconds is None else wait_seconds
         started = time.monotonic()
@@ -152,6 +162,9 @@ class Budget:
                     self._observer.capacity_waited(model, lease.waited_seconds)
                     self._observer.slots_changed(model, 1)
                 return lease
+            if on_wait is not None:
+                await on_wait()
+                on_wait = None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RateLimited("no model capacity within the stage's time budget", max(1.0, wait_ms / 1000))
@@ -215,3 +228,14 @@ def read_budgets(client: redis.Redis, prefix: str = "eco2:capacity") -> list[dic
             {"model": model, "in_flight": in_use, "limit": settings.max_in_flight, "paused_for": paused_ms / 1000}
         )
     return budgets
+
+
+class WaitAnnouncer:
+    """Tells a job's SSE stream and GET /result that its model call waits for capacity (no status change)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._script = lua.register(client, "capacity_waiting")
+
+    async def __call__(self, job_id: str, stage: str, model: str) -> None:
+        wait = json.dumps({"model": model, "since": round(time.time(), 3)})
+        await self._script(keys=[keys.job(job_id), keys.job_events(job_id)], args=[stage, wait, f"{time.time():.6f}"])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from eco2.capacity import Budget, exhausted_for
+from eco2.capacity import Budget, OnWait, exhausted_for
 from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 from eco2.tracing import child_span
@@ -106,6 +106,7 @@ class ModelClient:
         timeout_seconds: float,
         observe: ModelObserver | None = None,
         budget: Budget | None = None,
+        on_wait: OnWait | None = None,
     ) -> None:
         openai = load_sdk()
         # Imported with the SDK, whose HTTP client is httpx2: `post` hands its raw response back untouched.
@@ -119,6 +120,7 @@ class ModelClient:
         self._observe = observe
         # The shared, provider-aware budget (eco2.capacity); None: calls go out as they come.
         self._budget = budget
+        self._on_wait = on_wait
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
         # The SDK's aiohttp transport: its default httpx pool scans every pooled connection on each request.
         self._client = openai.AsyncOpenAI(
@@ -257,10 +259,13 @@ class ModelClient:
         budget = self._budget
         if budget is None:
             return await self._post(body, options, stream=stream)
+        job = str(options["headers"][JOB_HEADER])
         deadline = time.monotonic() + budget.wait_seconds
         while True:
             wait = max(0.0, deadline - time.monotonic())
-            lease = await budget.acquire(model, wait_seconds=wait, stage=stage)
+            lease = await budget.acquire(
+                model, wait_seconds=wait, stage=stage, on_wait=self._waiting(job, stage, model)
+            )
             try:
                 response = await self._post(body, options, stream=stream)
                 await budget.learn(model, response.headers)
@@ -271,6 +276,17 @@ class ModelClient:
                     raise
             finally:
                 await budget.release(lease)
+
+    def _waiting(self, job_id: str, stage: str, model: str) -> Callable[[], Awaitable[None]] | None:
+        """What tells the job it waits for capacity (on the first wait of a call), if the process announces it."""
+        announce = self._on_wait
+        if announce is None:
+            return None
+
+        async def waiting() -> None:
+            await announce(job_id, stage, model)
+
+        return waiting
 
     async def _post(self, body: dict[str, Any], options: dict[str, Any], *, stream: bool) -> httpx2.Response:
         """The request, sent once more when the server closed the connection without answering: a pooled

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
-from eco2.capacity import model_budget
+from eco2.capacity import WaitAnnouncer, model_budget
 from eco2.events import source_of
 from eco2.jobs import Claim, JobStatus, JobStore, Stage, Transition, delta_args, transition_reply
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
@@ -97,6 +97,7 @@ class StageContext:
                 timeout_seconds=self.settings.stage_timeout_seconds,
                 observe=None if self.metrics is None else self.metrics.model_call,
                 budget=model_budget(self.store.redis, self.settings.stage_timeout_seconds, self.metrics),
+                on_wait=WaitAnnouncer(self.store.redis),
             )
         return self._model
 

@@ -17,9 +17,11 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from eco2 import keys
 from eco2.capacity import (
     Budget,
     CapacitySettings,
+    WaitAnnouncer,
     exhausted_for,
     full_jitter,
     read_budgets,
@@ -269,3 +271,33 @@ def test_full_jitter_spreads_waits_between_zero_and_the_ceiling() -> None:
     assert all(0.0 <= wait <= 2.0 for wait in waits)
     assert min(waits) < 0.2
     assert max(waits) > 1.8
+
+
+async def test_a_waiting_call_tells_its_job_without_changing_its_status(
+    redis_client: aioredis.Redis, server: tuple[Counter, str]
+) -> None:
+    _, url = server
+    await redis_client.hset(keys.job("j0"), mapping={"status": "running", "progress": "40", "seq": "3"})
+    model, client = await _replica(url, CapacitySettings(max_in_flight=1, wait_seconds=10))
+    model._on_wait = WaitAnnouncer(redis_client)
+    budget = Budget(redis_client, CapacitySettings(max_in_flight=1, lease_seconds=30), prefix="eco2:test:capacity")
+    held = await budget.acquire(MODEL)
+    try:
+        call = asyncio.create_task(_calls(model, 1))
+        deadline = time.monotonic() + 5
+        while not await redis_client.hexists(keys.job("j0"), "capacity_wait"):
+            assert time.monotonic() < deadline, "the job was never told it waits"
+            await asyncio.sleep(0.01)
+        await budget.release(held)
+        assert await call == ["hello"]
+    finally:
+        await model.aclose()
+        await client.aclose()
+    entries = await redis_client.xrange(keys.job_events("j0"))
+    assert len(entries) == 1
+    fields = entries[0][1]
+    assert fields["status"] == "running"
+    assert fields["progress"] == "40"
+    assert fields["seq"] == "4"
+    assert json.loads(fields["data"])["waiting_for_capacity"]["model"] == MODEL
+    assert await redis_client.hget(keys.job("j0"), "status") == "running"
