@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 import redis
@@ -293,7 +294,7 @@ async def test_a_waiting_call_tells_its_job_without_changing_its_status(
     finally:
         await model.aclose()
         await client.aclose()
-    entries = await redis_client.xrange(keys.job_events("j0"))
+    entries = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.job_events("j0")))
     assert len(entries) == 1
     fields = entries[0][1]
     assert fields["status"] == "running"
