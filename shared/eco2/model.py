@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
+from eco2.capacity import Budget, OnWait, exhausted_for
 from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 from eco2.tracing import child_span
@@ -98,7 +99,14 @@ class ModelClient:
     """One per process: wraps AsyncOpenAI, maps its errors onto the pack's transient/poison split."""
 
     def __init__(
-        self, *, base_url: str, api_key: str, timeout_seconds: float, observe: ModelObserver | None = None
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout_seconds: float,
+        observe: ModelObserver | None = None,
+        budget: Budget | None = None,
+        on_wait: OnWait | None = None,
     ) -> None:
         openai = load_sdk()
         # Imported with the SDK, whose HTTP client is httpx2: `post` hands its raw response back untouched.
@@ -110,6 +118,9 @@ class ModelClient:
         self._raw = httpx2.Response
         self._documents = documents
         self._observe = observe
+        # The shared, provider-aware budget (eco2.capacity); None: calls go out as they come.
+        self._budget = budget
+        self._on_wait = on_wait
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
         # The SDK's aiohttp transport: its default httpx pool scans every pooled connection on each request.
         self._client = openai.AsyncOpenAI(
@@ -219,7 +230,7 @@ class ModelClient:
             body["stream"] = True
         options: dict[str, Any] = {"headers": {JOB_HEADER: job_id, STAGE_HEADER: stage}}
         try:
-            response = await self._post(body, options, stream=on_text is not None)
+            response = await self._budgeted_post(model, stage, body, options, stream=on_text is not None)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -238,6 +249,44 @@ class ModelClient:
         if not content:
             raise ModelUnavailable(message="the model returned no content")
         return content
+
+    async def _budgeted_post(
+        self, model: str, stage: str, body: dict[str, Any], options: dict[str, Any], *, stream: bool
+    ) -> httpx2.Response:
+        """The request inside a slot of the model's shared budget. A 429 pauses the model for every replica for
+        the provider's retry-after and the call goes again, within the budget's wait, instead of failing into the
+        broker's minute-long backoff; RateLimited (the broker's 429) only when the wait runs out."""
+        budget = self._budget
+        if budget is None:
+            return await self._post(body, options, stream=stream)
+        job = str(options["headers"][JOB_HEADER])
+        deadline = time.monotonic() + budget.wait_seconds
+        while True:
+            wait = max(0.0, deadline - time.monotonic())
+            lease = await budget.acquire(
+                model, wait_seconds=wait, stage=stage, on_wait=self._waiting(job, stage, model)
+            )
+            try:
+                response = await self._post(body, options, stream=stream)
+                await budget.learn(model, response.headers)
+                return response
+            except self._openai.RateLimitError as exc:
+                await budget.refused(model, _retry_after(exc.response))
+                if time.monotonic() >= deadline:
+                    raise
+            finally:
+                await budget.release(lease)
+
+    def _waiting(self, job_id: str, stage: str, model: str) -> Callable[[], Awaitable[None]] | None:
+        """What tells the job it waits for capacity (on the first wait of a call), if the process announces it."""
+        announce = self._on_wait
+        if announce is None:
+            return None
+
+        async def waiting() -> None:
+            await announce(job_id, stage, model)
+
+        return waiting
 
     async def _post(self, body: dict[str, Any], options: dict[str, Any], *, stream: bool) -> httpx2.Response:
         """The request, sent once more when the server closed the connection without answering: a pooled
@@ -363,7 +412,14 @@ def _field_pieces(name: str, on_text: OnText) -> OnText:
 
 
 def _retry_after(response: Any) -> float:
+    """The provider's wait in seconds: retry-after-ms when given (OpenAI sends it), else retry-after, else 1."""
     try:
+        if "retry-after-ms" in response.headers:
+            return max(0.0, float(response.headers["retry-after-ms"]) / 1000)
+        if "retry-after" not in response.headers:
+            reset = exhausted_for(response.headers)
+            if reset is not None:
+                return reset
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except (TypeError, ValueError):
         return 1.0

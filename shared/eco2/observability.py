@@ -103,6 +103,9 @@ class FunctionMetrics(MetricSet):
     model_errors: Counter
     cold_starts: Counter
     cold_start_seconds: Gauge
+    capacity_wait_seconds: Histogram
+    capacity_slots: Gauge
+    provider_refusals: Counter
 
     def __init__(self, function_name: str) -> None:
         super().__init__()
@@ -120,6 +123,15 @@ class FunctionMetrics(MetricSet):
         self.model_seconds.labels(self._function, call, error or "ok").observe(time.perf_counter() - started)
         if error is not None:
             self.model_errors.labels(self._function, call, error).inc()
+
+    def capacity_waited(self, model: str, seconds: float) -> None:
+        self.capacity_wait_seconds.labels(self._function, model).observe(seconds)
+
+    def slots_changed(self, model: str, delta: int) -> None:
+        self.capacity_slots.labels(self._function, model).inc(delta)
+
+    def provider_refused(self, model: str) -> None:
+        self.provider_refusals.labels(self._function, model).inc()
 
     def started(self) -> None:
         """The process built its resources: one cold start, timed from the process's own start."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from eco2.adapter import EventFunction
 from eco2.cachesync.handler import CatalogCache
+from eco2.capacity import WaitAnnouncer, model_budget
 from eco2.events import source_of
 from eco2.jobs import JobStore
 from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
@@ -87,6 +88,8 @@ class StageContext:
                 api_key=self.settings.openai_api_key,
                 timeout_seconds=self.settings.stage_timeout_seconds,
                 observe=None if self.metrics is None else self.metrics.model_call,
+                budget=model_budget(self.store.redis, self.settings.stage_timeout_seconds, self.metrics),
+                on_wait=WaitAnnouncer(self.store.redis),
             )
         return self._model
 

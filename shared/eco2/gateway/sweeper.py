@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from eco2.capacity import full_jitter
 from eco2.errors import StoreUnavailable
 from eco2.gateway.metrics import GatewayMetrics
 from eco2.gateway.outbox import Outbox, Pending
@@ -41,8 +42,10 @@ class Sweeper:
             self._task = None
 
     def backoff(self, attempts: int) -> float:
-        """Seconds until the next try after `attempts` failed ones: doubling from the base, capped."""
-        return float(min(self.backoff_cap_seconds, self.backoff_seconds * 2 ** min(max(0, attempts - 1), 30)))
+        """Seconds until the next try after `attempts` failed ones: drawn from 0 to a ceiling doubling from the base,
+        capped (full jitter), so the gateways' retries after a broker outage do not come back in step."""
+        ceiling = min(self.backoff_cap_seconds, self.backoff_seconds * 2 ** min(max(0, attempts - 1), 30))
+        return full_jitter(float(ceiling))
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import aio_pika
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -232,7 +233,9 @@ def _print_dead_letters(letters: dict[str, Any]) -> None:
     console.print(table)
 
 
-def print_status(state: dict[str, Any], dead_letters: dict[str, Any] | None = None) -> None:
+def print_status(
+    state: dict[str, Any], dead_letters: dict[str, Any] | None = None, budgets: list[dict[str, Any]] | None = None
+) -> None:
     console.print(f"[bold]Eco² pack[/] (runner pid {state.get('pid')})")
     console.print(f"  redis    {state.get('redis')}")
     console.print(f"  rabbitmq {state.get('amqp')}")
@@ -261,6 +264,10 @@ def print_status(state: dict[str, Any], dead_letters: dict[str, Any] | None = No
         print_queue_depths(queues)
     if dead_letters is not None:
         _print_dead_letters(dead_letters)
+    for budget in budgets or []:
+        paused = f", [yellow]paused {budget['paused_for']:.1f}s more[/]" if budget["paused_for"] > 0 else ""
+        limit = budget["limit"] or "no cap"
+        console.print(f"  model budget {budget['model']}: {budget['in_flight']} / {limit} in flight{paused}")
 
 
 def print_queue_depths(queues: dict[str, int]) -> None:
@@ -286,6 +293,7 @@ def status(options: RunnerOptions, as_json: bool) -> int:
             console.print("the pack is not running (start it with `eco2 up --detach`)")
         return 1
     letters = read_dead_letters(str(state.get("redis") or options.redis_url), list(state.get("routes") or []))
+    budgets = model_budgets(str(state.get("redis") or options.redis_url))
     if as_json:
         report = health(state)
         endpoints = {
@@ -300,11 +308,25 @@ def status(options: RunnerOptions, as_json: bool) -> int:
             },
             "queues": state.get("queues", {}),
             "dead_letters": letters,
+            "model_budgets": budgets,
         }
         print(json.dumps(endpoints, indent=2))
     else:
-        print_status(state, letters)
+        print_status(state, letters, budgets)
     return 0
+
+
+def model_budgets(redis_url: str) -> list[dict[str, Any]]:
+    """Each model's shared budget (eco2.capacity); none listed when Redis cannot be read (shown above)."""
+    from eco2.capacity import read_budgets
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return read_budgets(client)
+    except redis.RedisError:
+        return []
+    finally:
+        client.close()
 
 
 def default_options() -> RunnerOptions:
