@@ -1,7 +1,8 @@
 """The fault cases: each runs N scans through a fresh local pack while one kind of fault happens, then audits.
 
-`python -m tests.faults` runs them all (N = 200) and writes docs/faults.md and results/faults.json;
-tests/faults/test_faults.py runs a CI-sized subset.
+`python -m tests.faults` runs them all (N = 200) but the slow ones and writes docs/faults.md and
+results/faults.json; `python -m tests.faults --case provider-limit --case provider-limit-cut` runs the slow ones
+(each at least 200 s: the provider's floor); tests/faults/test_faults.py runs a CI-sized subset.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Case:
     recover: Recovery | None = None
     # Every job must end `done` (not merely ended): the replay case.
     all_done: bool = False
+    # The longest the submits and processing may take for this many scans (the provider-limit cases).
+    deadline: Callable[[int], float] | None = None
 
 
 async def kill_functions(pack: Pack, stop: asyncio.Event) -> list[str]:
@@ -111,6 +114,83 @@ async def model_recovers(pack: Pack, stop: asyncio.Event) -> list[str]:
     return [f"stand-in faults injected: {stats.get('faults_injected', '?')}"]
 
 
+# The provider-limit cases: the stand-in admits 2 calls/s (a rolling window), each scan needs 2 model calls.
+PROVIDER_RATE = 2.0
+CALLS_PER_SCAN = 2
+CUT_RATE = 0.5
+CUT_SECONDS = 30.0
+# The cut starts this far into the run: the pack is busy and the budget has learnt the full rate by then.
+CUT_AFTER_SECONDS = 20.0
+MAX_429_SHARE = 0.05
+
+
+def provider_floor(scans: int, cut: bool) -> float:
+    """Seconds the provider needs at least: every call at the limit, the cut's 30 s at its lower rate."""
+    calls = scans * CALLS_PER_SCAN
+    if not cut:
+        return calls / PROVIDER_RATE
+    return CUT_SECONDS + max(0.0, calls - CUT_RATE * CUT_SECONDS) / PROVIDER_RATE
+
+
+def provider_deadline(cut: bool) -> Callable[[int], float]:
+    return lambda scans: 1.3 * provider_floor(scans, cut) + 10.0
+
+
+def _standin_stats(pack: Pack) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{pack.standin}/v1/standin/stats", timeout=5).json()
+    return stats
+
+
+def _set_rate(pack: Pack, rate: float) -> None:
+    response = httpx.post(f"{pack.standin}/v1/standin/config", json={"requests_per_second": rate}, timeout=5)
+    response.raise_for_status()
+
+
+def limited_provider(cut: bool) -> Disruptor:
+    """The stand-in at 2 calls/s (set by the case's env); with `cut`, 0.5/s for 30 s mid-run, then 2/s again.
+
+    Judges what the provider saw: 429s at most 5 % of the calls, exactly 2 answered calls per scan.
+    """
+
+    async def disrupt(pack: Pack, stop: asyncio.Event) -> list[str]:
+        notes: list[str] = []
+        if cut:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CUT_AFTER_SECONDS)
+            if not stop.is_set():
+                await asyncio.to_thread(_set_rate, pack, CUT_RATE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), CUT_SECONDS)
+                await asyncio.to_thread(_set_rate, pack, PROVIDER_RATE)
+                notes.append(f"limit cut to {CUT_RATE}/s for {CUT_SECONDS:.0f} s after {CUT_AFTER_SECONDS:.0f} s")
+            else:
+                notes.append("problem: the run ended before the cut")
+        await stop.wait()
+        return notes + _judge_provider(await asyncio.to_thread(_standin_stats, pack))
+
+    return disrupt
+
+
+def _judge_provider(stats: dict[str, Any]) -> list[str]:
+    calls = sum(stats["calls"].values())
+    refused = stats.get("rate_limited", 0)
+    jobs = len(stats["by_job"])
+    answered_per_scan = (calls - refused) / jobs if jobs else 0.0
+    notes = [
+        f"model calls {calls}, 429s {refused}, calls in flight at most {stats.get('peak_in_flight', '?')}",
+        f"answered model calls per scan {answered_per_scan:.2f}",
+    ]
+    if calls and refused / calls > MAX_429_SHARE:
+        notes.append(f"problem: 429s were {refused / calls:.1%} of model calls (at most {MAX_429_SHARE:.0%})")
+    if round(answered_per_scan, 2) != CALLS_PER_SCAN:
+        notes.append(f"problem: {answered_per_scan:.2f} answered model calls per scan, not {CALLS_PER_SCAN}")
+    return notes
+
+
+# Cases bound by the provider's floor (minutes at 200 scans): run only when named.
+SLOW_CASES = frozenset({"provider-limit", "provider-limit-cut"})
+PROVIDER_LIMIT_ENV = {"STANDIN_REQUESTS_PER_SECOND": str(PROVIDER_RATE)}
+
 CASES: dict[str, Case] = {
     "baseline": Case("baseline"),
     "kill-functions": Case("kill-functions", kill_functions),
@@ -135,7 +215,28 @@ CASES: dict[str, Case] = {
         recover=fail_then_replay,
         all_done=True,
     ),
+    # Slow (the provider's floor is 200 s for 200 scans): not in the CI subset; run with --case provider-limit.
+    "provider-limit": Case(
+        "provider-limit",
+        limited_provider(cut=False),
+        env=PROVIDER_LIMIT_ENV,
+        settle_seconds=600.0,
+        deadline=provider_deadline(cut=False),
+    ),
+    "provider-limit-cut": Case(
+        "provider-limit-cut",
+        limited_provider(cut=True),
+        env=PROVIDER_LIMIT_ENV,
+        settle_seconds=600.0,
+        deadline=provider_deadline(cut=True),
+    ),
 }
+
+
+def _deadline_note(took: float, deadline: float) -> str:
+    # The audit's own checks run inside `took` too; they take about a second, small beside the bound.
+    verdict = "within" if took <= deadline else "problem: over"
+    return f"{verdict} the bound: submits to audited in {took:.1f} s (bound {deadline:.1f} s)"
 
 
 @contextlib.contextmanager
@@ -164,10 +265,13 @@ async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
             await rewards.start()
             stop = asyncio.Event()
             disruption = asyncio.create_task(case.disrupt(pack, stop)) if case.disrupt else None
+            submitted = time.monotonic()
             job_ids = await submit_all(pack, scans)
             if case.recover is not None:
                 result.notes += await case.recover(pack, redis, job_ids)
             await audit(result, pack, redis, job_ids, rewards, case.settle_seconds)
+            if case.deadline is not None:
+                result.notes.append(_deadline_note(time.monotonic() - submitted, case.deadline(scans)))
             if disruption is not None:
                 stop.set()
                 result.notes += await disruption

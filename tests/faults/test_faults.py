@@ -26,3 +26,23 @@ async def test_no_accepted_scan_is_lost_or_duplicated(name: str) -> None:
     assert result.rewards > 0, "the run granted rewards, so the reward audit counted something"
     if name != "kill-functions":  # a process killed mid-call makes its retry call the model again
         assert result.done == CI_SCANS
+
+
+async def _run_provider_limit(name: str, scans: int) -> None:
+    result = await run_case(CASES[name], scans, REDIS_TEST_URL)
+    assert (result.lost, result.failed, result.done) == (0, 0, scans), result.notes
+    assert result.problems == [], result.notes
+
+
+# Until the shared model budget (issue 20's pods' side, built on another branch) lands, the pods call the
+# limited stand-in as fast as they can and collect 429s: strict, so the marker goes once the budget makes it pass.
+@pytest.mark.xfail(reason="needs the shared per-model budget in Redis (issue 20)", strict=True)
+async def test_a_provider_limited_to_2_calls_a_second_is_waited_for_not_failed() -> None:
+    await _run_provider_limit("provider-limit", CI_SCANS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["provider-limit", "provider-limit-cut"])
+async def test_200_scans_against_a_limited_provider_finish_within_its_floor(name: str) -> None:
+    await _run_provider_limit(name, 200)

@@ -342,6 +342,9 @@ async def test_stats_count_every_call_by_kind_and_job_and_reset_clears_them(
         "calls": {"vision": 1, "answer": 3, "other": 2},
         "by_job": {"a": {"vision": 1, "answer": 1}, "b": {"answer": 2}},
         "faults_injected": 0,
+        "rate_limited": 0,
+        "in_flight": 0,
+        "peak_in_flight": 1,
     }
     await client.post("/v1/standin/faults", json={"fail_next": 5, "status": 500})
     assert (await client.post("/v1/standin/reset")).status_code == 200
@@ -349,6 +352,9 @@ async def test_stats_count_every_call_by_kind_and_job_and_reset_clears_them(
         "calls": {"vision": 0, "answer": 0, "other": 0},
         "by_job": {},
         "faults_injected": 0,
+        "rate_limited": 0,
+        "in_flight": 0,
+        "peak_in_flight": 0,
     }
     ok = await client.post("/v1/chat/completions", json=classify_body(png_url))
     assert ok.status_code == 200, "reset dropped the pending faults"

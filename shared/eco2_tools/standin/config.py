@@ -1,55 +1,68 @@
-"""Settings of the stand-in model server: latencies and fault shares, read once from a mapping."""
+"""Settings of the stand-in model server: latencies, fault shares and provider limits, from STANDIN_* variables."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-from eco2.env import SettingsError, env_float, env_int
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Module constants, not class attributes: a slots dataclass replaces its defaults with slot descriptors.
-_VISION_LATENCY = 3.5
-_ANSWER_LATENCY = 7.0
-_HANG_SECONDS = 120.0
+from eco2.env import SettingsError
+
+ENV_PREFIX = "STANDIN_"
 
 
-@dataclass(frozen=True, slots=True)
-class StandinConfig:
-    """Latencies are in seconds and multiplied by latency_scale; fault shares are probabilities per call."""
+class StandinConfig(BaseSettings):
+    """Latencies are in seconds and multiplied by latency_scale; fault shares are probabilities per call.
 
-    vision_latency: float = _VISION_LATENCY
-    answer_latency: float = _ANSWER_LATENCY
-    latency_scale: float = 1.0
-    fault_429: float = 0.0
-    fault_500: float = 0.0
-    fault_hang: float = 0.0
-    hang_seconds: float = _HANG_SECONDS
+    Limits are off at 0 (the default): requests_per_second and requests_per_minute are rolling windows,
+    tokens_per_minute counts each call's prompt tokens over a rolling minute, max_concurrent caps calls in flight.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    vision_latency: float = Field(default=3.5, ge=0)
+    answer_latency: float = Field(default=7.0, ge=0)
+    latency_scale: float = Field(default=1.0, ge=0)
+    fault_429: float = Field(default=0.0, ge=0, le=1)
+    fault_500: float = Field(default=0.0, ge=0, le=1)
+    fault_hang: float = Field(default=0.0, ge=0, le=1)
+    hang_seconds: float = Field(default=120.0, ge=0)
     seed: int = 0
+    requests_per_second: float = Field(default=0.0, ge=0)
+    requests_per_minute: int = Field(default=0, ge=0)
+    tokens_per_minute: int = Field(default=0, ge=0)
+    max_concurrent: int = Field(default=0, ge=0)
 
-    def __post_init__(self) -> None:
-        for field in ("vision_latency", "answer_latency", "latency_scale", "hang_seconds"):
-            if getattr(self, field) < 0:
-                raise SettingsError(f"{field} must not be negative")
-        for field in ("fault_429", "fault_500", "fault_hang"):
-            if not 0.0 <= getattr(self, field) <= 1.0:
-                raise SettingsError(f"{field} must be between 0 and 1")
+    @model_validator(mode="after")
+    def _fault_shares_fit(self) -> Self:
         if self.fault_429 + self.fault_500 + self.fault_hang > 1.0:
-            raise SettingsError("the fault shares must not add up to more than 1")
+            raise ValueError("the fault shares must not add up to more than 1")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StandinConfig:
-        return cls(
-            vision_latency=env_float(env, "STANDIN_VISION_LATENCY", _VISION_LATENCY),
-            answer_latency=env_float(env, "STANDIN_ANSWER_LATENCY", _ANSWER_LATENCY),
-            latency_scale=env_float(env, "STANDIN_LATENCY_SCALE", 1.0),
-            fault_429=env_float(env, "STANDIN_FAULT_429", 0.0),
-            fault_500=env_float(env, "STANDIN_FAULT_500", 0.0),
-            fault_hang=env_float(env, "STANDIN_FAULT_HANG", 0.0),
-            hang_seconds=env_float(env, "STANDIN_HANG_SECONDS", _HANG_SECONDS),
-            seed=env_int(env, "STANDIN_SEED", 0),
-        )
+        """From a given mapping only (not os.environ), so tests and the CLI say exactly what they pass."""
+        values = {
+            key.removeprefix(ENV_PREFIX).lower(): value for key, value in env.items() if key.startswith(ENV_PREFIX)
+        }
+        return cls.validated(values)
+
+    @classmethod
+    def validated(cls, values: Mapping[str, Any]) -> StandinConfig:
+        # model_validate skips BaseSettings' own reading of os.environ: only `values` count.
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            name = f"{ENV_PREFIX}{where.upper()}: " if where else ""
+            raise SettingsError(f"{name}{first['msg']}") from None
+
+    def changed(self, **changes: Any) -> StandinConfig:
+        """A copy with some values changed, validated as a whole."""
+        return self.validated({**self.as_dict(), **changes})
 
     def latency(self, kind: str) -> float:
         """Seconds to wait before answering a call of this kind (vision, answer, other)."""
@@ -57,4 +70,4 @@ class StandinConfig:
         return base * self.latency_scale
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()

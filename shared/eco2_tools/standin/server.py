@@ -29,7 +29,8 @@ from eco2_tools.standin import replies, samples
 from eco2_tools.standin.config import StandinConfig
 from eco2_tools.standin.faults import Fault, FaultPlan
 from eco2_tools.standin.images import ImageUnavailable, load_image, sample_png
-from eco2_tools.standin.shapes import STANDIN_HEADER, ApiError, ChatRequest, Reply, kind_of
+from eco2_tools.standin.limits import ProviderLimits
+from eco2_tools.standin.shapes import STANDIN_HEADER, ApiError, ChatRequest, Reply, kind_of, token_estimate
 from eco2_tools.standin.stats import CallStats, StandinMetrics
 
 __all__ = ["WARNING_LINE", "StandinConfig", "create_app"]
@@ -46,6 +47,7 @@ class _State:
     config: StandinConfig
     rules: replies.TextMatcher
     faults: FaultPlan
+    limits: ProviderLimits
     stats: CallStats = field(default_factory=CallStats)
     metrics: StandinMetrics = field(default_factory=StandinMetrics)
     http: httpx.AsyncClient | None = None
@@ -154,21 +156,27 @@ def _sse(document: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-def _stream(reply: Reply, latency: float, include_usage: bool) -> StreamingResponse:
+def _stream(
+    reply: Reply, latency: float, include_usage: bool, headers: dict[str, str], done: Callable[[], None]
+) -> StreamingResponse:
     pieces = reply.pieces()
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse(reply.chunk({"role": "assistant", "content": ""}))
-        for piece in pieces:
-            # The latency is spread over the pieces, as a real model streams tokens as it makes them.
-            await asyncio.sleep(latency / len(pieces))
-            yield _sse(reply.chunk({"content": piece}))
-        yield _sse(reply.chunk({}, finish_reason="stop"))
-        if include_usage:
-            yield _sse(reply.usage_chunk())
-        yield _sse("[DONE]")
+        try:
+            yield _sse(reply.chunk({"role": "assistant", "content": ""}))
+            for piece in pieces:
+                # The latency is spread over the pieces, as a real model streams tokens as it makes them.
+                await asyncio.sleep(latency / len(pieces))
+                yield _sse(reply.chunk({"content": piece}))
+            yield _sse(reply.chunk({}, finish_reason="stop"))
+            if include_usage:
+                yield _sse(reply.usage_chunk())
+            yield _sse("[DONE]")
+        finally:
+            # A streamed call is in flight until its last chunk, or until the client goes away.
+            done()
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
 
 
 async def _respond(state: _State, request: Request, raw: Any, size: int, kind: str) -> Response:
@@ -176,6 +184,37 @@ async def _respond(state: _State, request: Request, raw: Any, size: int, kind: s
         chat = ChatRequest.model_validate(raw)
     except ValidationError as exc:
         raise _invalid(exc) from None
+    try:
+        # The provider refuses before it does any work, so a refused call costs no latency.
+        state.limits.admit(token_estimate(size))
+    except ApiError:
+        state.stats.record_rate_limited()
+        state.metrics.faults.labels(kind, "limit").inc()
+        raise
+    state.stats.enter()
+    released = False
+
+    def done() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            state.limits.release()
+            state.stats.leave()
+
+    try:
+        response = await _admitted(state, request, chat, size, kind, done)
+    except BaseException:
+        done()
+        raise
+    if not chat.stream or response.status_code != 200:
+        done()
+    return response
+
+
+async def _admitted(
+    state: _State, request: Request, chat: ChatRequest, size: int, kind: str, done: Callable[[], None]
+) -> Response:
+    """The answer to a call the limits let through; a streamed one calls `done` when its stream ends."""
     fault = state.faults.draw(kind)
     if fault is not None:
         return await _fault_response(state, kind, fault)
@@ -184,9 +223,9 @@ async def _respond(state: _State, request: Request, raw: Any, size: int, kind: s
     latency = state.config.latency(kind)
     if chat.stream:
         include_usage = chat.stream_options is not None and chat.stream_options.include_usage
-        return _stream(reply, latency, include_usage)
+        return _stream(reply, latency, include_usage, state.limits.headers(), done)
     await asyncio.sleep(latency)
-    return JSONResponse(reply.completion())
+    return JSONResponse(reply.completion(), headers=state.limits.headers())
 
 
 async def _complete(state: _State, request: Request) -> tuple[str, Response]:
@@ -233,6 +272,27 @@ class _ConfigChange(BaseModel):
     fault_hang: float | None = None
     hang_seconds: float | None = None
     seed: int | None = None
+    requests_per_second: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+
+
+def _apply(state: _State, config: StandinConfig) -> None:
+    state.config = config
+    state.faults.configure(config)
+    state.limits.configure(
+        config.requests_per_second, config.requests_per_minute, config.tokens_per_minute, config.max_concurrent
+    )
+
+
+def _limits_of(config: StandinConfig) -> ProviderLimits:
+    return ProviderLimits(
+        requests_per_second=config.requests_per_second,
+        requests_per_minute=config.requests_per_minute,
+        tokens_per_minute=config.tokens_per_minute,
+        max_concurrent=config.max_concurrent,
+    )
 
 
 def _admin_routes(state: _State) -> list[Route]:
@@ -249,13 +309,12 @@ def _admin_routes(state: _State) -> list[Route]:
             return JSONResponse(state.config.as_dict())
         try:
             change = _ConfigChange.model_validate((await _read_json(request))[0])
-            updated = dataclasses.replace(state.config, **change.model_dump(exclude_none=True))
+            updated = state.config.changed(**change.model_dump(exclude_none=True))
         except ValidationError as exc:
             raise _invalid(exc) from None
         except SettingsError as exc:
             raise ApiError(400, str(exc), code="invalid_config") from None
-        state.config = updated
-        state.faults.configure(updated)
+        _apply(state, updated)
         return JSONResponse(updated.as_dict())
 
     async def stats(request: Request) -> Response:
@@ -264,6 +323,7 @@ def _admin_routes(state: _State) -> list[Route]:
     async def reset(request: Request) -> Response:
         state.stats.clear()
         state.faults.clear()
+        state.limits.clear()
         return JSONResponse({"reset": True})
 
     return [
@@ -331,7 +391,12 @@ def create_app(
     fetch_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """`rules` defaults to RuleBook.load(); `fetch_transport` lets tests fake the image URL fetches."""
-    state = _State(config=config, rules=RuleBook.load() if rules is None else rules, faults=FaultPlan(config))
+    state = _State(
+        config=config,
+        rules=RuleBook.load() if rules is None else rules,
+        faults=FaultPlan(config),
+        limits=_limits_of(config),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -112,7 +112,7 @@ def kind_of(raw: object) -> str:
     return _KIND_BY_SCHEMA.get(name, "other") if isinstance(name, str) else "other"
 
 
-def _tokens(characters: int) -> int:
+def token_estimate(characters: int) -> int:
     # A rough count (about four characters a token) so usage looks plausible and stays deterministic.
     return max(1, characters // 4)
 
@@ -126,9 +126,9 @@ class Reply:
         self.model = MODEL_PREFIX + model
         self.content = content
         self.usage = {
-            "prompt_tokens": _tokens(prompt_chars),
-            "completion_tokens": _tokens(len(content)),
-            "total_tokens": _tokens(prompt_chars) + _tokens(len(content)),
+            "prompt_tokens": token_estimate(prompt_chars),
+            "completion_tokens": token_estimate(len(content)),
+            "total_tokens": token_estimate(prompt_chars) + token_estimate(len(content)),
         }
 
     def _envelope(self, obj: str) -> dict[str, Any]:

@@ -20,6 +20,9 @@ class CallStats:
         self.calls: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.by_job: dict[str, dict[str, int]] = {}
         self.faults_injected = 0
+        self.rate_limited = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     def record_call(self, kind: str, job_id: str | None) -> None:
         self.calls[kind] += 1
@@ -36,16 +39,33 @@ class CallStats:
     def record_fault(self) -> None:
         self.faults_injected += 1
 
+    def record_rate_limited(self) -> None:
+        """A 429 from the provider limits (injected 429s count as faults instead)."""
+        self.rate_limited += 1
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
     def clear(self) -> None:
         self.calls = dict.fromkeys(KINDS, 0)
         self.by_job = {}
         self.faults_injected = 0
+        self.rate_limited = 0
+        # Calls still being answered keep counting; the peak restarts from them.
+        self.peak_in_flight = self.in_flight
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
             "by_job": {job: dict(counts) for job, counts in self.by_job.items()},
             "faults_injected": self.faults_injected,
+            "rate_limited": self.rate_limited,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
         }
 
 
