@@ -189,7 +189,11 @@ def _judge_provider(stats: dict[str, Any]) -> list[str]:
 
 # Cases bound by the provider's floor (minutes at 200 scans): run only when named.
 SLOW_CASES = frozenset({"provider-limit", "provider-limit-cut"})
-PROVIDER_LIMIT_ENV = {"STANDIN_REQUESTS_PER_SECOND": str(PROVIDER_RATE)}
+PROVIDER_LIMIT_ENV = {
+    "STANDIN_REQUESTS_PER_SECOND": str(PROVIDER_RATE),
+    # The pack's shared budget, configured to the provider's limit as an operator would (docs/operations.md).
+    "ECO2_MODEL_REQUESTS_PER_MINUTE": str(int(PROVIDER_RATE * 60)),
+}
 
 CASES: dict[str, Case] = {
     "baseline": Case("baseline"),

@@ -201,6 +201,8 @@ async def _duplicate_events(redis: aioredis.Redis, job_id: str) -> int:
     duplicates = 0
     seen: Counter[tuple[str, str, str]] = Counter()
     for _, fields in cast(list[Any], entries or []):
+        if '"waiting_for_capacity"' in fields.get("data", ""):
+            continue  # a note that a model call waits (its stage and status unchanged), not a step of the job
         if '"reopened"' in fields.get("data", ""):
             duplicates += sum(count - 1 for count in seen.values())
             seen.clear()

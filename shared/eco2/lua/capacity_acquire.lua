@@ -1,5 +1,5 @@
 -- Takes one call slot of a model's shared budget, or says how long to wait for one.
--- KEYS[1] in-flight leases (ZSET: lease id scored by expiry, ms), KEYS[2] request count of the current minute,
+-- KEYS[1] in-flight leases (ZSET: lease id scored by expiry, ms), KEYS[2] the next call's earliest time (ms),
 -- KEYS[3] pause (the ms time until which the provider asked everyone to wait).
 -- ARGV: lease id, lease ms, max in flight for this call (0: no cap; new scans get less than the whole cap, so
 -- that work past vision keeps slots), requests per minute (0: no cap).
@@ -21,13 +21,16 @@ if max_inflight > 0 then
 end
 local rpm = tonumber(ARGV[4])
 if rpm > 0 then
-  local window = KEYS[2] .. ':' .. math.floor(now / 60000)
-  local used = tonumber(redis.call('GET', window) or '0')
-  if used >= rpm then
-    return {0, 60000 - (now % 60000)}
+  -- A smooth rate, not a per-minute count: one call every 60000/rpm ms (and one ms more, so a provider that
+  -- counts a rolling window with both ends in it never sees one call too many). KEYS[2] holds the theoretical
+  -- arrival time of the next call (GCRA): a burst at the start of a minute would be refused by a provider that
+  -- also limits per second, as OpenAI-compatible ones do.
+  local interval = math.floor(60000 / rpm) + 1
+  local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+  if tat > now then
+    return {0, tat - now}
   end
-  redis.call('INCR', window)
-  redis.call('PEXPIRE', window, 61000)
+  redis.call('SET', KEYS[2], tat + interval, 'PX', interval + 60000)
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
