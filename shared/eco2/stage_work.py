@@ -21,7 +21,16 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
-from eco2.jobs import Claim, JobStatus, JobStore, Stage, Transition, delta_args, transition_reply
+from eco2.jobs import (
+    Claim,
+    JobStatus,
+    JobStore,
+    Stage,
+    Transition,
+    TransitionOptions,
+    delta_args,
+    transition_reply,
+)
 
 M = TypeVar("M", bound=BaseModel)
 # While a stage runs under run_once: the pieces of its streamed text that its DeltaWriter had not written when the
@@ -41,6 +50,9 @@ class Change:
     # Set on the job hash with the transition (chat's `result`); the stage's progress unless given.
     fields: dict[str, str] | None = None
     progress: int | None = None
+
+    def options(self) -> TransitionOptions:
+        return {"message": self.message, "data": self.data, "fields": self.fields, "progress": self.progress}
 
 
 async def run_once(
@@ -63,16 +75,7 @@ async def run_once(
 
     def then(output: BaseModel) -> tuple[list[str], list[str]]:
         done = change(cast(M, output))
-        keys, argv = store.transition_args(
-            job_id,
-            done.user_id,
-            done.stage,
-            done.status,
-            message=done.message,
-            data=done.data,
-            fields=done.fields,
-            progress=done.progress,
-        )
+        keys, argv = store.transition_args(job_id, done.user_id, done.stage, done.status, **done.options())
         return keys, [str(len(handed_over)), *delta_args(handed_over), *argv]
 
     token = _HANDED_OVER.set(handed_over)
@@ -87,16 +90,7 @@ async def run_once(
     if stored.then is not None:
         return stored.value, transition_reply(stored.then)
     done = change(stored.value)
-    recorded = await store.transition(
-        job_id,
-        done.user_id,
-        done.stage,
-        done.status,
-        message=done.message,
-        data=done.data,
-        fields=done.fields,
-        progress=done.progress,
-    )
+    recorded = await store.transition(job_id, done.user_id, done.stage, done.status, **done.options())
     return stored.value, recorded
 
 

@@ -150,6 +150,21 @@ _extend = cast(
 _validator_class = _extend(jsonschema.Draft7Validator, {"x-kubernetes-list-type": _list_type})
 
 
+def transcribed_crd(group: str, kind: str, version: str, spec: Body) -> Body:
+    """A CRD the handbook's directory lacks, as the CRD file would state it: one served version whose schema is
+    `spec` (status left out: the API server owns it)."""
+    status: Body = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema: Body = {"type": "object", "properties": {"spec": spec, "status": status}}
+    return {
+        "kind": "CustomResourceDefinition",
+        "spec": {
+            "group": group,
+            "names": {"kind": kind},
+            "versions": [{"name": version, "served": True, "schema": {"openAPIV3Schema": schema}}],
+        },
+    }
+
+
 # Knative's SinkBinding CRD is not in the handbook's reference/knative-crds. Its spec is transcribed here, field
 # for field, from the openAPIV3Schema of knative/eventing's config/core/resources/sinkbindings.yaml (status left
 # out: the API server owns it); the admission webhook's own rule, a subject named or selected, is added below.
@@ -174,53 +189,37 @@ _LABEL_SELECTOR: Body = {
         "matchLabels": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     },
 }
-SINKBINDING_CRD: Body = {
-    "kind": "CustomResourceDefinition",
-    "spec": {
-        "group": "sources.knative.dev",
-        "names": {"kind": "SinkBinding"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "schema": {
-                    "openAPIV3Schema": {
+SINKBINDING_CRD = transcribed_crd(
+    "sources.knative.dev",
+    "SinkBinding",
+    "v1",
+    {
+        "type": "object",
+        "properties": {
+            "ceOverrides": {
+                "type": "object",
+                "properties": {
+                    "extensions": {
                         "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "ceOverrides": {
-                                        "type": "object",
-                                        "properties": {
-                                            "extensions": {
-                                                "type": "object",
-                                                "x-kubernetes-preserve-unknown-fields": True,
-                                            }
-                                        },
-                                    },
-                                    "sink": {
-                                        "type": "object",
-                                        "properties": {
-                                            "ref": _OBJECT_REF,
-                                            "uri": {"type": "string"},
-                                            "CACerts": {"type": "string"},
-                                        },
-                                    },
-                                    "subject": {
-                                        "type": "object",
-                                        "properties": {**_OBJECT_REF["properties"], "selector": _LABEL_SELECTOR},
-                                    },
-                                },
-                            },
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                        },
+                        "x-kubernetes-preserve-unknown-fields": True,
                     }
                 },
-            }
-        ],
+            },
+            "sink": {
+                "type": "object",
+                "properties": {
+                    "ref": _OBJECT_REF,
+                    "uri": {"type": "string"},
+                    "CACerts": {"type": "string"},
+                },
+            },
+            "subject": {
+                "type": "object",
+                "properties": {**_OBJECT_REF["properties"], "selector": _LABEL_SELECTOR},
+            },
+        },
     },
-}
+)
 ADMISSION_RULES["SinkBinding"] = [
     {
         "required": ["spec"],
@@ -247,61 +246,43 @@ _POLICY_REF: Body = {
     "type": "object",
     "properties": {name: {"type": "string"} for name in ("apiVersion", "kind", "name", "namespace")},
 }
-EVENTPOLICY_CRD: Body = {
-    "kind": "CustomResourceDefinition",
-    "spec": {
-        "group": "eventing.knative.dev",
-        "names": {"kind": "EventPolicy"},
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "from": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {"ref": _POLICY_REF, "sub": {"type": "string"}},
-                                        },
-                                    },
-                                    "to": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "ref": {
-                                                    "type": "object",
-                                                    "properties": {
-                                                        n: {"type": "string"} for n in ("apiVersion", "kind", "name")
-                                                    },
-                                                },
-                                                "selector": {
-                                                    "type": "object",
-                                                    "properties": {
-                                                        "apiVersion": {"type": "string"},
-                                                        "kind": {"type": "string"},
-                                                        **_LABEL_SELECTOR["properties"],
-                                                    },
-                                                },
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                        },
-                    }
+EVENTPOLICY_CRD = transcribed_crd(
+    "eventing.knative.dev",
+    "EventPolicy",
+    "v1alpha1",
+    {
+        "type": "object",
+        "properties": {
+            "from": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"ref": _POLICY_REF, "sub": {"type": "string"}},
                 },
-            }
-        ],
+            },
+            "to": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "ref": {
+                            "type": "object",
+                            "properties": {n: {"type": "string"} for n in ("apiVersion", "kind", "name")},
+                        },
+                        "selector": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                **_LABEL_SELECTOR["properties"],
+                            },
+                        },
+                    },
+                },
+            },
+        },
     },
-}
+)
 # The webhook's rule: each `from` entry names a ref or a sub, each `to` entry a ref or a selector.
 ADMISSION_RULES["EventPolicy"] = [
     {
