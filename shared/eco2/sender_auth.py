@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from eco2.env import SettingsError
+
 TOKEN_ENV = "ECO2_EVENT_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 TOKEN_FILE_ENV = "ECO2_EVENT_TOKEN_FILE"  # noqa: S105 (a variable's name)
 MIN_TOKEN_LENGTH = 32  # a shared secret shorter than this is guessable; refuse to start with it
@@ -24,7 +26,7 @@ class SenderCredential:
 
     def __init__(self, token: str | None = None, token_file: Path | None = None) -> None:
         if token is not None and len(token) < MIN_TOKEN_LENGTH:
-            raise ValueError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters")
+            raise SettingsError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters")
         self._token = token
         self._file = token_file
         self._file_stamp: tuple[int, int] | None = None
