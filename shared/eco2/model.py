@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from eco2.capacity import Budget, OnWait, exhausted_for
+from eco2.capacity import Budget, Lease, OnWait, exhausted_for
 from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 from eco2.tracing import child_span
@@ -230,7 +230,7 @@ class ModelClient:
             body["stream"] = True
         options: dict[str, Any] = {"headers": {JOB_HEADER: job_id, STAGE_HEADER: stage}}
         try:
-            response = await self._budgeted_post(model, stage, body, options, stream=on_text is not None)
+            response, lease = await self._budgeted_post(model, stage, body, options, stream=on_text is not None)
         except openai.RateLimitError as exc:
             raise RateLimited("the model is rate limiting", _retry_after(exc.response)) from None
         except (openai.APITimeoutError, openai.APIConnectionError):
@@ -242,23 +242,29 @@ class ModelClient:
                 raise ModelUnavailable(message="the model failed") from None
             # The model rejected this request itself (bad image URL, unknown model): retrying cannot help.
             raise PoisonEvent("model_rejected", f"the model rejected the request ({exc.status_code})") from None
-        if on_text is not None:
-            async with aclosing(self._documents(response)) as chunks:
-                return await _streamed(chunks, on_text)
-        content = _content(_json_or_none(response.content), "message")
+        try:
+            if on_text is not None:
+                async with aclosing(self._documents(response)) as chunks:
+                    return await _streamed(chunks, on_text)
+            content = _content(_json_or_none(response.content), "message")
+        finally:
+            # A streamed call is in flight at the provider until its stream ends: its slot is held until then.
+            if lease is not None and self._budget is not None:
+                await self._budget.release(lease)
         if not content:
             raise ModelUnavailable(message="the model returned no content")
         return content
 
     async def _budgeted_post(
         self, model: str, stage: str, body: dict[str, Any], options: dict[str, Any], *, stream: bool
-    ) -> httpx2.Response:
-        """The request inside a slot of the model's shared budget. A 429 pauses the model for every replica for
-        the provider's retry-after and the call goes again, within the budget's wait, instead of failing into the
-        broker's minute-long backoff; RateLimited (the broker's 429) only when the wait runs out."""
+    ) -> tuple[httpx2.Response, Lease | None]:
+        """The request inside a slot of the model's shared budget, and the slot (the caller gives it back once the
+        response is read). A 429 pauses the model for every replica for the provider's retry-after and the call
+        goes again, within the budget's wait, instead of failing into the broker's minute-long backoff;
+        RateLimited (the broker's 429) only when the wait runs out."""
         budget = self._budget
         if budget is None:
-            return await self._post(body, options, stream=stream)
+            return await self._post(body, options, stream=stream), None
         job = str(options["headers"][JOB_HEADER])
         deadline = time.monotonic() + budget.wait_seconds
         while True:
@@ -269,13 +275,15 @@ class ModelClient:
             try:
                 response = await self._post(body, options, stream=stream)
                 await budget.learn(model, response.headers)
-                return response
+                return response, lease
             except self._openai.RateLimitError as exc:
+                await budget.release(lease)
                 await budget.refused(model, _retry_after(exc.response))
                 if time.monotonic() >= deadline:
                     raise
-            finally:
+            except BaseException:
                 await budget.release(lease)
+                raise
 
     def _waiting(self, job_id: str, stage: str, model: str) -> Callable[[], Awaitable[None]] | None:
         """What tells the job it waits for capacity (on the first wait of a call), if the process announces it."""

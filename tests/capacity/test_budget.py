@@ -67,8 +67,30 @@ async def _serve(counter: Counter) -> tuple[web.AppRunner, str]:
         counter.answered += 1
         return web.Response(body=json.dumps(REPLY), content_type="application/json")
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        # A streamed reply: in flight at the provider until its last chunk, as a provider counts concurrency.
+        await request.read()
+        counter.now += 1
+        counter.most = max(counter.most, counter.now)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        try:
+            await response.prepare(request)
+            for piece in ("hel", "lo"):
+                chunk = {"choices": [{"delta": {"content": piece}}]}
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await asyncio.sleep(0.05)
+            await response.write(b"data: [DONE]\n\n")
+        finally:
+            counter.now -= 1
+        counter.answered += 1
+        return response
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        return await (stream(request) if body.get("stream") else complete(request))
+
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", complete)
+    app.router.add_post("/v1/chat/completions", route)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -119,6 +141,34 @@ async def test_three_replicas_never_exceed_the_in_flight_cap(
     assert all(text == "hello" for texts in results for text in texts)
     assert counter.answered == 60
     assert counter.most == 3  # the cap was reached (so the test could fail) and never exceeded
+
+
+async def test_a_streamed_call_holds_its_slot_until_its_stream_ends(
+    redis_client: aioredis.Redis, server: tuple[Counter, str]
+) -> None:
+    counter, url = server
+    model, client = await _replica(url, CapacitySettings(max_in_flight=2, wait_seconds=30))
+    messages = [{"role": "user", "content": "hi"}]
+    pieces: list[str] = []
+
+    async def on_text(piece: str) -> None:
+        pieces.append(piece)
+
+    try:
+        texts = await asyncio.gather(
+            *(
+                model._complete(
+                    model=MODEL, stage="chat", messages=messages, response_format=None, job_id=f"s{n}", on_text=on_text
+                )
+                for n in range(8)
+            )
+        )
+    finally:
+        await model.aclose()
+        await client.aclose()
+    assert texts == ["hello"] * 8
+    assert counter.answered == 8
+    assert counter.most == 2  # two streams at once, never a third while one was still streaming
 
 
 async def test_without_a_limit_calls_go_out_together(server: tuple[Counter, str]) -> None:
