@@ -101,7 +101,7 @@ async def start_sources(
 ) -> list[SourceConsumer]:
     """One consumer per RabbitmqSource of the manifests, each on its own channel and its own durable queue; each
     presents the pack's sender credential to the ingress, as a source's OIDC identity does to the broker."""
-    credential = SenderCredential(token=event_token).headers() if event_token else {}
+    credential = SenderCredential(token=event_token).headers()
     consumers: list[SourceConsumer] = []
     for spec in rabbitmq_sources(manifests).values():
         queue = source_queue(prefix, spec.name)
