@@ -194,7 +194,7 @@ class EventFunction(Generic[R]):
                 raise PoisonEvent("unexpected_type", f"{self.name} accepts {self.accepts}, not {event_type}")
             # The stage's own budget (model call, lease wait) plus the grace its writes get: a timed-out
             # model call or a busy lease answers its own clean 5xx before this fires.
-            async with asyncio.timeout(self.settings.stage_timeout_seconds + self.settings.store_grace_seconds):
+            async with asyncio.timeout(self.settings.work_seconds + self.settings.store_grace_seconds):
                 reply = await self._handle(event, resources)
             log.info("handled", extra={"fields": {"type": event_type, "replied": reply is not None}})
         except Eco2Error as exc:

@@ -35,6 +35,14 @@ class Priority(StrEnum):
     HIGH = "high"
 
 
+def event_priority(event: CloudEvent) -> Priority:
+    """An event's `priority` attribute: normal when it has none (or one the pack does not know)."""
+    try:
+        return Priority(str(event.get("priority") or Priority.NORMAL.value))
+    except ValueError:
+        return Priority.NORMAL
+
+
 # What each function consumes and what it may emit as its reply. The manifest wiring test and the local
 # runner read this table; a function's main.py must not emit anything else.
 FUNCTION_EVENTS: dict[str, tuple[EventType, tuple[EventType, ...]]] = {

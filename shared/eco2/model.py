@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from eco2.capacity import Budget, Lease, OnWait, exhausted_for
+from eco2.capacity import Budget, Lease, WaitAnnouncer, exhausted_for
 from eco2.errors import Eco2Error, ModelUnavailable, PoisonEvent, RateLimited
 from eco2.events import Classification, FinalAnswer
 from eco2.tracing import child_span
@@ -106,7 +106,7 @@ class ModelClient:
         timeout_seconds: float,
         observe: ModelObserver | None = None,
         budget: Budget | None = None,
-        on_wait: OnWait | None = None,
+        announcer: WaitAnnouncer | None = None,
     ) -> None:
         openai = load_sdk()
         # Imported with the SDK, whose HTTP client is httpx2: `post` hands its raw response back untouched.
@@ -120,7 +120,7 @@ class ModelClient:
         self._observe = observe
         # The shared, provider-aware budget (eco2.capacity); None: calls go out as they come.
         self._budget = budget
-        self._on_wait = on_wait
+        self._announcer = announcer
         # Retries are the broker's job (with backoff and a dead-letter sink), so the SDK must not retry.
         # The SDK's aiohttp transport: its default httpx pool scans every pooled connection on each request.
         self._client = openai.AsyncOpenAI(
@@ -266,12 +266,15 @@ class ModelClient:
         if budget is None:
             return await self._post(body, options, stream=stream), None
         job = str(options["headers"][JOB_HEADER])
+        tokens = budget.tokens_of(*_request_size(body))
         deadline = time.monotonic() + budget.wait_seconds
         while True:
             wait = max(0.0, deadline - time.monotonic())
             lease = await budget.acquire(
-                model, wait_seconds=wait, stage=stage, on_wait=self._waiting(job, stage, model)
+                model, wait_seconds=wait, stage=stage, tokens=tokens, on_wait=self._waiting(job, stage, model)
             )
+            if lease.waited_seconds > 0 and self._announcer is not None:
+                await self._announcer.ended(job)
             try:
                 response = await self._post(body, options, stream=stream)
                 await budget.learn(model, response.headers)
@@ -287,12 +290,12 @@ class ModelClient:
 
     def _waiting(self, job_id: str, stage: str, model: str) -> Callable[[], Awaitable[None]] | None:
         """What tells the job it waits for capacity (on the first wait of a call), if the process announces it."""
-        announce = self._on_wait
-        if announce is None:
+        announcer = self._announcer
+        if announcer is None:
             return None
 
         async def waiting() -> None:
-            await announce(job_id, stage, model)
+            await announcer(job_id, stage, model)
 
         return waiting
 
@@ -314,6 +317,20 @@ class ModelClient:
             log.warning("model connection closed without an answer; sending again")
         again: httpx2.Response = await post(CHAT_PATH, **send)
         return again
+
+
+def _request_size(body: dict[str, Any]) -> tuple[int, int]:
+    """The characters of a request's text and its number of images, for the budget's token estimate."""
+    chars, images = 0, 0
+    for message in body["messages"]:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        for part in parts:
+            if part.get("type") == "image_url":
+                images += 1
+            else:
+                chars += len(str(part.get("text", "")))
+    return chars, images
 
 
 def _closed_unanswered(exc: BaseException) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from eco2.capacity import CapacitySettings
 from eco2.connections import ConnectionSettings
 from eco2.env import env_float, env_int, environment_of
 from eco2.storage import StorageSettings
@@ -41,10 +42,18 @@ class Settings:
     storage: StorageSettings | None = None
     # TLS and time limits of every client (eco2.connections); None: read from the process environment.
     connections: ConnectionSettings | None = None
+    # The shared model budget (eco2.capacity, ECO2_MODEL_*): off unless a provider limit is set.
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
 
     def __post_init__(self) -> None:
         if not self.redis_cache_url:
             object.__setattr__(self, "redis_cache_url", self.redis_url)
+
+    @property
+    def work_seconds(self) -> float:
+        """The longest a delivery's own work may take before its writes' grace: the stage's time budget, and the
+        wait for model capacity when the budget is on."""
+        return self.stage_timeout_seconds + self.capacity.waits_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:
@@ -69,4 +78,5 @@ class Settings:
             image_url_allowlist=env.get("ECO2_IMAGE_URL_ALLOWLIST") or "",
             storage=StorageSettings.from_env(env),
             connections=ConnectionSettings.from_env(env),
+            capacity=CapacitySettings.from_env(env),
         )

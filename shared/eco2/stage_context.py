@@ -88,8 +88,8 @@ class StageContext:
                 api_key=self.settings.openai_api_key,
                 timeout_seconds=self.settings.stage_timeout_seconds,
                 observe=None if self.metrics is None else self.metrics.model_call,
-                budget=model_budget(self.store.redis, self.settings.stage_timeout_seconds, self.metrics),
-                on_wait=WaitAnnouncer(self.store.redis),
+                budget=model_budget(self.store.redis, self.settings.capacity, self.metrics),
+                announcer=WaitAnnouncer(self.store.redis),
             )
         return self._model
 

@@ -16,10 +16,12 @@ from cloudevents.http import CloudEvent
 from pydantic import BaseModel
 
 from eco2.adapter import EventFunction
+from eco2.capacity import CALL_PRIORITY
 from eco2.errors import PoisonEvent
 from eco2.events import (
     FUNCTION_EVENTS,
     ScanRequested,
+    event_priority,
     new_event,
     parse_data,
 )
@@ -78,6 +80,7 @@ class Step(Generic[In, Out]):
 async def run(step: Step[Any, Any], event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     """The skeleton every stage shares."""
     scan = parse_data(event, step.consumes)
+    CALL_PRIORITY.set(event_priority(event).value)  # the model call's place in the capacity queue
     planned: dict[int, Progress] = {}  # by the output it is for: computed once, recorded, then passed on
 
     async def compute() -> Any:
@@ -95,7 +98,7 @@ async def run(step: Step[Any, Any], event: CloudEvent, ctx: StageContext) -> Clo
         step.output,
         compute,
         change,
-        timeout_seconds=ctx.settings.stage_timeout_seconds,
+        timeout_seconds=ctx.settings.work_seconds,
     )
     if stored is None:
         return None

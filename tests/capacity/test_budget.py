@@ -247,7 +247,7 @@ async def test_a_killed_replicas_slots_come_back_within_the_lease(redis_client: 
         if holder.stdout is not None:
             holder.stdout.close()
     budget = Budget(redis_client, CapacitySettings(max_in_flight=2, lease_seconds=1.5), prefix="eco2:test:capacity")
-    assert await budget.try_acquire(MODEL, "probe") > 0  # both slots still held by the dead replica's leases
+    assert (await budget.try_acquire(MODEL, "probe"))[0] > 0  # both slots still held by the dead replica's leases
     await budget.acquire(MODEL, wait_seconds=5)
     assert time.monotonic() - killed <= 1.5 + 0.5
 
@@ -271,11 +271,23 @@ def test_only_a_used_up_limit_pauses() -> None:
     assert exhausted_for(spent) == pytest.approx(2.0)
 
 
+def test_a_used_up_request_limit_pauses_until_one_request_comes_back() -> None:
+    # 2 a second, both used: the limit is whole again in 1 s, and one request comes back in 0.5 s.
+    used_up = {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "0"}
+    used_up["x-ratelimit-reset-requests"] = "1s"
+    assert exhausted_for(used_up) == pytest.approx(0.5)
+    # A budget that already spaces its calls 0.501 s apart paces at that limit: 0 remaining is no news.
+    assert exhausted_for(used_up, paced_seconds=0.501) is None
+    # The provider cut to one call per 2 s: slower than the budget's pace, so it pauses.
+    cut = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    assert exhausted_for(cut, paced_seconds=0.501) == pytest.approx(2.0)
+
+
 async def test_a_used_up_limit_pauses_every_replica_until_its_reset(redis_client: aioredis.Redis) -> None:
     budget = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
     other = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
     await budget.learn(MODEL, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "400ms"})
-    wait_ms = await other.try_acquire(MODEL, "probe")
+    wait_ms, _ = await other.try_acquire(MODEL, "probe")
     assert 0 < wait_ms <= 400
     await other.acquire(MODEL, wait_seconds=3)
 
@@ -283,9 +295,9 @@ async def test_a_used_up_limit_pauses_every_replica_until_its_reset(redis_client
 async def test_new_scans_leave_slots_for_work_past_vision(redis_client: aioredis.Redis) -> None:
     budget = Budget(redis_client, CapacitySettings(max_in_flight=5, new_work_share=0.6), prefix="eco2:test:capacity")
     scans = [await budget.acquire(MODEL, stage="vision", wait_seconds=1) for _ in range(3)]
-    assert await budget.try_acquire(MODEL, "fourth-scan", stage="vision") > 0
+    assert (await budget.try_acquire(MODEL, "fourth-scan", stage="vision"))[0] > 0
     answers = [await budget.acquire(MODEL, stage="answer", wait_seconds=1) for _ in range(2)]
-    assert await budget.try_acquire(MODEL, "third-answer", stage="answer") > 0
+    assert (await budget.try_acquire(MODEL, "third-answer", stage="answer"))[0] > 0
     for lease in scans + answers:
         await budget.release(lease)
 
@@ -309,7 +321,7 @@ async def test_status_reads_each_models_budget(redis_client: aioredis.Redis) -> 
     await budget.pause(MODEL, 30)
     reader = redis.Redis.from_url(REDIS_TEST_URL)
     try:
-        budgets = read_budgets(reader, prefix="eco2:test:capacity")
+        budgets = read_budgets(reader, CapacitySettings(max_in_flight=4), prefix="eco2:test:capacity")
     finally:
         reader.close()
     assert [(b["model"], b["in_flight"]) for b in budgets] == [(MODEL, 1)]
@@ -330,7 +342,7 @@ async def test_a_waiting_call_tells_its_job_without_changing_its_status(
     _, url = server
     await redis_client.hset(keys.job("j0"), mapping={"status": "running", "progress": "40", "seq": "3"})
     model, client = await _replica(url, CapacitySettings(max_in_flight=1, wait_seconds=10))
-    model._on_wait = WaitAnnouncer(redis_client)
+    model._announcer = WaitAnnouncer(redis_client)
     budget = Budget(redis_client, CapacitySettings(max_in_flight=1, lease_seconds=30), prefix="eco2:test:capacity")
     held = await budget.acquire(MODEL)
     try:
@@ -352,3 +364,5 @@ async def test_a_waiting_call_tells_its_job_without_changing_its_status(
     assert fields["seq"] == "4"
     assert json.loads(fields["data"])["waiting_for_capacity"]["model"] == MODEL
     assert await redis_client.hget(keys.job("j0"), "status") == "running"
+    # The call got its slot: the job no longer says it waits.
+    assert not await redis_client.hexists(keys.job("j0"), "capacity_wait")

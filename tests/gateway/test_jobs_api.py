@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from eco2.capacity import WaitAnnouncer
 from eco2.gateway import models
 from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
@@ -44,10 +45,25 @@ async def test_result_is_202_with_retry_after_while_running(gateway: Gateway) ->
     queued = await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())
     assert queued.status_code == 202
     assert queued.headers["retry-after"] == "2"
-    assert queued.json() == {"status": "queued", "message": "접수되었어요", "current_stage": "queued", "progress": 0}
+    queued_body = {"status": "queued", "message": "접수되었어요", "current_stage": "queued", "progress": 0}
+    assert queued.json() == queued_body | {"waiting_for_capacity": None}
     await gateway.store.transition(job_id, "user-1", Stage.VISION, JobStatus.RUNNING, message="분류했어요")
     running = await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())
-    assert running.json() == {"status": "running", "message": "분류했어요", "current_stage": "vision", "progress": 25}
+    running_body = {"status": "running", "message": "분류했어요", "current_stage": "vision", "progress": 25}
+    assert running.json() == running_body | {"waiting_for_capacity": None}
+
+
+async def test_result_says_when_the_scan_waits_for_model_capacity(gateway: Gateway) -> None:
+    job_id = await submitted(gateway)
+    await gateway.store.transition(job_id, "user-1", Stage.VISION, JobStatus.RUNNING, message="분류 중이에요")
+    announce = WaitAnnouncer(gateway.store.redis)
+    await announce(job_id, "vision", "gpt-4.1-mini")
+    waiting = (await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())).json()
+    assert (waiting["status"], waiting["current_stage"]) == ("running", "vision")
+    assert waiting["waiting_for_capacity"]["model"] == "gpt-4.1-mini"
+    await announce.ended(job_id)
+    going = (await gateway.client.get(f"/api/v1/scan/{job_id}/result", headers=bearer())).json()
+    assert going["waiting_for_capacity"] is None
 
 
 async def test_result_is_200_with_the_pipeline_result_when_done(gateway: Gateway) -> None:

@@ -99,7 +99,7 @@ class Handlers:
         with log_context(event.get("subject"), event.get("traceparent")):
             try:
                 # The budget the HTTP adapter gives a delivery: the stage's own, plus its writes' grace.
-                async with asyncio.timeout(settings.stage_timeout_seconds + settings.store_grace_seconds):
+                async with asyncio.timeout(settings.work_seconds + settings.store_grace_seconds):
                     reply = await handler.call(event, context)
             except TimeoutError:
                 raise TransientError("timeout", "the stage ran out of time") from None

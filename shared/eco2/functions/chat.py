@@ -18,8 +18,9 @@ from pydantic import BaseModel
 
 from eco2 import keys
 from eco2.adapter import EventFunction
+from eco2.capacity import CALL_PRIORITY
 from eco2.errors import store_call
-from eco2.events import FUNCTION_EVENTS, ChatRequested, parse_data
+from eco2.events import FUNCTION_EVENTS, ChatRequested, event_priority, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
@@ -96,6 +97,7 @@ async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
 
 async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
     request = parse_data(event, ChatRequested)
+    CALL_PRIORITY.set(event_priority(event).value)
 
     async def compute() -> ChatAnswer:
         return await answer(request, ctx)
@@ -114,7 +116,7 @@ async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
         ChatAnswer,
         compute,
         change,
-        timeout_seconds=ctx.settings.stage_timeout_seconds,
+        timeout_seconds=ctx.settings.work_seconds,
     )
     if stored is not None and stored[1].outcome is TransitionOutcome.APPLIED:
         await remember(ctx, request, stored[0])

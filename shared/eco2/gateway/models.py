@@ -147,6 +147,13 @@ class ScanAccepted(BaseModel):
     status: Literal["queued"]
 
 
+class CapacityWait(BaseModel):
+    """A model call of the job queues for the shared model budget (the provider's limit): nothing failed."""
+
+    model: str
+    since: float = Field(description="when the call started waiting (Unix time, seconds)")
+
+
 class ScanProgress(BaseModel):
     """202 to GET …/result while the scan runs."""
 
@@ -154,6 +161,9 @@ class ScanProgress(BaseModel):
     message: str
     current_stage: str
     progress: int = Field(ge=0, le=100)
+    waiting_for_capacity: CapacityWait | None = Field(
+        default=None, description="set while the current stage's model call waits for model capacity; no status change"
+    )
 
 
 class ScanResult(BaseModel):
@@ -301,6 +311,7 @@ def progress(job: dict[str, str]) -> dict[str, Any]:
         "message": job.get("message", ""),
         "current_stage": job.get("stage", ""),
         "progress": int(job.get("progress") or 0),
+        "waiting_for_capacity": _json_field(job, "capacity_wait"),
     }
 
 

@@ -267,7 +267,11 @@ def print_status(
     for budget in budgets or []:
         paused = f", [yellow]paused {budget['paused_for']:.1f}s more[/]" if budget["paused_for"] > 0 else ""
         limit = budget["limit"] or "no cap"
-        console.print(f"  model budget {budget['model']}: {budget['in_flight']} / {limit} in flight{paused}")
+        rate = f", one request every {budget['interval_ms']} ms" if budget["interval_ms"] else ""
+        console.print(
+            f"  model budget {budget['model']}: {budget['in_flight']} / {limit} in flight, "
+            f"{budget['queued']} queued{rate}{paused}"
+        )
 
 
 def print_queue_depths(queues: dict[str, int]) -> None:
@@ -293,7 +297,7 @@ def status(options: RunnerOptions, as_json: bool) -> int:
             console.print("the pack is not running (start it with `eco2 up --detach`)")
         return 1
     letters = read_dead_letters(str(state.get("redis") or options.redis_url), list(state.get("routes") or []))
-    budgets = model_budgets(str(state.get("redis") or options.redis_url))
+    budgets = model_budgets(str(state.get("redis") or options.redis_url), state.get("model_capacity"))
     if as_json:
         report = health(state)
         endpoints = {
@@ -316,13 +320,15 @@ def status(options: RunnerOptions, as_json: bool) -> int:
     return 0
 
 
-def model_budgets(redis_url: str) -> list[dict[str, Any]]:
-    """Each model's shared budget (eco2.capacity); none listed when Redis cannot be read (shown above)."""
-    from eco2.capacity import read_budgets
+def model_budgets(redis_url: str, configured: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each model's shared budget (eco2.capacity) against the pack's settings (from its state, else this shell's);
+    none listed when Redis cannot be read (shown above)."""
+    from eco2.capacity import CapacitySettings, read_budgets
 
+    settings = CapacitySettings(**configured) if configured else CapacitySettings.from_env(os.environ)
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        return read_budgets(client)
+        return read_budgets(client, settings)
     except redis.RedisError:
         return []
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -19,6 +20,7 @@ import aiohttp
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from eco2.capacity import CapacitySettings
 from eco2.connections import amqp_connect_robust
 from eco2.env import env_float
 from eco2.sender_auth import TOKEN_ENV
@@ -328,6 +330,8 @@ class LocalPack:
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
             "model_is_standin": self._standin is not None,
+            # The functions' shared model budget (ECO2_MODEL_*), for `eco2 status` in another shell.
+            "model_capacity": dataclasses.asdict(CapacitySettings.from_env({**os.environ, **self.options.extra_env})),
             "storage": self.storage_env.get("S3_ENDPOINT_URL"),
             "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
             # Which function a dead letter's event was for (`eco2 status` groups the recorded letters by it).

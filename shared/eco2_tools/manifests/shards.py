@@ -18,8 +18,9 @@ import yaml
 
 from eco2.events import FUNCTION_EVENTS, SHARD_ATTRIBUTE, SHARDED_FUNCTIONS, SHARDS, EventType, Priority
 
-# Per attempt, equal to the subscriber Service's revision timeoutSeconds (its model budget is half of it).
-DELIVERY_TIMEOUT = {"vision": "PT60S", "answer": "PT120S"}
+# Per attempt, equal to the subscriber Service's revision timeoutSeconds (its model budget, the wait for model
+# capacity and room to answer cleanly).
+DELIVERY_TIMEOUT = {"vision": "PT300S", "answer": "PT360S"}
 PARALLELISM = 100
 
 HEADER = f"""\
