@@ -46,7 +46,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-@dataclass
+@dataclass(frozen=True)
 class CapacitySettings:
     """ECO2_MODEL_* settings of the budget. Off (calls go out as they come) unless a provider limit is configured:
     ECO2_MODEL_MAX_IN_FLIGHT, ECO2_MODEL_REQUESTS_PER_MINUTE or ECO2_MODEL_TOKENS_PER_MINUTE above 0 turns it on."""
@@ -76,9 +76,9 @@ class CapacitySettings:
         return self.wait_seconds if self.enabled else 0.0
 
     @property
-    def request_interval_ms(self) -> int:
+    def request_interval_ms(self) -> float:
         """The configured ms between requests (0: no rate), as capacity_acquire computes it."""
-        return 60000 // self.requests_per_minute + 1 if self.requests_per_minute > 0 else 0
+        return 60000 / self.requests_per_minute * 1.002 if self.requests_per_minute > 0 else 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CapacitySettings:
@@ -168,6 +168,16 @@ def exhausted_for(headers: Mapping[str, str], *, paced_seconds: float = 0.0) -> 
                 continue
         longest = reset if longest is None else max(longest, reset)
     return longest
+
+
+def provider_interval(headers: Mapping[str, str]) -> float | None:
+    """Seconds between requests the provider allows, read off a reply's headers: its request limit refills over
+    `x-ratelimit-reset-requests` once used up, so one request every reset / limit; None without both."""
+    limit = _count(headers.get("x-ratelimit-limit-requests", ""))
+    reset = reset_seconds(headers.get("x-ratelimit-reset-requests", ""))
+    if not limit or not reset:
+        return None
+    return reset / limit
 
 
 def _count(value: str) -> int:
@@ -299,29 +309,41 @@ class Budget:
             self._observer.slots_changed(lease.model, -1)
         await self._client.zrem(self._keys(lease.model)[0], lease.lease_id)
 
-    async def refused(self, model: str, seconds: float) -> None:
-        """The provider refused a call (429): counted, the model paused for every replica, and the interval
-        between requests doubled until calls go through again."""
+    async def refused(self, model: str, seconds: float, headers: Mapping[str, str] | None = None) -> None:
+        """The provider refused a call (429): counted, the model paused for every replica, and, when the refusal
+        shows the provider allows fewer requests than the budget's rate, a longer interval between requests learned
+        (capacity_pause: the provider's own, read off its headers, or double the current one when they say nothing).
+        A refusal at the budget's own rate (a call that arrived early on the network's jitter) only pauses."""
         if self._observer is not None:
             self._observer.provider_refused(model)
-        await self._pause_for(model, seconds, learn=True)
+        implied = provider_interval(headers or {})
+        learn = -1.0 if implied is None else self._slower_pace_ms(implied)
+        await self._pause_for(model, seconds, learn)
+
+    def _slower_pace_ms(self, implied: float) -> float:
+        """The ms between requests to learn from the provider's pace (seconds a request): 0 unless it is slower
+        than the configured rate (with the same 0.2 % margin)."""
+        implied_ms = implied * 1000 * 1.002
+        return implied_ms if implied_ms > self._settings.request_interval_ms else 0.0
 
     async def pause(self, model: str, seconds: float) -> None:
         """Every replica waits `seconds` before its next call to `model`."""
-        await self._pause_for(model, seconds, learn=False)
+        await self._pause_for(model, seconds, 0.0)
 
-    async def _pause_for(self, model: str, seconds: float, *, learn: bool) -> None:
+    async def _pause_for(self, model: str, seconds: float, learn: float) -> None:
         pause_key, learned_key = self._keys(model)[2], self._keys(model)[6]
-        args = [max(1, int(seconds * 1000)), self._settings.request_interval_ms, "1" if learn else "0"]
+        args = [max(1, int(seconds * 1000)), self._settings.request_interval_ms, learn]
         await self._pause(keys=[pause_key, learned_key], args=args)
 
     async def learn(self, model: str, headers: Mapping[str, str]) -> None:
         """Tightens the shared budget from a reply's x-ratelimit-* headers: a used-up provider limit that refills
         slower than the budget's own pace pauses the model for every replica until the provider takes a call
-        again, so none sends a call the provider would refuse."""
-        seconds = exhausted_for(headers, paced_seconds=self._settings.request_interval_ms / 1000)
+        again, and the provider's slower pace is learned, so none sends a call the provider would refuse."""
+        configured = self._settings.request_interval_ms
+        seconds = exhausted_for(headers, paced_seconds=configured / 1000)
         if seconds is not None and seconds > 0:
-            await self.pause(model, seconds)
+            implied = provider_interval(headers)
+            await self._pause_for(model, seconds, 0.0 if implied is None else self._slower_pace_ms(implied))
 
     async def in_flight(self, model: str) -> int:
         """Slots of `model` held by live leases (for status and tests)."""
@@ -359,7 +381,7 @@ def read_budgets(
                 "in_flight": int(client.zcount(inflight, f"({now_ms}", "+inf")),
                 "limit": settings.max_in_flight,
                 "queued": int(client.zcard(queue)),
-                "interval_ms": int(learned_ms) if learned_ms is not None else settings.request_interval_ms,
+                "interval_ms": float(learned_ms) if learned_ms is not None else settings.request_interval_ms,
                 "paused_for": max(0, int(paused_at) - now_ms) / 1000 if paused_at is not None else 0.0,
             }
         )

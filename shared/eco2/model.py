@@ -281,7 +281,7 @@ class ModelClient:
                 return response, lease
             except self._openai.RateLimitError as exc:
                 await budget.release(lease)
-                await budget.refused(model, _retry_after(exc.response))
+                await budget.refused(model, _retry_after(exc.response), exc.response.headers)
                 if time.monotonic() >= deadline:
                     raise
             except BaseException:

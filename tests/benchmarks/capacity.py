@@ -3,10 +3,11 @@
     .venv/bin/python -m tests.benchmarks.capacity [--calls 2000] [--out results/capacity.json]
 
 One run, side by side: the same sequence of model calls against a local stub model (aiohttp, answering at once)
-through ModelClient without a budget (today's behaviour), then with one (eco2.capacity.Budget, free capacity:
-no call waits). CPU is this process's (time.process_time) per call; round trips are the Redis commands the
-client sent per call, counted at its execute_command. Redis is the machine's (ECO2_TEST_REDIS_URL, default
-DB 15); the keys this run wrote are removed at the end.
+through ModelClient without a budget, then with one (eco2.capacity.Budget, free capacity: no call waits) holding
+rates only (requests and tokens per minute), then rates and an in-flight cap. CPU is this process's
+(time.process_time) per call; round trips are the Redis commands the client sent per call, counted at its
+execute_command. Redis is the machine's (ECO2_TEST_REDIS_URL, default DB 15); the keys this run wrote are removed
+at the end.
 """
 
 from __future__ import annotations
@@ -73,14 +74,21 @@ async def measure(calls: int) -> list[dict[str, Any]]:
     runner, url = await _stub()
     client = aioredis.from_url(REDIS_URL)
     counter = CountingRedis(client)
-    budget = Budget(client, CapacitySettings(max_in_flight=1000, requests_per_minute=10_000_000), prefix=PREFIX)
-    off = ModelClient(base_url=url, api_key="k", timeout_seconds=10)
-    on = ModelClient(base_url=url, api_key="k", timeout_seconds=10, budget=budget)
+    # A rate (requests and tokens per minute) takes one script per call; an in-flight cap also gives its slot back.
+    rate = CapacitySettings(requests_per_minute=10**9, tokens_per_minute=10**12)
+    capped = CapacitySettings(max_in_flight=1000, requests_per_minute=10**9, tokens_per_minute=10**12)
+    clients = {
+        "off": ModelClient(base_url=url, api_key="k", timeout_seconds=10),
+        "rate": ModelClient(base_url=url, api_key="k", timeout_seconds=10, budget=Budget(client, rate, prefix=PREFIX)),
+        "rate+cap": ModelClient(
+            base_url=url, api_key="k", timeout_seconds=10, budget=Budget(client, capped, prefix=PREFIX)
+        ),
+    }
     rows = []
     try:
-        for model in (off, on):
-            await _run(model, 20)  # both warmed before either is measured
-        for name, model in (("off", off), ("on", on)):
+        for model in clients.values():
+            await _run(model, 20)  # all warmed before any is measured
+        for name, model in clients.items():
             before = counter.count
             cpu, wall = await _run(model, calls)
             trips = (counter.count - before) / (calls + 20)
@@ -94,8 +102,8 @@ async def measure(calls: int) -> list[dict[str, Any]]:
                 }
             )
     finally:
-        await off.aclose()
-        await on.aclose()
+        for model in clients.values():
+            await model.aclose()
         keys = [key async for key in client.scan_iter(f"{PREFIX}:*")]
         if keys:
             await client.delete(*keys)
@@ -110,14 +118,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/capacity.json"))
     options = parser.parse_args()
     rows = asyncio.run(measure(options.calls))
-    print(f"{'budget':<8}{'calls':>7}{'CPU ms/call':>13}{'wall ms/call':>14}{'Redis RT/call':>15}")
+    print(f"{'budget':<10}{'calls':>7}{'CPU ms/call':>13}{'wall ms/call':>14}{'Redis RT/call':>15}")
     for row in rows:
         print(
-            f"{row['budget']:<8}{row['calls']:>7}{row['cpu_ms_per_call']:>13.3f}{row['wall_ms_per_call']:>14.3f}"
+            f"{row['budget']:<10}{row['calls']:>7}{row['cpu_ms_per_call']:>13.3f}{row['wall_ms_per_call']:>14.3f}"
             f"{row['redis_round_trips_per_call']:>15.2f}"
         )
-    off, on = rows
-    print(f"budget cost per call: {on['cpu_ms_per_call'] - off['cpu_ms_per_call']:.3f} ms CPU")
+    off = rows[0]
+    for on in rows[1:]:
+        print(f"budget ({on['budget']}) cost per call: {on['cpu_ms_per_call'] - off['cpu_ms_per_call']:.3f} ms CPU")
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 

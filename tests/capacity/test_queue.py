@@ -84,21 +84,52 @@ async def test_a_dead_callers_place_stops_holding_up_the_queue(redis_client: aio
     assert time.monotonic() - started <= POLL_SECONDS + 2.5
 
 
-async def test_a_refusal_doubles_the_interval_and_calls_taken_ease_it_back(redis_client: aioredis.Redis) -> None:
-    budget = _budget(redis_client, requests_per_minute=600)  # 101 ms apart as configured
+async def test_a_refusal_teaches_the_providers_pace_for_a_while(redis_client: aioredis.Redis) -> None:
+    budget = _budget(redis_client, requests_per_minute=600)  # 100.2 ms apart as configured
     learned = f"{PREFIX}:{{{MODEL}}}:interval"
+    # A refusal whose headers say nothing: the interval doubles, once for calls refused together.
     await budget.refused(MODEL, 0.001)
-    assert await _learned(redis_client) == 202
-    await budget.refused(MODEL, 0.001)  # refused together with the first: counted once
-    assert await _learned(redis_client) == 202
+    assert await _learned(redis_client) == pytest.approx(200.4)
+    await budget.refused(MODEL, 0.001)
+    assert await _learned(redis_client) == pytest.approx(200.4)
+    # The provider says it allows one request per 2 s: that pace is learned, and kept 10 s past the refusal.
+    cut = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    await budget.refused(MODEL, 0.001, cut)
+    assert await _learned(redis_client) == pytest.approx(2004.0)
+    assert 9000 < await redis_client.pttl(learned) <= 10000
+    # A refusal at the budget's own pace (the call arrived early on the network's jitter) teaches nothing.
+    jitter = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0"}
+    await budget.refused(MODEL, 0.001, jitter | {"x-ratelimit-reset-requests": "1s"})
+    assert await _learned(redis_client) == pytest.approx(2004.0)
     await asyncio.sleep(0.01)
     await budget.acquire(MODEL, wait_seconds=5)
-    assert await _learned(redis_client) == 181
     wait_ms, _ = await budget.try_acquire(MODEL, "next")
-    assert 150 < wait_ms <= 202  # the next call waits the learned interval, not the configured 101 ms
-    for _ in range(8):
-        await budget.acquire(MODEL, wait_seconds=5)
-    assert await redis_client.get(learned) is None  # back to the configured rate
+    assert 1900 < wait_ms <= 2004  # the next call waits the learned interval, not the configured 100.2 ms
+    await redis_client.pexpire(learned, 1)  # as if 10 s had passed
+    await asyncio.sleep(0.01)
+    await budget.acquire(MODEL, wait_seconds=5)
+    wait_ms, _ = await budget.try_acquire(MODEL, "after")
+    assert wait_ms <= 101  # back to the configured rate
+
+
+async def test_a_reply_that_shows_a_slower_provider_pauses_and_teaches_its_pace(redis_client: aioredis.Redis) -> None:
+    budget = _budget(redis_client, requests_per_minute=120)  # 501 ms apart
+    steady = {
+        "x-ratelimit-limit-requests": "2",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    await budget.learn(MODEL, steady)  # at the budget's own pace: nothing to learn, no pause
+    assert (await budget.try_acquire(MODEL, "free"))[0] == 0
+    slower = {
+        "x-ratelimit-limit-requests": "1",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+    }
+    await budget.learn(MODEL, slower)
+    assert await _learned(redis_client) == pytest.approx(2004.0)
+    wait_ms, _ = await budget.try_acquire(MODEL, "paused")
+    assert 1900 < wait_ms <= 2004
 
 
 async def test_tokens_per_minute_space_calls_by_their_tokens(redis_client: aioredis.Redis) -> None:
@@ -109,8 +140,8 @@ async def test_tokens_per_minute_space_calls_by_their_tokens(redis_client: aiore
     assert budget.tokens_of(text_chars=400, images=1) == 100 + 765 + 500
 
 
-async def _learned(client: aioredis.Redis) -> int:
-    return int(cast(str, await client.get(f"{PREFIX}:{{{MODEL}}}:interval")))
+async def _learned(client: aioredis.Redis) -> float:
+    return float(cast(str, await client.get(f"{PREFIX}:{{{MODEL}}}:interval")))
 
 
 async def _until(read: Callable[[], Awaitable[int]], wanted: int, timeout: float = 5.0) -> None:

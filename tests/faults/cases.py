@@ -189,10 +189,14 @@ def _judge_provider(stats: dict[str, Any]) -> list[str]:
 
 # Cases bound by the provider's floor (minutes at 200 scans): run only when named.
 SLOW_CASES = frozenset({"provider-limit", "provider-limit-cut"})
+# The share of the provider's limit the pack's budget is set to, as docs/operations.md advises: calls paced at exactly
+# the limit reach the provider with the network's and the event loop's jitter, and a rolling window refuses the ones
+# that arrive early.
+BUDGET_SHARE = 0.95
 PROVIDER_LIMIT_ENV = {
     "STANDIN_REQUESTS_PER_SECOND": str(PROVIDER_RATE),
-    # The pack's shared budget, configured to the provider's limit as an operator would (docs/operations.md).
-    "ECO2_MODEL_REQUESTS_PER_MINUTE": str(int(PROVIDER_RATE * 60)),
+    # The pack's shared budget, configured under the provider's limit as an operator would (docs/operations.md).
+    "ECO2_MODEL_REQUESTS_PER_MINUTE": str(int(PROVIDER_RATE * 60 * BUDGET_SHARE)),
 }
 
 CASES: dict[str, Case] = {

@@ -5,14 +5,16 @@
 -- 3 pause (the ms time until which the provider asked everyone to wait), 4 the queue (ZSET: call id scored by
 -- class * 1e13 + the ms it arrived), 5 the queue's places (ZSET: call id scored by the ms its place lapses unless it
 -- asks again), 6 the next token's earliest time (ms), 7 the learned ms between requests (tighter than configured
--- after the provider refused a call).
+-- after the provider refused a call: capacity_pause).
 -- ARGV: 1 call id, 2 lease ms, 3 max in flight for this call (0: no cap; new scans get less than the whole cap, so
 -- that work past vision keeps slots), 4 requests per minute (0: no cap), 5 class (0 VIP, 1 past vision, 2 new scan),
 -- 6 the longest ms a queued call sleeps before asking again, 7 tokens per minute (0: no cap), 8 this call's tokens
 -- (estimate), 9 ms a place is kept past the time the call should have asked again.
--- Returns {1, 0, 0} when the slot is taken, else {0, ms to wait, calls ahead}. Redis's clock: one time for all.
+-- Returns {1, 0, 0} when the slot is taken, else {0, ms to wait, calls ahead}. Redis's clock: one time for all,
+-- in ms with the microseconds as a fraction, so rates above a call per ms still space calls apart.
 local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
+local function ms(value) return string.format('%.3f', value) end
 local id = ARGV[1]
 
 -- A call that stopped asking (its replica died, or it gave up without leaving) loses its place.
@@ -22,7 +24,7 @@ if #lapsed > 0 then
   redis.call('ZREM', KEYS[5], unpack(lapsed))
 end
 
-local place = tonumber(redis.call('ZSCORE', KEYS[4], id) or (tonumber(ARGV[5]) * 1e13 + now))
+local place = tonumber(redis.call('ZSCORE', KEYS[4], id) or (tonumber(ARGV[5]) * 1e13 + math.floor(now)))
 local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', '(' .. string.format('%.0f', place))
 local wait = 0
 
@@ -44,10 +46,10 @@ end
 local rpm = tonumber(ARGV[4])
 local interval, tat = 0, now
 if rpm > 0 then
-  -- A smooth rate, not a per-minute count: one call every 60000/rpm ms (and one ms more, so a provider that
+  -- A smooth rate, not a per-minute count: one call every 60000/rpm ms (and 0.2 % more, so a provider that
   -- counts a rolling window with both ends in it never sees one call too many), or the longer interval learned
   -- from the provider's refusals. KEYS[2] holds the theoretical arrival time of the next call (GCRA).
-  interval = math.max(math.floor(60000 / rpm) + 1, tonumber(redis.call('GET', KEYS[7]) or '0'))
+  interval = math.max(60000 / rpm * 1.002, tonumber(redis.call('GET', KEYS[7]) or '0'))
   tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
   wait = math.max(wait, tat + ahead * interval - now)
 end
@@ -61,39 +63,28 @@ if tpm > 0 then
 end
 
 if wait > 0 then
-  local keep = math.min(wait, tonumber(ARGV[6])) + tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[4], 'NX', place, id)
-  redis.call('ZADD', KEYS[5], now + keep, id)
+  local keep = math.ceil(math.min(wait, tonumber(ARGV[6])) + tonumber(ARGV[9]))
+  redis.call('ZADD', KEYS[4], 'NX', string.format('%.0f', place), id)
+  redis.call('ZADD', KEYS[5], ms(now + keep), id)
   -- The queue lives as long as its longest-kept place: never shortened by a call told a shorter wait.
   for key = 4, 5 do
     if redis.call('PTTL', KEYS[key]) < keep then
       redis.call('PEXPIRE', KEYS[key], keep)
     end
   end
-  return {0, wait, ahead}
+  return {0, math.ceil(wait), ahead}
 end
 
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', KEYS[5], id)
 if rpm > 0 then
-  redis.call('SET', KEYS[2], tat + interval, 'PX', interval + 60000)
-  -- Each call the provider takes eases a learned interval back towards the configured one.
-  local learned = tonumber(redis.call('GET', KEYS[7]) or '0')
-  if learned > 0 then
-    local eased = math.floor(learned * 0.9)
-    if eased <= math.floor(60000 / rpm) + 1 then
-      redis.call('DEL', KEYS[7])
-    else
-      -- KEEPTTL: the key's age stays the time of the last doubling (capacity_pause reads it).
-      redis.call('SET', KEYS[7], eased, 'KEEPTTL')
-    end
-  end
+  redis.call('SET', KEYS[2], ms(tat + interval), 'PX', math.ceil(interval) + 60000)
 end
 if tpm > 0 then
-  redis.call('SET', KEYS[6], math.ceil(token_tat + token_ms), 'PX', math.ceil(token_ms) + 60000)
+  redis.call('SET', KEYS[6], ms(token_tat + token_ms), 'PX', math.ceil(token_ms) + 60000)
 end
 if max_inflight > 0 then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+  redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[2])), id)
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 end
 return {1, 0, 0}

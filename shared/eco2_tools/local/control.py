@@ -267,7 +267,7 @@ def print_status(
     for budget in budgets or []:
         paused = f", [yellow]paused {budget['paused_for']:.1f}s more[/]" if budget["paused_for"] > 0 else ""
         limit = budget["limit"] or "no cap"
-        rate = f", one request every {budget['interval_ms']} ms" if budget["interval_ms"] else ""
+        rate = f", one request every {budget['interval_ms']:.0f} ms" if budget["interval_ms"] else ""
         console.print(
             f"  model budget {budget['model']}: {budget['in_flight']} / {limit} in flight, "
             f"{budget['queued']} queued{rate}{paused}"
