@@ -37,9 +37,14 @@ CREDENTIALS: dict[str, tuple[str | set[str], bool]] = {
 }
 # What each overlay says: namespace, image, the gateway's min-scale.
 EXPECTED = {
-    "dev": ("eco2-dev", "localhost/eco2/functions:dev", 1),
+    "dev": ("eco2-dev", "dev.local/eco2/functions:dev", 1),
     "prod": ("eco2", "ghcr.io/eco2/functions:0.1.0", 3),
 }
+
+# Knative Serving's default `registries-skipping-tag-resolving` (ConfigMap config-deployment in knative-serving):
+# an image of any other registry has its tag resolved to a digest there, so an image only loaded into the nodes
+# (kind load, minikube image load) fails its revision.
+KNATIVE_SKIPS_TAG_RESOLUTION = ("kind.local", "ko.local", "dev.local")
 
 Body = dict[str, Any]
 
@@ -136,6 +141,12 @@ def test_image_resources_and_gateway_scale(overlay: str) -> None:
         assert {"requests", "limits"} <= container["resources"].keys(), service["metadata"]["name"]
     loaded = Manifests.load(OVERLAYS_DIR / overlay)
     assert loaded.services["gateway"].min_scale == gateway_min_scale
+
+
+def test_the_dev_image_is_one_knative_does_not_look_up_in_a_registry() -> None:
+    images = {_container(service)["image"] for service in _services("dev")}
+    registries = {image.partition("/")[0] for image in images}
+    assert registries <= set(KNATIVE_SKIPS_TAG_RESOLUTION), images
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
