@@ -3,6 +3,8 @@ included) and the PostgreSQL connection budget, and the tables of docs/operation
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from eco2.gateway.settings import GatewaySettings
@@ -14,6 +16,8 @@ from eco2_tools.manifests.operator_inputs import (
     POSTGRES_DEFAULT_CONNECTIONS,
     database_budget,
     document_with_tables,
+    main,
+    missing_keys,
     secret_keys,
     tables,
 )
@@ -75,3 +79,34 @@ def test_the_postgres_budget_fits_the_servers_default(overlay: str) -> None:
     counts = [b.connections for b in budgets]
     assert None not in counts, "a Service with DATABASE_URL and no max-scale has no connection budget"
     assert sum(c for c in counts if c is not None) <= POSTGRES_DEFAULT_CONNECTIONS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_check_names_what_each_service_would_miss(overlay: str) -> None:
+    documents = rendered(overlay)
+    required = {key.key for key in secret_keys(documents) if key.required}
+    assert missing_keys(documents, required | {"ECO2_JWT_PUBLIC_KEY"}) == {}
+    assert missing_keys(documents, required) == {
+        "authz": ["ECO2_JWT_SECRET | ECO2_JWT_PUBLIC_KEY"],
+        "gateway": ["ECO2_JWT_SECRET | ECO2_JWT_PUBLIC_KEY"],
+    }
+    short = missing_keys(documents, (required - {"DATABASE_URL"}) | {"ECO2_JWT_SECRET"})
+    assert short == {"gateway": ["DATABASE_URL"], "persist": ["DATABASE_URL"]}
+
+
+def test_the_check_reads_the_env_file_the_secret_is_made_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rendered("prod")  # kustomize present, or skipped as the other overlay tests
+    env_file = tmp_path / "eco2-secrets.env"
+    env_file.write_text(
+        "# prod\nREDIS_URL=rediss://:p@r:6380/0\nAMQP_URL=amqps://u:p@q/\n\nOPENAI_API_KEY=sk\n"
+        "ECO2_JWT_PUBLIC_KEY=-----BEGIN PUBLIC KEY-----\\n...\n",
+        encoding="utf-8",
+    )
+    assert main(["--check", str(env_file)]) == 1
+    assert capsys.readouterr().out.splitlines() == ["gateway: DATABASE_URL", "persist: DATABASE_URL"]
+    env_file.write_text(
+        env_file.read_text(encoding="utf-8") + "DATABASE_URL=postgresql://e@db/eco2\n", encoding="utf-8"
+    )
+    assert main(["--check", str(env_file)]) == 0

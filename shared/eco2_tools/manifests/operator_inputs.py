@@ -2,7 +2,9 @@
 the PostgreSQL connections its Services may open at most.
 
 `python -m eco2_tools.manifests.operator_inputs --write` puts both tables into docs/operations.md; a test
-(tests/deploy/test_operator_inputs.py) keeps them equal to what the overlays render.
+(tests/deploy/test_operator_inputs.py) keeps them equal to what the overlays render. `--check FILE` reads the env
+file a Secret is made from (`kubectl create secret generic eco2-secrets --from-env-file=FILE`) and names what a
+Service would miss, before a pod fails to start for it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ MEANINGS = {
     "AWS_SECRET_ACCESS_KEY": "its secret",
 }
 
+# Keys of which a Service needs one, though Kubernetes can only reference each as optional.
+ONE_OF = (("ECO2_JWT_SECRET", "ECO2_JWT_PUBLIC_KEY"),)
+
 Body = dict[str, Any]
 
 
@@ -108,6 +113,29 @@ def secret_keys(documents: Iterable[Document], secret: str = SECRET) -> list[Sec
         SecretKey(key, tuple(sorted(services[key])), required[key])
         for key in sorted(services, key=lambda k: (not required[k], k))
     ]
+
+
+def missing_keys(documents: Iterable[Document], present: set[str]) -> dict[str, list[str]]:
+    """Per Service, what a Secret holding the keys `present` leaves it without: a required key, or none of a
+    ONE_OF group it references (shown as `A | B`)."""
+    keys = secret_keys(documents)
+    needs: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        if key.required and key.key not in present:
+            for service in key.services:
+                needs[service].append(key.key)
+    for group in ONE_OF:
+        if present & set(group):
+            continue
+        for service in sorted({service for key in keys if key.key in group for service in key.services}):
+            needs[service].append(" | ".join(group))
+    return dict(sorted(needs.items()))
+
+
+def env_file_keys(path: Path) -> set[str]:
+    """The keys of an env file as kubectl's --from-env-file reads it (KEY=value lines; # comments, blanks)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {line.partition("=")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
 
 
 def database_budget(directory: Path) -> list[DatabaseBudget]:
@@ -188,13 +216,26 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help=f"rewrite the tables in {DOC}")
+    parser.add_argument("--check", type=Path, metavar="ENV_FILE", help="what a Secret made from ENV_FILE lacks")
+    parser.add_argument("--overlay", default=SECRET_OVERLAY, help="the overlay --check reads (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.check is not None:
+        return _check(args.check, args.overlay)
     generated = tables()
     if not args.write:
         print("\n\n".join(generated.values()))
         return 0
     DOC.write_text(document_with_tables(DOC.read_text(encoding="utf-8"), generated), encoding="utf-8")
     return 0
+
+
+def _check(env_file: Path, overlay: str) -> int:
+    missing = missing_keys(rendered(overlay), env_file_keys(env_file))
+    for service, keys in missing.items():
+        print(f"{service}: {', '.join(keys)}")
+    if not missing:
+        print(f"{env_file}: every Service of the {overlay} overlay has the keys it needs")
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":
