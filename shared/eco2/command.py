@@ -15,6 +15,10 @@ from importlib.metadata import entry_points
 SERVE = "serve"
 WORKER = "worker"  # gevent must patch the standard library before anything else loads
 COMMAND_GROUP = "eco2.commands"
+# The `worker` extra's top-level modules: the functions' image leaves them out (Containerfile, target worker).
+WORKER_PACKAGES = frozenset({"celery", "kombu", "billiard", "gevent"})
+WORKER_MISSING = """eco2 worker: {} is not installed. The Celery worker mode has its own image (Containerfile,
+`--target worker`); in a checkout, install the project's `worker` extra."""
 USAGE = """usage: eco2 serve NAME [--host H] [--port P]   serve one function (functions/NAME/main.py)
        eco2 worker --celery [...]                 run the stages as a Celery chain
 The other commands (up, status, down, bench, token, scan, dlq, model-standin, ...) come with eco2-tools,
@@ -29,14 +33,25 @@ def main() -> None:
 
         sys.exit(serving.main(argv[1:]))
     if argv[:1] == [WORKER]:
-        from eco2.celery_runtime import worker
-
-        sys.exit(worker.main(argv[1:]))
+        sys.exit(_worker(argv[1:]))
     workshop = workshop_commands()
     if workshop is None:
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv[:1] in ([], ["--help"], ["-h"]) else 2)
     workshop(argv)
+
+
+def _worker(argv: list[str]) -> int:
+    """`eco2 worker`, or a plain message where the worker extra is not installed (gevent loads inside main)."""
+    try:
+        from eco2.celery_runtime import worker
+
+        return worker.main(argv)
+    except ModuleNotFoundError as missing:
+        if missing.name not in WORKER_PACKAGES:
+            raise
+        print(WORKER_MISSING.format(missing.name), file=sys.stderr)
+        return 2
 
 
 def workshop_commands() -> Callable[[Sequence[str]], None] | None:

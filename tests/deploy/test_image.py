@@ -95,9 +95,30 @@ def _image_python() -> str:
     pytest.fail(f"no Python that a non-root user can run among {', '.join(map(str, candidates))}")
 
 
+# What only the Celery worker mode loads, and what functions-framework requires for servers the pack never runs.
+WORKER_ONLY = {"celery", "kombu", "billiard", "gevent", "vine", "amqp"}
+UNUSED_BY_SERVE = {"gunicorn", "uvicorn-worker", "watchdog"}
+
+
+def installed_distributions(venv: Path) -> set[str]:
+    site = next(venv.glob("lib/python3*/site-packages"))
+    return {p.name.split("-")[0].lower().replace("_", "-") for p in site.glob("*.dist-info")}
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[InstalledImage]:
-    containerfile = Containerfile.read(CONTAINERFILE)
+    yield from _installed(Containerfile.read(CONTAINERFILE))
+
+
+@pytest.fixture(scope="module")
+def worker_image() -> Iterator[InstalledImage]:
+    """The worker target's own venv (its build stage's steps; its /app is the functions' image's), and its ENV."""
+    worker = Containerfile.read(CONTAINERFILE, "worker")
+    worker.install_steps = Containerfile.read(CONTAINERFILE, "build-worker").install_steps
+    yield from _installed(worker)
+
+
+def _installed(containerfile: Containerfile) -> Iterator[InstalledImage]:
     root = Path(tempfile.mkdtemp(prefix="eco2-image-"))
     root.chmod(0o755)  # tempfile makes it 0700: the functions' user must reach the venv and the code
     installed = InstalledImage(root, containerfile, root / "var" / "eco2")
@@ -119,9 +140,10 @@ def image() -> Iterator[InstalledImage]:
         installed.writable.mkdir(parents=True)
         installed.writable.chmod(0o777)
         workdir = Path(installed.path(containerfile.workdir))
-        for directory in (workdir, *workdir.rglob("*")):
+        # Read-only to its owner too: no process may write beside the code (the worker's check has no /app).
+        for directory in (workdir, *workdir.rglob("*")) if workdir.is_dir() else ():
             if directory.is_dir():
-                directory.chmod(0o555)  # read-only to its owner too: no process may write beside the code
+                directory.chmod(0o555)
         yield installed
     finally:
         for directory in root.rglob("*"):
@@ -130,26 +152,32 @@ def image() -> Iterator[InstalledImage]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_the_containerfile_installs_only_through_the_checked_script() -> None:
-    containerfile = Containerfile.read(CONTAINERFILE)
-    assert [step[0] for step in containerfile.install_steps] == ["wheel", "venv", "functions"]
+@pytest.mark.parametrize("target", ["functions", "worker"])
+def test_the_containerfile_installs_only_through_the_checked_script(target: str) -> None:
+    containerfile = Containerfile.read(CONTAINERFILE, target)
+    steps = [step[:1] + step[2:] if step[0] == "wheel" else step[:1] for step in containerfile.install_steps]
+    expected = [["wheel"], ["venv"], ["functions"]] + ([["wheel", "worker"], ["venv"]] if target == "worker" else [])
+    assert steps == expected
     # Anything else a RUN line did would be an install step this check never runs.
     others = [c for c in containerfile.run_commands if not c.startswith("bash scripts/image/install.sh ")]
-    assert [c.split()[:4] for c in others] == [
-        ["python3", "-m", "pip", "install"],
+    uv = ["python3", "-m", "pip", "install"]
+    assert [c.split()[:4] for c in others] == [uv] * (1 + (target == "worker")) + [
+        ["rm", "-rf", "/usr/local/bin/pip*", "/usr/local/lib/python3*/site-packages/pip"],
         ["useradd", "--system", "--uid", "10001"],
     ]
-    assert others[0].endswith('"uv>=0.5,<1"'), "the build stage installs uv and nothing else with pip"
+    assert all(c.endswith('"uv>=0.5,<1"') for c in others if c.split()[:4] == uv), "pip installs uv, nothing else"
     assert containerfile.user.split(":")[0] not in ("", "0", "root")
     assert {"ECO2_ROOT", "PATH"} <= containerfile.env.keys()
+    assert Containerfile.read(CONTAINERFILE).target == "functions", "a build without --target makes the functions"
 
 
 def test_the_install_has_no_dev_tools_and_compiled_bytecode(image: InstalledImage) -> None:
     venv = Path(image.path("/opt/eco2"))
     site = next(venv.glob("lib/python3*/site-packages"))
-    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    installed = installed_distributions(venv)
     assert "eco2" in installed
-    assert not installed & {"pytest", "ruff", "mypy", "hypothesis", "schemathesis", "playwright", "uv"}
+    assert not installed & {"pytest", "ruff", "mypy", "hypothesis", "schemathesis", "playwright", "uv", "pip"}
+    assert not installed & (WORKER_ONLY | UNUSED_BY_SERVE), "the functions' image carries what they never load"
     assert list((site / "eco2").glob("__pycache__/*.pyc")), "the wheel's modules were not compiled"
     functions = Path(image.path(image.containerfile.env["ECO2_ROOT"])) / "functions"
     assert list(functions.glob("*/__pycache__/main.*.pyc")), "the functions were not compiled"
@@ -256,3 +284,32 @@ async def test_every_function_starts_from_the_image_and_answers(
             if line.startswith("Uid:")
         )
         assert set(uids.split()[1:]) == {str(NOBODY)}
+
+
+def test_the_worker_target_carries_the_celery_stack_and_its_command_runs(worker_image: InstalledImage) -> None:
+    venv = Path(worker_image.path("/opt/eco2"))
+    installed = installed_distributions(venv)
+    assert {"eco2", *WORKER_ONLY} <= installed
+    assert not installed & UNUSED_BY_SERVE
+    env = {**worker_image.env(), "HOME": "/nonexistent"}
+    done = subprocess.run(
+        [str(venv / "bin" / "eco2"), "worker", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--celery" in done.stdout + done.stderr
+
+
+def test_the_functions_image_says_where_the_worker_mode_is(image: InstalledImage) -> None:
+    eco2 = Path(image.path("/opt/eco2")) / "bin" / "eco2"
+    env = {**image.env(), "HOME": "/nonexistent"}
+    done = subprocess.run(
+        [str(eco2), "worker", "--celery"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "--target worker" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -20,19 +20,31 @@ from tests.support import ROOT
 OVERLAYS_DIR = ROOT / "deploy" / "overlays"
 OVERLAYS = sorted(p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file())
 SECRET = "eco2-secrets"
-# Which Service gets which credential from the Secret (deploy/components/secret-refs).
-CREDENTIALS = {
-    "REDIS_URL": "*",
-    "AMQP_URL": {"gateway", "authz", "reward"},
-    "ECO2_JWT_SECRET": {"gateway", "authz"},
-    "OPENAI_API_KEY": {"vision", "answer", "chat"},
-    "DATABASE_URL": {"persist", "gateway"},
+# Which Service gets which key from the Secret (deploy/components/secret-refs); False: referenced `optional`.
+CREDENTIALS: dict[str, tuple[str | set[str], bool]] = {
+    "REDIS_URL": ("*", True),
+    "AMQP_URL": ({"gateway", "authz", "reward"}, True),
+    "OPENAI_API_KEY": ({"vision", "answer", "chat"}, True),
+    "DATABASE_URL": ({"persist", "gateway"}, True),
+    # One of the two JWT keys is enough (HS256 or RS256): neither may be required.
+    "ECO2_JWT_SECRET": ({"gateway", "authz"}, False),
+    "ECO2_JWT_PUBLIC_KEY": ({"gateway", "authz"}, False),
+    "ECO2_JWT_PREVIOUS_SECRET": ({"gateway", "authz"}, False),
+    "ECO2_JWT_PREVIOUS_PUBLIC_KEY": ({"gateway", "authz"}, False),
+    "ECO2_REDIS_CACHE_URL": ({"gateway", "authz", "reward", "blacklist-sync", "catalog-sync"}, False),
+    "AWS_ACCESS_KEY_ID": ({"gateway", "vision", "chat"}, False),
+    "AWS_SECRET_ACCESS_KEY": ({"gateway", "vision", "chat"}, False),
 }
 # What each overlay says: namespace, image, the gateway's min-scale.
 EXPECTED = {
-    "dev": ("eco2-dev", "localhost/eco2/functions:dev", 1),
+    "dev": ("eco2-dev", "dev.local/eco2/functions:dev", 1),
     "prod": ("eco2", "ghcr.io/eco2/functions:0.1.0", 3),
 }
+
+# Knative Serving's default `registries-skipping-tag-resolving` (ConfigMap config-deployment in knative-serving):
+# an image of any other registry has its tag resolved to a digest there, so an image only loaded into the nodes
+# (kind load, minikube image load) fails its revision.
+KNATIVE_SKIPS_TAG_RESOLUTION = ("kind.local", "ko.local", "dev.local")
 
 Body = dict[str, Any]
 
@@ -94,12 +106,10 @@ def test_credentials_come_only_from_the_secret_by_reference(overlay: str) -> Non
     for service in _services(overlay):
         name = service["metadata"]["name"]
         env = {var["name"]: var for var in _container(service)["env"]}
-        for variable, services in CREDENTIALS.items():
+        for variable, (services, required) in CREDENTIALS.items():
             if services == "*" or name in services:
-                assert env[variable] == {
-                    "name": variable,
-                    "valueFrom": {"secretKeyRef": {"name": SECRET, "key": variable}},
-                }, (name, variable)
+                ref = {"name": SECRET, "key": variable} | ({} if required else {"optional": True})
+                assert env[variable] == {"name": variable, "valueFrom": {"secretKeyRef": ref}}, (name, variable)
             else:
                 assert variable not in env, (name, variable)
 
@@ -109,7 +119,8 @@ def test_dev_generates_its_secret_and_prod_commits_none() -> None:
     assert secrets["prod"] == [], "production credentials are created out of band, never rendered from the repo"
     (dev,) = secrets["dev"]
     assert dev["metadata"]["name"] == SECRET, "a hashed name would not be rewritten in the Services' secretKeyRef"
-    assert set(dev["data"]) == set(CREDENTIALS)
+    required = {key for key, (_services, needed) in CREDENTIALS.items() if needed}
+    assert set(dev["data"]) == required | {"ECO2_JWT_SECRET"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -130,6 +141,12 @@ def test_image_resources_and_gateway_scale(overlay: str) -> None:
         assert {"requests", "limits"} <= container["resources"].keys(), service["metadata"]["name"]
     loaded = Manifests.load(OVERLAYS_DIR / overlay)
     assert loaded.services["gateway"].min_scale == gateway_min_scale
+
+
+def test_the_dev_image_is_one_knative_does_not_look_up_in_a_registry() -> None:
+    images = {_container(service)["image"] for service in _services("dev")}
+    registries = {image.partition("/")[0] for image in images}
+    assert registries <= set(KNATIVE_SKIPS_TAG_RESOLUTION), images
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -229,3 +229,10 @@ async def test_functions_frameworks_path_param_does_not_leak_into_the_routes(gat
     response = await gateway.function.handle(Request(scope))
     assert response.status_code == 401, "routed to the result endpoint, which wants a token"
     assert scope["path_params"] == {"job_id": "abc"}
+
+
+async def test_the_request_pool_waits_as_long_as_the_setting_says(make_gateway: MakeGateway) -> None:
+    default = await make_gateway()
+    tuned = await make_gateway(ECO2_REDIS_MAX_CONNECTIONS="3", ECO2_REDIS_POOL_WAIT_SECONDS="1.5")
+    pools = [gateway.context.store.redis.connection_pool for gateway in (default, tuned)]
+    assert [(pool.max_connections, getattr(pool, "timeout", None)) for pool in pools] == [(20, 5.0), (3, 1.5)]

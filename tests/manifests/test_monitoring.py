@@ -150,3 +150,42 @@ def test_kustomize_renders_the_monitoring_objects() -> None:
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["eco2-dashboard.json"]) == dashboard()
     assert all(d["metadata"]["namespace"] == "eco2" for d in objects.values())
+
+
+def _queue_pattern(expr: str) -> re.Pattern[str]:
+    """The `queue=~"..."` matcher of a PromQL expression as Prometheus reads it: a Go string, fully anchored."""
+    found = re.search(r'queue=~"((?:[^"\\]|\\.)*)"', expr)
+    assert found, f"no queue matcher in {expr}"
+    return re.compile(found.group(1).replace("\\\\", "\\"))
+
+
+def test_the_queue_alerts_watch_the_packs_queues_only() -> None:
+    alerts = dict(rule_expressions())
+    triggers = [d["metadata"]["name"] for d in _base_documents("eventing") if d.get("kind") == "Trigger"]
+    sources = [
+        d["spec"]["rabbitmqResourcesConfig"]["queueName"]
+        for d in _base_documents("eventing")
+        if d.get("kind") == "RabbitmqSource"
+    ]
+    uid = "6f1c0e7a-2b1d-4c55-9a8e-0d2f5b1c9e33"
+    # eventing-rabbitmq's names: a Trigger's queue <namespace>.<trigger>.<broker uid>, its dead letters
+    # t.<namespace>.<trigger>.dlq.<trigger uid>.
+    live = [f"eco2.{name}.{uid}" for name in triggers] + sources
+    dead = [f"t.eco2.{name}.dlq.{uid}" for name in triggers] + [f"b.eco2.eco2.dlq.{uid}"]
+    others = ["celery", "orders.created", f"shop.checkout.{uid}", f"t.shop.checkout.dlq.{uid}", "eco2"]
+    backlog, idle = _queue_pattern(alerts["Eco2QueueBacklog"]), _queue_pattern(alerts["Eco2QueueWithoutConsumer"])
+    assert len(triggers) >= 30
+    assert len(sources) == 2
+    assert all(backlog.fullmatch(q) for q in live + dead)
+    assert all(idle.fullmatch(q) for q in live)
+    assert not any(idle.fullmatch(q) for q in dead), "a dead-letter queue has no consumer by design"
+    assert not any(backlog.fullmatch(q) or idle.fullmatch(q) for q in others)
+    for alert in ("Eco2QueueBacklog", "Eco2QueueWithoutConsumer"):
+        assert 'vhost="/"' in alerts[alert]
+
+
+def _base_documents(directory: str) -> list[dict[str, Any]]:
+    root = MONITORING.parents[1] / directory
+    return [
+        d for path in sorted(root.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d
+    ]

@@ -41,8 +41,7 @@ def client_names(instance: str) -> tuple[str, str]:
     return f"{POOL_CLIENT_NAME}-{instance}", f"{READER_CLIENT_NAME}-{instance}"
 
 
-# A request waits this long for a free pooled connection before answering 503.
-_POOL_WAIT_SECONDS = 5.0
+_READER_CONNECT_SECONDS = 5.0
 _READ_MARGIN_SECONDS = 10.0
 _WARM_WAIT_SECONDS = 5.0
 
@@ -79,7 +78,7 @@ class GatewayContext:
             url,
             env=env,
             max_connections=settings.redis_max_connections,
-            timeout=_POOL_WAIT_SECONDS,
+            timeout=settings.redis_pool_wait_seconds,
             client_name=pool_name,
         )
         # The read timeout must outlast XREAD's BLOCK, or every quiet period ends in a timeout and a reconnect.
@@ -89,7 +88,7 @@ class GatewayContext:
             single_connection_client=True,
             client_name=reader_name,
             socket_timeout=settings.sse_block_ms / 1000 + _READ_MARGIN_SECONDS,
-            socket_connect_timeout=_POOL_WAIT_SECONDS,
+            socket_connect_timeout=_READER_CONNECT_SECONDS,
         )
         # The caches' durable copy may live on its own server (ECO2_REDIS_CACHE_URL).
         cache_url = settings.base.redis_cache_url

@@ -172,6 +172,9 @@ class GatewaySettings:
     sse_block_ms: int = 5000
     sse_send_timeout_seconds: float = 30.0
     redis_max_connections: int = 20
+    # How long a request waits for a free pooled connection before it answers 503: shorter than a function's
+    # 30 s (eco2.connections), since a phone is waiting, not a broker that retries.
+    redis_pool_wait_seconds: float = 5.0
     edge: EdgeLimits = EdgeLimits()
 
     @property
@@ -245,6 +248,9 @@ class GatewaySettings:
             sse_block_ms=env_int(env, "ECO2_SSE_BLOCK_MS", cls.sse_block_ms, minimum=10),
             sse_send_timeout_seconds=env_float(env, "ECO2_SSE_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             redis_max_connections=env_int(env, "ECO2_REDIS_MAX_CONNECTIONS", cls.redis_max_connections, minimum=2),
+            redis_pool_wait_seconds=env_float(
+                env, "ECO2_REDIS_POOL_WAIT_SECONDS", cls.redis_pool_wait_seconds, minimum=0.1
+            ),
             edge=EdgeLimits.from_env(
                 env,
                 env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),

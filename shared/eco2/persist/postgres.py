@@ -6,6 +6,7 @@ asyncpg over psycopg 3, measured on this machine (PostgreSQL 15, one connection,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,15 @@ import asyncpg  # type: ignore[import-untyped]  # ships no type hints
 
 from eco2.connections import ConnectionSettings
 from eco2.persist.records import Grant, History, Record, merge
-from eco2.persist.store import OwnedCharacter, Position, Refused, ScanEntry, migration_files, statements
+from eco2.persist.store import (
+    Migration,
+    OwnedCharacter,
+    Position,
+    Refused,
+    ScanEntry,
+    migration_files,
+    statements,
+)
 
 _LEDGER = """
 INSERT INTO reward_ledger (reward_id, user_id, character_id, job_id, granted_at)
@@ -42,6 +51,9 @@ WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, job_id) < ($2::t
 ORDER BY created_at DESC, job_id DESC LIMIT $4"""
 # Replicas starting together migrate one at a time.
 _MIGRATION_LOCK = 0x6563_6F32_7065_7273
+# Beyond the 10 s of every other statement: an index built CONCURRENTLY scans the whole table (twice). A longer
+# build is run by hand before the release (docs/operations.md, Database migrations).
+MIGRATION_STATEMENT_TIMEOUT_SECONDS = 300.0
 
 
 def columns(rows: list[Any]) -> list[list[Any]]:
@@ -61,6 +73,21 @@ def history_rows(histories: list[History]) -> list[tuple[Any, ...]]:
     ]
 
 
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    """One migration's statements and its row in schema_migrations: in one transaction, or (declared so) each
+    statement on its own and the row last, so an interrupted one is applied again in full at the next start."""
+    record = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+    if not migration.in_transaction:
+        for statement in statements(migration.sql):
+            await conn.execute(statement, timeout=MIGRATION_STATEMENT_TIMEOUT_SECONDS)
+        await conn.execute(record, migration.version, migration.name)
+        return
+    async with conn.transaction():
+        for statement in statements(migration.sql):
+            await conn.execute(statement, timeout=MIGRATION_STATEMENT_TIMEOUT_SECONDS)
+        await conn.execute(record, migration.version, migration.name)
+
+
 class PostgresStore:
     dialect = "postgres"
 
@@ -76,20 +103,22 @@ class PostgresStore:
         await store.migrate()
         return store
 
-    async def migrate(self) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                "applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            applied = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, name, sql in migration_files(self.dialect):
-                if version in applied:
-                    continue
-                for statement in statements(sql):
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+    async def migrate(self, migrations: Sequence[Migration] | None = None) -> None:
+        pending = migration_files(self.dialect) if migrations is None else migrations
+        async with self._pool.acquire() as conn:
+            # A session's lock, not a transaction's: a migration declared outside a transaction runs under it too.
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                applied = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+                for migration in pending:
+                    if migration.version not in applied:
+                        await _apply(conn, migration)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
     async def write(self, records: list[Record]) -> None:
         grants, histories = merge(records)

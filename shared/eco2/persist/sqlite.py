@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ import aiosqlite
 
 from eco2.persist.postgres import grant_rows, history_rows
 from eco2.persist.records import Record, merge
-from eco2.persist.store import OwnedCharacter, Position, Refused, ScanEntry, migration_files, statements
+from eco2.persist.store import (
+    Migration,
+    OwnedCharacter,
+    Position,
+    Refused,
+    ScanEntry,
+    migration_files,
+    statements,
+)
 
 BUSY_TIMEOUT_SECONDS = 5.0
 _LEDGER = "INSERT INTO reward_ledger VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -80,7 +89,9 @@ class SqliteStore:
         await store.migrate()
         return store
 
-    async def migrate(self) -> None:
+    async def migrate(self, migrations: Sequence[Migration] | None = None) -> None:
+        # One transaction for all: SQLite builds an index inside one, and has no CONCURRENTLY to refuse.
+        pending = migration_files(self.dialect) if migrations is None else migrations
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -90,12 +101,13 @@ class SqliteStore:
                 )
                 async with self._conn.execute("SELECT version FROM schema_migrations") as cursor:
                     applied = {row[0] for row in await cursor.fetchall()}
-                for version, name, sql in migration_files(self.dialect):
-                    if version not in applied:
-                        for statement in statements(sql):
+                for migration in pending:
+                    if migration.version not in applied:
+                        for statement in statements(migration.sql):
                             await self._conn.execute(statement)
                         await self._conn.execute(
-                            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name)
+                            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                            (migration.version, migration.name),
                         )
                 await self._conn.execute("COMMIT")
             except BaseException:

@@ -7,7 +7,7 @@ other exception when it cannot answer (the caller retries later).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,9 @@ class Store(Protocol):
 
     async def scans(self, user_id: str, after: Position | None, limit: int) -> list[ScanEntry]: ...
 
+    async def migrate(self, migrations: Sequence[Migration] | None = None) -> None:
+        """Apply the migrations not applied yet (by default the package's own), each once, in order."""
+
     async def ping(self) -> bool: ...
 
     async def aclose(self) -> None: ...
@@ -85,17 +88,39 @@ class PersistSettings:
         )
 
 
-# The only difference between the dialects' schemas: how a timestamp is stored.
-TIMESTAMP_TYPES = {"postgres": "timestamptz", "sqlite": "text"}
+# What differs between the dialects' schemas: how a timestamp is stored, and whether an index can be built
+# without locking out writes (SQLite has no CONCURRENTLY; its index builds are short and local).
+DIALECT_WORDS = {
+    "postgres": {"timestamp": "timestamptz", "concurrently": "CONCURRENTLY"},
+    "sqlite": {"timestamp": "text", "concurrently": ""},
+}
+# A migration whose first line is this runs statement by statement, each on its own, outside a transaction:
+# PostgreSQL refuses `CREATE INDEX CONCURRENTLY` inside one.
+NO_TRANSACTION_MARK = "-- eco2: no-transaction"
 
 
-def migration_files(dialect: str) -> list[tuple[int, str, str]]:
-    """(version, name, sql) of migrations/NNNN_name.sql, in order, written out for `dialect`."""
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One file migrations/NNNN_name.sql, written out for a dialect."""
+
+    version: int
+    name: str
+    sql: str
+    # False: its statements are not wrapped in one transaction, so a failure half-way leaves the earlier ones
+    # applied and the migration unrecorded; it runs again at the next start and must be written to (IF NOT EXISTS).
+    in_transaction: bool = True
+
+
+def migration_files(dialect: str, directory: Path = MIGRATIONS) -> list[Migration]:
+    """The migrations of `directory` (NNNN_name.sql), in order, written out for `dialect`."""
     found = []
-    for path in sorted(MIGRATIONS.glob("*.sql")):
+    words = DIALECT_WORDS[dialect]
+    for path in sorted(directory.glob("*.sql")):
         number, _, name = path.stem.partition("_")
-        sql = path.read_text(encoding="utf-8").replace("{timestamp}", TIMESTAMP_TYPES[dialect])
-        found.append((int(number), name, sql))
+        text = path.read_text(encoding="utf-8")
+        sql = text.replace("{timestamp}", words["timestamp"]).replace("{concurrently}", words["concurrently"])
+        in_transaction = not text.lstrip().startswith(NO_TRANSACTION_MARK)
+        found.append(Migration(int(number), name, sql, in_transaction))
     return found
 
 
