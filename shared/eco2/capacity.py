@@ -204,6 +204,7 @@ class Budget:
         self._prefix = prefix
         self._acquire = lua.register(client, "capacity_acquire")
         self._pause = lua.register(client, "capacity_pause")
+        self._model_keys: dict[str, list[str]] = {}
 
     @property
     def settings(self) -> CapacitySettings:
@@ -214,8 +215,11 @@ class Budget:
         return self._settings.wait_seconds
 
     def _keys(self, model: str) -> list[str]:
-        base = f"{self._prefix}:{{{model}}}"
-        return [f"{base}:{part}" for part in BUDGET_KEYS]
+        keys = self._model_keys.get(model)
+        if keys is None:
+            base = f"{self._prefix}:{{{model}}}"
+            keys = self._model_keys[model] = [f"{base}:{part}" for part in BUDGET_KEYS]
+        return keys
 
     def cap_for(self, stage: str) -> int:
         """The in-flight cap a call of `stage` may fill: vision (new work) a share of it, the later stages all."""
@@ -231,12 +235,13 @@ class Budget:
 
     async def try_acquire(
         self, model: str, call_id: str, *, stage: str = "answer", tokens: int = 0, priority: str | None = None
-    ) -> tuple[float, int]:
-        """Takes a slot under `call_id`: (0.0, 0) when taken, else (ms until asking again, calls ahead in the
-        queue), the call keeping its place in the model's queue while it asks again in time."""
+    ) -> tuple[float, int, float]:
+        """Takes a slot under `call_id`: (0.0, 0, 0.0) when taken, else (ms until asking again, calls ahead in the
+        queue, ms until its turn at the configured rate), the call keeping its place in the model's queue while it
+        asks again in time."""
         s = self._settings
         klass = work_class(stage, CALL_PRIORITY.get() if priority is None else priority)
-        taken, wait_ms, ahead = await self._acquire(
+        taken, wait_ms, ahead, patient_ms = await self._acquire(
             keys=self._keys(model),
             args=[
                 call_id,
@@ -250,7 +255,7 @@ class Budget:
                 PLACE_GRACE_MS,
             ],
         )
-        return (0.0, 0) if int(taken) == 1 else (float(wait_ms), int(ahead))
+        return (0.0, 0, 0.0) if int(taken) == 1 else (float(wait_ms), int(ahead), float(patient_ms))
 
     async def acquire(
         self,
@@ -261,23 +266,25 @@ class Budget:
         tokens: int = 0,
         on_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> Lease:
-        """A slot, in queue order, within `wait_seconds`. A call whose turn would come later than that answers
-        RateLimited (the broker's 429) at once, leaving its place to the calls behind it."""
+        """A slot, in queue order, within `wait_seconds`. A call whose turn would come later than that even at the
+        configured rate answers RateLimited (the broker's 429) at once, leaving its place to the calls behind it; a
+        pace learned from a provider's refusals lapses, so it alone never makes a wait hopeless."""
         budget = self._settings.wait_seconds if wait_seconds is None else wait_seconds
         started = time.monotonic()
         deadline = started + budget
         call_id = uuid.uuid4().hex
         try:
             while True:
-                wait_ms, ahead = await self.try_acquire(model, call_id, stage=stage, tokens=tokens)
+                wait_ms, ahead, patient_ms = await self.try_acquire(model, call_id, stage=stage, tokens=tokens)
                 if wait_ms == 0.0:
                     return self._taken(model, call_id, time.monotonic() - started)
-                if wait_ms / 1000 > deadline - time.monotonic():
-                    raise RateLimited("no model capacity within the stage's time budget", max(1.0, wait_ms / 1000))
+                left = deadline - time.monotonic()
+                if patient_ms / 1000 > left or left <= 0:
+                    raise RateLimited("no model capacity within the stage's time budget", max(1.0, patient_ms / 1000))
                 if on_wait is not None:
                     await on_wait()
                     on_wait = None
-                await asyncio.sleep(queued_wait(wait_ms / 1000, ahead))
+                await asyncio.sleep(min(left, queued_wait(wait_ms / 1000, ahead)))
         except BaseException:
             await self._leave(model, call_id)
             raise

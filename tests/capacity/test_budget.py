@@ -287,7 +287,7 @@ async def test_a_used_up_limit_pauses_every_replica_until_its_reset(redis_client
     budget = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
     other = Budget(redis_client, CapacitySettings(max_in_flight=5), prefix="eco2:test:capacity")
     await budget.learn(MODEL, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "400ms"})
-    wait_ms, _ = await other.try_acquire(MODEL, "probe")
+    wait_ms, *_ = await other.try_acquire(MODEL, "probe")
     assert 0 < wait_ms <= 400
     await other.acquire(MODEL, wait_seconds=3)
 

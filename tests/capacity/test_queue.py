@@ -76,7 +76,7 @@ async def test_a_dead_callers_place_stops_holding_up_the_queue(redis_client: aio
     budget = _budget(redis_client, requests_per_minute=600)
     await budget.acquire(MODEL)
     # A call that queued and was never heard of again (its replica was SIGKILLed): first in line.
-    wait_ms, ahead = await budget.try_acquire(MODEL, "dead-call")
+    wait_ms, ahead, _ = await budget.try_acquire(MODEL, "dead-call")
     assert (wait_ms > 0, ahead) == (True, 0)
     started = time.monotonic()
     await budget.acquire(MODEL, wait_seconds=POLL_SECONDS + 5)
@@ -103,12 +103,12 @@ async def test_a_refusal_teaches_the_providers_pace_for_a_while(redis_client: ai
     assert await _learned(redis_client) == pytest.approx(2004.0)
     await asyncio.sleep(0.01)
     await budget.acquire(MODEL, wait_seconds=5)
-    wait_ms, _ = await budget.try_acquire(MODEL, "next")
+    wait_ms, *_ = await budget.try_acquire(MODEL, "next")
     assert 1900 < wait_ms <= 2004  # the next call waits the learned interval, not the configured 100.2 ms
     await redis_client.pexpire(learned, 1)  # as if 10 s had passed
     await asyncio.sleep(0.01)
     await budget.acquire(MODEL, wait_seconds=5)
-    wait_ms, _ = await budget.try_acquire(MODEL, "after")
+    wait_ms, *_ = await budget.try_acquire(MODEL, "after")
     assert wait_ms <= 101  # back to the configured rate
 
 
@@ -128,14 +128,14 @@ async def test_a_reply_that_shows_a_slower_provider_pauses_and_teaches_its_pace(
     }
     await budget.learn(MODEL, slower)
     assert await _learned(redis_client) == pytest.approx(2004.0)
-    wait_ms, _ = await budget.try_acquire(MODEL, "paused")
+    wait_ms, *_ = await budget.try_acquire(MODEL, "paused")
     assert 1900 < wait_ms <= 2004
 
 
 async def test_tokens_per_minute_space_calls_by_their_tokens(redis_client: aioredis.Redis) -> None:
     budget = _budget(redis_client, tokens_per_minute=60_000)  # 1 ms a token
     await budget.acquire(MODEL, tokens=800)
-    wait_ms, _ = await budget.try_acquire(MODEL, "next", tokens=800)
+    wait_ms, *_ = await budget.try_acquire(MODEL, "next", tokens=800)
     assert 700 < wait_ms <= 800
     assert budget.tokens_of(text_chars=400, images=1) == 100 + 765 + 500
 
@@ -149,3 +149,27 @@ async def _until(read: Callable[[], Awaitable[int]], wanted: int, timeout: float
     while await read() != wanted:
         assert time.monotonic() < deadline, f"never reached {wanted}"
         await asyncio.sleep(0.01)
+
+
+async def test_a_pace_learned_from_a_passing_cut_never_makes_a_wait_hopeless(redis_client: aioredis.Redis) -> None:
+    budget = _budget(redis_client, requests_per_minute=600)  # 100.2 ms apart as configured
+    await budget.acquire(MODEL)
+    waiting = [asyncio.create_task(budget.acquire(MODEL, wait_seconds=30)) for _ in range(5)]
+    try:
+        await _until(lambda: redis_client.zcard(f"{PREFIX}:{{{MODEL}}}:queue"), 5)
+        cut = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"}
+        await budget.refused(MODEL, 0.001, cut | {"x-ratelimit-reset-requests": "1s"})  # 1 s a request for now
+        wait_ms, ahead, patient_ms = await budget.try_acquire(MODEL, "sixth")
+        assert ahead == 5
+        assert wait_ms > 5000  # six calls at the learned pace
+        assert patient_ms < 1000  # at the configured pace: its turn is well within a 2 s budget
+        # So it waits in the queue rather than answering 429 at once.
+        sixth = asyncio.create_task(budget.acquire(MODEL, wait_seconds=2))
+        await asyncio.sleep(0.3)
+        assert not sixth.done()
+        sixth.cancel()
+        await asyncio.gather(sixth, return_exceptions=True)
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)

@@ -43,7 +43,7 @@ class Case:
     # How long, after the last submit, every job gets to end (retries come 4 s, 8 s, 16 s apart here).
     settle_seconds: float = 90.0
     recover: Recovery | None = None
-    # Every job must end `done` (not merely ended): the replay case.
+    # Every job must end `done` (not merely ended): the replay and provider-limit cases.
     all_done: bool = False
     # The longest the submits and processing may take for this many scans (the provider-limit cases).
     deadline: Callable[[int], float] | None = None
@@ -229,6 +229,7 @@ CASES: dict[str, Case] = {
         limited_provider(cut=False),
         env=PROVIDER_LIMIT_ENV,
         settle_seconds=600.0,
+        all_done=True,
         deadline=provider_deadline(cut=False),
     ),
     "provider-limit-cut": Case(
@@ -236,6 +237,7 @@ CASES: dict[str, Case] = {
         limited_provider(cut=True),
         env=PROVIDER_LIMIT_ENV,
         settle_seconds=600.0,
+        all_done=True,
         deadline=provider_deadline(cut=True),
     ),
 }
@@ -285,7 +287,7 @@ async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
                 result.notes += await disruption
             result.problems = [note for note in result.notes if note.startswith("problem:")]
             if case.all_done and result.done != result.scans:
-                result.problems.append(f"problem: {result.scans - result.done} jobs not done after the replay")
+                result.problems.append(f"problem: {result.scans - result.done} jobs not done")
         finally:
             result.seconds = time.monotonic() - started
             await rewards.aclose()

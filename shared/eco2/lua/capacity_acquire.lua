@@ -10,7 +10,8 @@
 -- that work past vision keeps slots), 4 requests per minute (0: no cap), 5 class (0 VIP, 1 past vision, 2 new scan),
 -- 6 the longest ms a queued call sleeps before asking again, 7 tokens per minute (0: no cap), 8 this call's tokens
 -- (estimate), 9 ms a place is kept past the time the call should have asked again.
--- Returns {1, 0, 0} when the slot is taken, else {0, ms to wait, calls ahead}. Redis's clock: one time for all,
+-- Returns {1, 0, 0, 0} when the slot is taken, else {0, ms to wait, calls ahead, ms it would wait at the configured
+-- rate} (the last is what decides a hopeless wait: a pace learned from a provider's passing cut lapses). Redis's clock: one time for all,
 -- in ms with the microseconds as a fraction, so rates above a call per ms still space calls apart.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
@@ -26,7 +27,7 @@ end
 
 local place = tonumber(redis.call('ZSCORE', KEYS[4], id) or (tonumber(ARGV[5]) * 1e13 + math.floor(now)))
 local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', '(' .. string.format('%.0f', place))
-local wait = 0
+local wait, patient = 0, 0
 
 local paused_until = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused_until > now then
@@ -43,6 +44,7 @@ if max_inflight > 0 then
   end
 end
 
+patient = wait
 local rpm = tonumber(ARGV[4])
 local interval, tat = 0, now
 if rpm > 0 then
@@ -51,6 +53,7 @@ if rpm > 0 then
   -- from the provider's refusals. KEYS[2] holds the theoretical arrival time of the next call (GCRA).
   interval = math.max(60000 / rpm * 1.002, tonumber(redis.call('GET', KEYS[7]) or '0'))
   tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+  patient = math.max(patient, tat + ahead * 60000 / rpm * 1.002 - now)
   wait = math.max(wait, tat + ahead * interval - now)
 end
 
@@ -60,6 +63,7 @@ if tpm > 0 then
   token_ms = 60000 / tpm * tonumber(ARGV[8])
   token_tat = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), now)
   wait = math.max(wait, token_tat + ahead * token_ms - now)
+  patient = math.max(patient, token_tat + ahead * token_ms - now)
 end
 
 if wait > 0 then
@@ -72,7 +76,7 @@ if wait > 0 then
       redis.call('PEXPIRE', KEYS[key], keep)
     end
   end
-  return {0, math.ceil(wait), ahead}
+  return {0, math.ceil(wait), ahead, math.ceil(math.max(patient, 0))}
 end
 
 redis.call('ZREM', KEYS[4], id)
@@ -87,4 +91,4 @@ if max_inflight > 0 then
   redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[2])), id)
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 end
-return {1, 0, 0}
+return {1, 0, 0, 0}
