@@ -59,6 +59,21 @@ async def _wal(conn: aiosqlite.Connection) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _begin_write(conn: aiosqlite.Connection) -> None:
+    """BEGIN IMMEDIATE, retried for as long as the busy timeout: in WAL mode SQLite answers `database is locked`
+    without waiting when another connection is recovering or resetting the WAL (the gateway's first-sight grant
+    and persist's batch, two processes writing one file)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
 def iso(at: datetime) -> str:
     """Fixed-width UTC text: compares as the instants do."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -118,7 +133,7 @@ class SqliteStore:
         grants, histories = merge(records)
         ledger, owned = grant_rows(grants)
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            await _begin_write(self._conn)
             try:
                 await self._conn.executemany(_LEDGER, as_text(ledger))
                 await self._conn.executemany(_CHARACTERS, as_text(owned))
