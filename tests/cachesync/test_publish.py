@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,6 @@ from tests.gateway.conftest import gateway_env
 from tests.support import REDIS_TEST_URL, ROOT, wait_for
 
 PROPAGATION_DEADLINE = 2.0
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
 
 
 def run_eco2(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
