@@ -84,7 +84,7 @@ def _publishing_commands(commands: "typer.Typer") -> None:
 
     @commands.command(context_settings=PASS_THROUGH, add_help_option=False)
     def revoke(ctx: typer.Context) -> None:
-        """Revoke a token everywhere: `eco2 revoke --jti JTI --user USER [--expires-at UNIX]`."""
+        """Revoke a token or a user's tokens everywhere: `eco2 revoke --jti JTI [--user U] | --user USER`."""
         from eco2_tools import publish_cli
 
         app = typer.Typer(add_completion=False)

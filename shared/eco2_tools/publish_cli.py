@@ -28,9 +28,11 @@ from eco2.rules import CharacterCatalog, RuleDataError
 # Soft wrap: a long path or id stays on one line, whole for a script to read.
 console = Console(width=160, soft_wrap=True)
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-# How long a revocation of a token whose expiry is not given lasts: the longest a token may live (the gateway's
-# ECO2_JWT_MAX_LIFETIME_SECONDS default), so no token issued before it outlives it.
+# How long a revocation lasts when the token's expiry is not given, and a user's after its cut-off: the longest a
+# token may live (the gateway's ECO2_JWT_MAX_LIFETIME_SECONDS default), so no token issued before it outlives it.
 DEFAULT_REVOCATION_SECONDS = 7 * 24 * 3600.0
+# The user recorded with a token revoked by its jti alone (the event names one; the check uses the jti only).
+UNKNOWN_USER = "(unknown)"
 POLL_SECONDS = 0.1
 
 
@@ -134,25 +136,62 @@ def push(
 
 
 def revoke(
-    jti: str = typer.Option(..., "--jti", help="the token's id (its jti claim)"),
-    user: str = typer.Option(..., "--user", help="the token's user (its sub claim)"),
+    jti: str | None = typer.Option(None, "--jti", help="revoke this token (its jti claim)"),
+    user: str | None = typer.Option(
+        None, "--user", help="alone: revoke every token of this user issued so far; with --jti: the token's user"
+    ),
     expires_at: float | None = typer.Option(
-        None, "--expires-at", help="when the token expires (unix seconds; default: now + the longest token life)"
+        None, "--expires-at", help="--jti: when the token expires (unix seconds; default: now + the longest token life)"
+    ),
+    issued_before: float | None = typer.Option(
+        None, "--issued-before", help="--user: refuse the tokens issued at or before this (unix seconds; default: now)"
     ),
     amqp_url: str | None = typer.Option(None, help="broker URL (default: AMQP_URL)"),
 ) -> None:
-    """Revoke one token everywhere: every gateway and authz replica refuses it until it would have expired."""
-    until = expires_at if expires_at is not None else time.time() + DEFAULT_REVOCATION_SECONDS
-    if until <= time.time():
-        raise _fail("that token has expired already: nothing to revoke")
+    """Revoke one token (--jti) or every token of a user (--user) everywhere: every gateway and authz replica
+    refuses it until it would have expired."""
+    now = time.time()
+    longest = _longest_token_life()
+    if jti is not None:
+        until = expires_at if expires_at is not None else now + longest
+        if until <= now:
+            raise _fail("that token has expired already: nothing to revoke")
+        who = user or UNKNOWN_USER
+        published = _revocation(amqp_url, lambda publisher: publisher.revoke_token(jti, who, until))
+        what = f"token {jti} of {who}"
+    elif user is not None:
+        cut = issued_before if issued_before is not None else now
+        until = cut + longest
+        if until <= now:
+            raise _fail("every token issued by then has expired already: nothing to revoke")
+        published = _revocation(amqp_url, lambda publisher: publisher.revoke_user(user, cut, until))
+        what = f"every token of {user} issued until {_utc(cut)}"
+    else:
+        raise _fail("say which: --jti JTI (one token) or --user USER (every token of the user)")
+    console.print(
+        f"revoked {what}, until {_utc(until)}, on {published.exchange}: confirmed by the broker,"
+        f" event {published.event_id}"
+    )
+
+
+def _revocation(amqp_url: str | None, send: Callable[[SyncPublisher], Published]) -> Published:
     try:
-        published = _publish(amqp_url, lambda publisher: publisher.revoke_token(jti, user, until))
+        return _publish(amqp_url, send)
     except ValueError as exc:  # the event's own checks (lengths)
         raise _fail(f"not a valid revocation: {str(exc)[:300]}") from None
-    console.print(
-        f"revoked token {jti} of {user} until {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(until))} on "
-        f"{published.exchange}: confirmed by the broker, event {published.event_id}"
-    )
+
+
+def _longest_token_life() -> float:
+    """The gateway's ECO2_JWT_MAX_LIFETIME_SECONDS where this machine has it, else its default."""
+    raw = os.environ.get("ECO2_JWT_MAX_LIFETIME_SECONDS", "")
+    try:
+        return float(raw) if raw else DEFAULT_REVOCATION_SECONDS
+    except ValueError:
+        raise _fail("ECO2_JWT_MAX_LIFETIME_SECONDS must be a number of seconds") from None
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
 
 
 def catalog_commands() -> typer.Typer:

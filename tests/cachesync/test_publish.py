@@ -18,8 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from eco2 import keys
-from eco2.cachesync.events import SyncEventType
+from eco2.cachesync.events import SyncEventType, TokenRevoked
 from eco2.cachesync.publisher import PublisherSettings, PublishFailed, SyncPublisher
+from eco2.cachesync.store import store_revocation
 from eco2.rules import CharacterCatalog
 from tests.cachesync.support import (
     AMQP_URL,
@@ -34,6 +35,7 @@ from tests.cachesync.support import (
     stop_all,
 )
 from tests.gateway.conftest import gateway_env
+from tests.gateway.support import token
 from tests.support import REDIS_TEST_URL, ROOT, wait_for
 
 PROPAGATION_DEADLINE = 2.0
@@ -100,6 +102,53 @@ async def test_a_revocation_by_the_operator_is_refused_by_every_replica(
         assert await statuses(http, urls, other.headers) == [200] * 3, "only that token"
     finally:
         stop_all(fleet)
+
+
+def issued_at(user: str, at: float) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user, now=at)}"}
+
+
+async def test_a_users_revocation_by_the_operator_refuses_their_earlier_tokens_everywhere(
+    http: httpx.AsyncClient, child_log_dir: Path
+) -> None:
+    exchanges = Exchanges.fresh()
+    fleet = await start_fleet("authz", 3, function_env(exchanges), child_log_dir)
+    try:
+        urls, now = [child.url for child in fleet], time.time()
+        earlier, later, other = (
+            issued_at("stolen", now - 60),
+            issued_at("stolen", now),
+            issued_at("bystander", now - 60),
+        )
+        assert await statuses(http, urls, earlier) == [200] * 3
+        done = await eco2(["revoke", "--user", "stolen", "--issued-before", str(now - 30)], exchanges.env())
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "revoked every token of stolen issued until" in done.stdout
+        await wait_for(lambda: all_refuse(http, urls, earlier), timeout=PROPAGATION_DEADLINE, what="refusals")
+        assert await statuses(http, urls, later) == [200] * 3, "signed in again after the cut-off"
+        assert await statuses(http, urls, other) == [200] * 3, "only that user"
+    finally:
+        stop_all(fleet)
+
+
+async def test_a_users_revocation_in_redis_is_refused_after_warm_up_and_with_the_broker_down(
+    redis_client: aioredis.Redis, http: httpx.AsyncClient, child_log_dir: Path
+) -> None:
+    """What blacklist-sync stores: read at a replica's warm-up, and asked per request while its broker is down."""
+    now = time.time()
+    before = TokenRevoked(user_id="gone-before", issued_before=now - 30, expires_at=now + 600)
+    assert await store_revocation(redis_client, before)
+    warm = await start_fleet("authz", 1, function_env(Exchanges.fresh()), child_log_dir)
+    cut_off = await start_fleet("authz", 1, function_env(Exchanges.fresh(), AMQP_URL=CLOSED_AMQP_URL), child_log_dir)
+    try:
+        urls = [warm[0].url, cut_off[0].url]
+        assert await statuses(http, urls, issued_at("gone-before", now - 60)) == [401, 401]
+        assert await statuses(http, urls, issued_at("gone-before", now)) == [200, 200]
+        after = TokenRevoked(user_id="gone-after", issued_before=now - 30, expires_at=now + 600)
+        assert await store_revocation(redis_client, after)  # written after both started: no event
+        assert await statuses(http, [cut_off[0].url], issued_at("gone-after", now - 60)) == [401]
+    finally:
+        stop_all([*warm, *cut_off])
 
 
 async def test_push_waits_for_catalog_sync_to_store_the_version_and_says_so(

@@ -9,7 +9,8 @@ than the timeout. The asyncio processes never import this module (an import cont
 publish over their own aio-pika connection (eco2.cachesync.replica.CacheSync.publish).
 
     with SyncPublisher.from_env(os.environ, source="/auth-service") as publisher:
-        publisher.revoke_token(jti, user_id, expires_at)
+        publisher.revoke_token(jti, user_id, expires_at)                 # one token (logout)
+        publisher.revoke_user(user_id, time.time(), time.time() + 7 * 24 * 3600)   # every token issued so far
 """
 
 from __future__ import annotations
@@ -114,6 +115,12 @@ class SyncPublisher:
     def revoke_token(self, jti: str, user_id: str, expires_at: float) -> Published:
         """Tell every replica that this token is revoked until it would expire (logout, or an operator)."""
         return self.publish(SyncEventType.TOKEN_REVOKED, TokenRevoked(jti=jti, user_id=user_id, expires_at=expires_at))
+
+    def revoke_user(self, user_id: str, issued_before: float, expires_at: float) -> Published:
+        """Tell every replica to refuse the user's tokens issued at or before `issued_before` (unix seconds),
+        until `expires_at` (when the last of them would expire: issued_before + the longest token life)."""
+        data = TokenRevoked(user_id=user_id, issued_before=issued_before, expires_at=expires_at)
+        return self.publish(SyncEventType.TOKEN_REVOKED, data)
 
     def publish_catalog(self, version: int, characters: list[dict[str, Any]]) -> Published:
         """Offer a catalog version; every replica takes it if it is newer than the one it holds."""
