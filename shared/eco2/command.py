@@ -21,8 +21,8 @@ WORKER_MISSING = """eco2 worker: {} is not installed. The Celery worker mode has
 `--target worker`); in a checkout, install the project's `worker` extra."""
 USAGE = """usage: eco2 serve NAME [--host H] [--port P]   serve one function (functions/NAME/main.py)
        eco2 worker --celery [...]                 run the stages as a Celery chain
-The other commands (up, status, down, bench, token, scan, dlq, model-standin, ...) come with eco2-tools,
-which this installation does not have: install the project with its `local` extra (README)."""
+The other commands (up, status, down, bench, token, scan, dlq, catalog, revoke, model-standin, ...) come with
+eco2-tools, which this installation does not have: install the project with its `local` extra (README)."""
 
 
 def main() -> None:

@@ -58,6 +58,9 @@ dead_letter_seen = PerPair("deadletter:{1}:{0}")
 reward = PerId("reward:{}")
 # String, TTL = the token's remaining lifetime: a revoked JWT id (logout) the gateway refuses.
 revoked_token = PerId("auth:revoked:{}")
+# String (unix seconds), TTL = the longest life of a token issued before it: the user's tokens issued at or before
+# it are refused (eco2 revoke --user).
+revoked_user = PerId("auth:revoked-user:{}")
 # Hash {tokens, ts}, TTL = time to refill: one user's token bucket at the gateway.
 rate_limit = PerId("ratelimit:{}", hashed=True)
 # Hash {tokens, ts}, TTL = time to refill: one client address's token bucket at the gateway.

@@ -67,7 +67,29 @@ def commands() -> "typer.Typer":
 
     _pack_commands(commands)
     commands.add_typer(__import__("eco2_tools.dlq_cli", fromlist=["commands"]).commands(), name="dlq")
+    _publishing_commands(commands)
     return commands
+
+
+def _publishing_commands(commands: "typer.Typer") -> None:
+    """`catalog push` and `revoke`: publish on the cache-sync exchanges (pika, loaded when one of them runs)."""
+    import typer
+
+    @commands.command(context_settings=PASS_THROUGH, add_help_option=False)
+    def catalog(ctx: typer.Context) -> None:
+        """The character catalog every replica holds: `eco2 catalog push FILE` publishes a new version."""
+        from eco2_tools.publish_cli import catalog_commands
+
+        catalog_commands()(args=list(ctx.args), prog_name="eco2 catalog")
+
+    @commands.command(context_settings=PASS_THROUGH, add_help_option=False)
+    def revoke(ctx: typer.Context) -> None:
+        """Revoke a token or a user's tokens everywhere: `eco2 revoke --jti JTI [--user U] | --user USER`."""
+        from eco2_tools import publish_cli
+
+        app = typer.Typer(add_completion=False)
+        app.command()(publish_cli.revoke)
+        app(args=list(ctx.args), prog_name="eco2 revoke")
 
 
 def _pack_commands(commands: "typer.Typer") -> None:

@@ -39,7 +39,7 @@ class StampedCaches(LocalCaches):
 
     def apply(self, event: SyncEvent) -> None:
         super().apply(event)
-        if isinstance(event, TokenRevoked):
+        if isinstance(event, TokenRevoked) and event.jti is not None:
             self.applied[event.jti] = time.perf_counter()
 
 

@@ -4,9 +4,10 @@ and a fleet of function processes started side by side."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,31 @@ async def statuses(http: httpx.AsyncClient, urls: list[str], headers: Mapping[st
 
 async def all_refuse(http: httpx.AsyncClient, urls: list[str], headers: Mapping[str, str]) -> bool:
     return all(status == 401 for status in await statuses(http, urls, headers))
+
+
+@dataclass(frozen=True)
+class Heard:
+    headers: dict[str, str]
+    body: bytes
+    message_id: str | None
+    persistent: bool
+
+
+@contextlib.asynccontextmanager
+async def hearing(exchange: str) -> AsyncIterator[asyncio.Queue[Heard]]:
+    """Every message published on `exchange` from now on, through a queue of this test's own bound to it."""
+    heard: asyncio.Queue[Heard] = asyncio.Queue()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        target = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(target)
+
+        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            headers = {key: str(value) for key, value in (message.headers or {}).items()}
+            persistent = message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+            heard.put_nowait(Heard(headers, message.body, message.message_id, persistent))
+
+        await queue.consume(keep, no_ack=True)
+        yield heard

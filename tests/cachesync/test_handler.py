@@ -7,7 +7,7 @@ import time
 import pytest
 
 from eco2.cachesync.events import CatalogUpdated, TokenRevoked, attributes_of
-from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens, decode
+from eco2.cachesync.handler import CatalogCache, LocalCaches, RevokedTokens, RevokedUsers, decode
 from eco2.errors import PoisonEvent
 from eco2.rules import CharacterCatalog
 
@@ -56,3 +56,31 @@ def test_the_replicas_and_the_functions_decode_alike() -> None:
 def test_attributes_come_from_either_header_prefix() -> None:
     headers = {"cloudEvents:type": "t", "cloudEvents_id": b"i", "other": "x", "cloudEvents:": "empty"}
     assert attributes_of(headers) == {"type": "t", "id": "i"}
+
+
+def test_a_user_revocation_refuses_the_tokens_issued_until_its_cut_off_only() -> None:
+    users = RevokedUsers()
+    now = time.time()
+    users.add("u", issued_before=now - 10, expires_at=now + 60)
+    assert users.refuses("u", issued_at=now - 20)
+    assert users.refuses("u", issued_at=now - 10), "issued at the cut-off itself"
+    assert not users.refuses("u", issued_at=now - 9), "a token issued after it (the user signed in again)"
+    assert not users.refuses("other", issued_at=now - 20)
+    users.add("u", issued_before=now - 30, expires_at=now + 60)
+    assert users.refuses("u", issued_at=now - 20), "an earlier cut-off never narrows a later one"
+    assert not users.refuses("u", issued_at=now - 20, now=now + 61), "gone once every such token has expired"
+    assert len(users) == 0
+
+
+def test_a_revocation_names_one_token_or_a_users_cut_off_not_both() -> None:
+    until = time.time() + 60
+    caches = LocalCaches(RevokedTokens(), CatalogCache())
+    caches.apply(decode("eco2.auth.token.revoked", {"user_id": "u", "issued_before": 5.0, "expires_at": until}))
+    assert caches.revoked_users.refuses("u", issued_at=4.0)
+    assert len(caches.revoked) == 0
+    for data in (
+        {"user_id": "u", "expires_at": until},
+        {"jti": "j", "user_id": "u", "issued_before": 5.0, "expires_at": until},
+    ):
+        with pytest.raises(PoisonEvent):
+            decode("eco2.auth.token.revoked", data)

@@ -25,7 +25,7 @@ class Writer:
         self.down = down
 
     async def write(self, records: list[Record]) -> None:
-        jobs = [r.history.job_id for r in records]
+        jobs = [r.history.job_id for r in records if r.history is not None]
         await asyncio.sleep(0.001)
         if self.down:
             raise ConnectionResetError("gone")

@@ -27,12 +27,13 @@ async def test_the_collection_and_the_history_show_what_was_granted_to_its_owner
     collection = await gateway.client.get("/api/v1/me/characters", headers=bearer(owner))
     assert collection.status_code == 200, collection.text
     body = collection.json()
-    assert body["count"] == 3
-    assert [c["character_id"] for c in body["characters"]] == ["char-0", "char-1", "char-2"]
+    # The default character, granted by this first read (eco2.default_character), comes last: acquired now.
+    assert body["count"] == 4
+    assert [c["character_id"] for c in body["characters"]] == ["char-0", "char-1", "char-2", "char_eco"]
     assert body["characters"][1]["acquired_at"].startswith("2026-11-01T09:01:00")
     assert body["characters"][1]["job_id"] == "job-a1"
     others = (await gateway.client.get("/api/v1/me/characters", headers=bearer(other))).json()
-    assert [c["character_id"] for c in others["characters"]] == ["char-9"]
+    assert [c["character_id"] for c in others["characters"]] == ["char-9", "char_eco"]
 
     pages, cursor = [], None
     while True:

@@ -1,4 +1,5 @@
-"""Is this token revoked? The local copy answers; Redis only while the broker link is down.
+"""Is this token revoked, by its jti or by its user's revocation? The local copy answers; Redis only while the
+broker link is down.
 
 - a jti in the local copy (until its token would expire) is revoked, whatever else is down;
 - with the consumer live, the copy is complete: a miss is "not revoked", no Redis round trip;
@@ -59,6 +60,32 @@ class Blacklist:
         seconds = ttl_ms / 1000 if ttl_ms > 0 else _FOUND_SECONDS
         self.sync.caches.revoked.add(jti, time.time() + seconds)
         return True
+
+    async def is_user_revoked(self, user_id: str, issued_at: float) -> bool:
+        """Were the user's tokens issued at or before `issued_at` revoked (`eco2 revoke --user`)?"""
+        if self.sync.settings.redis_per_request:
+            held = await store_call(self._redis.get(keys.revoked_user(user_id)))
+            return held is not None and issued_at <= float(held)
+        if self.sync.caches.revoked_users.refuses(user_id, issued_at):
+            return True
+        if self.sync.live:
+            return False
+        return await self._ask_redis_user(user_id, issued_at)
+
+    async def _ask_redis_user(self, user_id: str, issued_at: float) -> bool:
+        self.redis_lookups += 1
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.revoked_user(user_id))
+        pipe.pttl(keys.revoked_user(user_id))
+        try:
+            held, ttl_ms = await asyncio.wait_for(pipe.execute(), self.sync.settings.fallback_timeout_seconds)
+        except (RedisError, OSError, TimeoutError):
+            return False  # both down: the local copy has answered already
+        if held is None:
+            return False
+        seconds = ttl_ms / 1000 if ttl_ms > 0 else _FOUND_SECONDS
+        self.sync.caches.revoked_users.add(user_id, float(held), time.time() + seconds)
+        return issued_at <= float(held)
 
     async def revoke(self, jti: str, user_id: str, expires_at: float) -> bool:
         """Logout: Redis first (the truth), then this process's copy, then the fanout exchange for the others.

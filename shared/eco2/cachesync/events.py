@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eco2.errors import PoisonEvent
 
@@ -43,9 +43,20 @@ class _Data(BaseModel):
 
 
 class TokenRevoked(_Data):
-    jti: str = Field(min_length=1, max_length=128)
+    """One token (`jti`), or every token of the user issued at or before `issued_before` (a compromised account)."""
+
+    jti: str | None = Field(default=None, min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=128)
-    expires_at: float = Field(gt=0)  # unix seconds: when the token would have expired anyway
+    # Unix seconds: when the token would have expired anyway; for a user, when the last token issued before
+    # the revocation would (issued_before + the longest token life).
+    expires_at: float = Field(gt=0)
+    issued_before: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_or_the_user(self) -> TokenRevoked:
+        if (self.jti is None) == (self.issued_before is None):
+            raise ValueError("give either jti (one token) or issued_before (every token of the user)")
+        return self
 
 
 class CatalogUpdated(_Data):
@@ -62,7 +73,8 @@ def amqp_message(event_type: SyncEventType, data: _Data, *, source: str) -> tupl
         "cloudEvents:id": str(uuid.uuid4()),
         "cloudEvents:time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return headers, data.model_dump_json().encode()
+    # Unset optional fields left out: a one-token revocation reads exactly as before user-wide ones existed.
+    return headers, data.model_dump_json(exclude_none=True).encode()
 
 
 def attributes_of(headers: Mapping[str, Any] | None) -> dict[str, str]:

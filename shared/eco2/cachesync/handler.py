@@ -2,14 +2,15 @@
 
 The functions (blacklist-sync, catalog-sync) apply it to Redis, the durable truth; every replica applies the
 same decoded event to its in-process caches. The rules live here once: a revocation lasts until the token
-would expire; a catalog replaces an older version only, never a newer one; applying twice changes nothing.
+would expire (a user's, until the last token issued before it would; a later cut-off wins); a catalog replaces
+an older version only, never a newer one; applying twice changes nothing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
@@ -83,6 +84,41 @@ class RevokedTokens:
         return len(gone)
 
 
+class RevokedUsers:
+    """user -> (tokens issued at or before this are refused, until when); an entry leaves once it expires."""
+
+    def __init__(self) -> None:
+        self._cut: dict[str, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._cut)
+
+    def add(self, user_id: str, issued_before: float, expires_at: float) -> None:
+        held = self._cut.get(user_id)
+        if held is None or issued_before > held[0]:
+            self._cut[user_id] = (issued_before, max(expires_at, held[1] if held else 0.0))
+
+    def merge(self, entries: Iterable[tuple[str, float, float]]) -> None:
+        for user_id, issued_before, expires_at in entries:
+            self.add(user_id, issued_before, expires_at)
+
+    def refuses(self, user_id: str, issued_at: float, now: float | None = None) -> bool:
+        held = self._cut.get(user_id)
+        if held is None:
+            return False
+        if held[1] <= (time.time() if now is None else now):
+            self._cut.pop(user_id, None)
+            return False
+        return issued_at <= held[0]
+
+    def purge(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        gone = [user for user, (_, until) in list(self._cut.items()) if until <= now]
+        for user in gone:
+            self._cut.pop(user, None)
+        return len(gone)
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogVersion:
     version: int
@@ -119,9 +155,13 @@ class LocalCaches:
 
     revoked: RevokedTokens
     catalog: CatalogCache
+    revoked_users: RevokedUsers = field(default_factory=RevokedUsers)
 
     def apply(self, event: SyncEvent) -> None:
         if isinstance(event, TokenRevoked):
-            self.revoked.add(event.jti, event.expires_at)
+            if event.jti is not None:
+                self.revoked.add(event.jti, event.expires_at)
+            elif event.issued_before is not None:
+                self.revoked_users.add(event.user_id, event.issued_before, event.expires_at)
         else:
             self.catalog.offer(event.version, catalog_of(event))

@@ -155,6 +155,7 @@ class CacheSync:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.settings.tick_seconds)
                 self.caches.revoked.purge()
+                self.caches.revoked_users.purge()
             if not self._stopping.is_set():
                 raise ConnectionError("the broker closed the connection")
         finally:
@@ -167,6 +168,7 @@ class CacheSync:
         started = time.perf_counter()
         if SyncEventType.TOKEN_REVOKED in self.kinds:
             self.caches.revoked.merge(await asyncio.to_thread(store.revoked_entries, self._redis))
+            self.caches.revoked_users.merge(await asyncio.to_thread(store.revoked_users, self._redis))
         if SyncEventType.CATALOG_UPDATED in self.kinds:
             stored = await asyncio.to_thread(store.stored_catalog, self._redis)
             if stored is not None:

@@ -53,7 +53,8 @@ async def apply(event: CloudEvent, resources: SyncResources) -> CloudEvent | Non
         log.info("catalog offered", extra={"fields": {"version": decoded.version, "stored": stored, "now": current}})
     else:
         kept = await store_revocation(resources.client, decoded)
-        log.info("token revoked", extra={"fields": {"jti": decoded.jti, "kept": kept}})
+        who = {"jti": decoded.jti} if decoded.jti else {"user_id": decoded.user_id, "before": decoded.issued_before}
+        log.info("token revoked", extra={"fields": {**who, "kept": kept, "by": str(event["source"])}})
     return None
 
 

@@ -1,11 +1,14 @@
 """The chat function: answers a user's question with the model, grounded in the rule book, streaming its text.
 
-eco2.chat.requested (from POST /api/v1/chat) → the rule the message names (eco2.rules.RuleBook.match_text, or
-the last one this session talked about) goes into the system prompt; the model's reply streams into the job's
-event stream as `delta` events (so the SSE client sees it grow) and ends with (chat, done) carrying the whole
-answer. The session's turns are kept in Redis (a list per user and session, with a TTL) and sent as history.
-Run at most once per job (a checkpoint reused on redelivery); a turn is remembered once, by the delivery that
-recorded the answer.
+eco2.chat.requested (from POST /api/v1/chat) → the rule goes into the system prompt: with a photo, the rule of
+what the photo shows, found as a scan finds it (classified by the vision model, then matched in the rule book:
+eco2.classify, the vision and rules steps' own code); else the rule the message names
+(eco2.rules.RuleBook.match_text), or the last one this session talked about. The model's reply streams into the
+job's event stream as `delta` events (so the SSE client sees it grow) and ends with (chat, done) carrying the
+whole answer and, with a photo, what it was classified as. The session's turns are kept in Redis (a list per
+user and session, with a TTL) and sent as history. Run at most once per job (a checkpoint reused on
+redelivery: the photo is classified once too); a turn is remembered once, by the delivery that recorded the
+answer.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pydantic import BaseModel
 from eco2 import keys
 from eco2.adapter import EventFunction
 from eco2.capacity import CALL_PRIORITY
+from eco2.classify import classify_photo, rule_for
 from eco2.errors import store_call
-from eco2.events import FUNCTION_EVENTS, ChatRequested, event_priority, parse_data
+from eco2.events import FUNCTION_EVENTS, ChatRequested, Classification, event_priority, parse_data
 from eco2.jobs import JobStatus, Stage, TransitionOutcome
 from eco2.rules import Rule
 from eco2.settings import Settings
@@ -41,6 +45,7 @@ CHAT_SYSTEM_PROMPT = (
 class ChatAnswer(BaseModel):
     text: str
     rule_id: str | None
+    classification: Classification | None = None  # what the message's photo was classified as
 
 
 async def history(ctx: StageContext, request: ChatRequested) -> list[dict[str, str]]:
@@ -61,8 +66,27 @@ async def remember(ctx: StageContext, request: ChatRequested, answer: ChatAnswer
     await store_call(pipe.execute())
 
 
-def grounding(ctx: StageContext, message: str, past: list[dict[str, str]]) -> Rule | None:
-    """The rule the message names; else the last rule this session was answered with."""
+async def seen(ctx: StageContext, request: ChatRequested) -> Classification | None:
+    """What the message's photo shows, classified as the vision step classifies a scan's; None without a photo."""
+    if request.image_url is None:
+        return None
+    return await classify_photo(
+        ctx,
+        image_url=request.image_url,
+        user_id=request.user_id,
+        user_input=request.message,
+        model=ctx.settings.vision_model,
+        job_id=request.job_id,
+    )
+
+
+def grounding(
+    ctx: StageContext, message: str, past: list[dict[str, str]], photo: Classification | None = None
+) -> Rule | None:
+    """The rule of what the photo shows; else the rule the message names; else the last one this session had."""
+    found = rule_for(photo, ctx.rules) if photo is not None else None
+    if found is not None:
+        return found
     found = ctx.rules.match_text(message)
     if found is not None:
         return found
@@ -79,7 +103,8 @@ async def _user_content(ctx: StageContext, request: ChatRequested) -> str | list
 
 async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
     past = await history(ctx, request)
-    rule = grounding(ctx, request.message, past)
+    photo = await seen(ctx, request)
+    rule = grounding(ctx, request.message, past, photo)
     system = CHAT_SYSTEM_PROMPT
     if rule is not None:
         system += f"\n{RULE_MARKER} {json.dumps(rule.as_disposal_rules(), ensure_ascii=False)}"
@@ -92,7 +117,7 @@ async def answer(request: ChatRequested, ctx: StageContext) -> ChatAnswer:
         text = await ctx.model.chat(
             model=ctx.settings.answer_model, messages=messages, job_id=request.job_id, on_text=on_text
         )
-    return ChatAnswer(text=text, rule_id=rule.id if rule else None)
+    return ChatAnswer(text=text, rule_id=rule.id if rule else None, classification=photo)
 
 
 async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
@@ -104,7 +129,9 @@ async def handle(event: CloudEvent, ctx: StageContext) -> CloudEvent | None:
 
     def change(reply: ChatAnswer) -> Change:
         # chat's one transition is the job's `done`, with its result kept whole in the job hash (GET .../result).
-        result = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
+        result: dict[str, object] = {"answer": reply.text, "session_id": request.session_id, "rule_id": reply.rule_id}
+        if reply.classification is not None:
+            result["classification"] = reply.classification.model_dump(mode="json")
         fields = {"result": json.dumps(result, ensure_ascii=False)}
         return Change(request.user_id, Stage.CHAT, "답변했어요", result, JobStatus.DONE, fields=fields, progress=100)
 

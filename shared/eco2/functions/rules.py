@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from eco2.adapter import EventFunction
+from eco2.classify import rule_for
 from eco2.events import ScanClassified, ScanRuled
 from eco2.stage_context import StageContext
 from eco2.stages import Progress, Step, stage_function
@@ -15,7 +16,7 @@ class RuleOutcome(BaseModel):
 
 
 async def match_rule(scan: ScanClassified, ctx: StageContext) -> RuleOutcome:
-    found = ctx.rules.match(scan.classification.major_category, scan.classification.middle_category)
+    found = rule_for(scan.classification, ctx.rules)
     return RuleOutcome(rule_id=found.id if found else None)
 
 

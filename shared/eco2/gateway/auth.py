@@ -103,6 +103,8 @@ class Authenticator:
         )
         if await self.blacklist.is_revoked(principal.jti or ""):
             raise _unauthorized("token_revoked", "the token was revoked (logged out)")
+        if await self.blacklist.is_user_revoked(principal.user_id, float(claims["iat"])):
+            raise _unauthorized("token_revoked", "the user's tokens issued until now were revoked: sign in again")
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:

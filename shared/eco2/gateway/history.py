@@ -2,7 +2,8 @@
 
 Read from the store the persist function writes (DATABASE_URL: PostgreSQL, or the SQLite file `eco2 up` shares
 between the two), opened on first use so a gateway without a database still serves everything else. Scoped to
-the token's user; the history is paged by an opaque cursor (the last entry's finish time and job id).
+the token's user; the history is paged by an opaque cursor (the last entry's finish time and job id). A
+collection without the catalog's default character gets it granted there and then (eco2.default_character).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eco2 import default_character
 from eco2.errors import BadRequest, StoreUnavailable
 from eco2.gateway import models
 from eco2.gateway.context import GatewayContext
 from eco2.persist.connect import open_store
-from eco2.persist.store import PersistSettings, Position, Store
+from eco2.persist.records import Grant, Record
+from eco2.persist.store import OwnedCharacter, PersistSettings, Position, Store
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -39,6 +42,10 @@ class History:
     async def characters(self, request: Request) -> Response:
         principal = await self.ctx.auth.authenticate(request)
         owned = await self._read(lambda store: store.characters(principal.user_id))
+        default = self.ctx.caches.caches.catalog.current.default()
+        if all(character.character_id != default.character_id for character in owned):
+            grant = await default_character.first_sight(principal.user_id, default, self.ctx.store.redis)
+            owned = await self._read(lambda store: _granted(store, grant))
         body = models.CharacterCollection(
             characters=[models.OwnedCharacter.model_validate(c, from_attributes=True) for c in owned],
             count=len(owned),
@@ -78,6 +85,12 @@ class History:
         if self._store is not None:
             await self._store.aclose()
             self._store = None
+
+
+async def _granted(store: Store, grant: Grant) -> list[OwnedCharacter]:
+    """The collection after writing `grant` (a no-op if a concurrent request or persist wrote it first)."""
+    await store.write([Record(grant, None)])
+    return await store.characters(grant.user_id)
 
 
 def _unavailable() -> StoreUnavailable:

@@ -221,8 +221,10 @@ class OwnedCharacter(BaseModel):
     character_id: str
     name: str
     middle_category: str
-    acquired_at: datetime = Field(description="when the scan that granted it finished (UTC)")
-    job_id: str = Field(description="the scan that earned it")
+    acquired_at: datetime = Field(
+        description="when the scan that granted it finished (UTC); the default character: when it was first seen"
+    )
+    job_id: str = Field(description="the scan that earned it; `first-sight` for the default character no scan earned")
 
 
 class CharacterCollection(BaseModel):

@@ -119,7 +119,8 @@ def _mine() -> dict[str, Any]:
         "/api/v1/me/characters": {
             "get": {
                 "operationId": "listMyCharacters",
-                "summary": "The caller's characters, with when each was acquired (oldest first)",
+                "summary": "The caller's characters, with when each was acquired (oldest first); the default one is"
+                " granted on the first read",
                 "security": _BEARER,
                 "responses": {
                     "200": _json(_ref(models.CharacterCollection), "the collection"),

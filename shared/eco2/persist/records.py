@@ -1,4 +1,5 @@
-"""What persist writes for one final event: a grant (ledger + collection) when one was granted, and a history row."""
+"""What persist writes for one final event: a grant (ledger + collection) when one was granted, and a history row;
+and a grant alone (the default character on first sight, eco2.default_character)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ _SUMMARY_COLUMNS = {"job_id", "user_id", "category", "middle_category", "rule_id
 @dataclass(frozen=True, slots=True)
 class Record:
     grant: Grant | None
-    history: History
+    history: History | None  # None: a grant no scan earned (no history row)
 
 
 def record_of(event: CloudEvent, now: datetime | None = None) -> Record:
@@ -77,7 +78,10 @@ def merge(records: list[Record]) -> tuple[list[Grant], list[History]]:
     for record in records:
         if record.grant is not None:
             grants.setdefault(record.grant.reward_id, record.grant)
-        seen = histories.get(record.history.job_id)
-        if seen is None or (record.history.outcome == "granted" and seen.outcome != "granted"):
-            histories[record.history.job_id] = record.history
+        history = record.history
+        if history is None:
+            continue
+        seen = histories.get(history.job_id)
+        if seen is None or (history.outcome == "granted" and seen.outcome != "granted"):
+            histories[history.job_id] = history
     return list(grants.values()), list(histories.values())

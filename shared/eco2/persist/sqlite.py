@@ -45,13 +45,14 @@ WHERE user_id = ? AND (? IS NULL OR (created_at, job_id) < (?, ?))
 ORDER BY created_at DESC, job_id DESC LIMIT ?"""
 
 
-async def _wal(conn: aiosqlite.Connection) -> None:
-    """Switch to WAL. SQLite answers `database is locked` at once (no busy wait) while another connection opens
-    the same new file, so this retries for as long as the busy timeout."""
+async def _while_busy(conn: aiosqlite.Connection, statement: str) -> None:
+    """Run `statement`, retried for as long as the busy timeout: in WAL mode SQLite answers `database is locked`
+    at once (no busy wait) while another connection opens the same new file, or recovers or resets its WAL (the
+    gateway's first-sight grant and persist's batch: two processes writing one file)."""
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
     while True:
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(statement)
             return
         except sqlite3.OperationalError:
             if time.monotonic() > deadline:
@@ -83,7 +84,7 @@ class SqliteStore:
     async def open(cls, path: Path) -> SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
-        await _wal(conn)
+        await _while_busy(conn, "PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")  # a 2xx means durable, on SQLite too
         store = cls(conn)
         await store.migrate()
@@ -118,7 +119,7 @@ class SqliteStore:
         grants, histories = merge(records)
         ledger, owned = grant_rows(grants)
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            await _while_busy(self._conn, "BEGIN IMMEDIATE")
             try:
                 await self._conn.executemany(_LEDGER, as_text(ledger))
                 await self._conn.executemany(_CHARACTERS, as_text(owned))
