@@ -29,6 +29,7 @@ def test_the_generator_writes_the_document(tmp_path: Path) -> None:
         "JobState",
         "ScanAccepted",
         "ScanProgress",
+        "CapacityWait",
         "ScanRequest",
         "Readiness",
         "ScanResult",
