@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from eco2.model import ModelClient
 
 REDIS_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PREFIX = "eco2:bench:capacity"
+ROUNDS = 10
 REPLY = json.dumps({"choices": [{"message": {"content": "ok"}}]})
 
 
@@ -70,6 +72,17 @@ async def _run(model: ModelClient, calls: int) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
+async def _ping_cost(client: aioredis.Redis, calls: int) -> dict[str, Any]:
+    """The CPU of one bare round trip on the same client (a PING), for scale: the floor of any shared budget."""
+    for _ in range(20):
+        await client.ping()
+    cpu = time.process_time()
+    for _ in range(calls):
+        await client.ping()
+    spent = time.process_time() - cpu
+    return {"budget": "PING only", "calls": calls, "cpu_ms_per_call": 1000 * spent / calls, "wall_ms_per_call": 0.0}
+
+
 async def measure(calls: int) -> list[dict[str, Any]]:
     runner, url = await _stub()
     client = aioredis.from_url(REDIS_URL)
@@ -88,19 +101,27 @@ async def measure(calls: int) -> list[dict[str, Any]]:
     try:
         for model in clients.values():
             await _run(model, 20)  # all warmed before any is measured
-        for name, model in clients.items():
-            before = counter.count
-            cpu, wall = await _run(model, calls)
-            trips = (counter.count - before) / (calls + 20)
+        # Rounds alternating between the three, each figure the median of its rounds: the machine's noise (other
+        # processes) lands on all three alike instead of on whichever ran during a busy spell.
+        per_round = max(1, calls // ROUNDS)
+        spent: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
+        trips: dict[str, int] = dict.fromkeys(clients, 0)
+        for _ in range(ROUNDS):
+            for name, model in clients.items():
+                before = counter.count
+                spent[name].append(await _run(model, per_round))
+                trips[name] += counter.count - before
+        for name in clients:
             rows.append(
                 {
                     "budget": name,
-                    "calls": calls,
-                    "cpu_ms_per_call": 1000 * cpu / calls,
-                    "wall_ms_per_call": 1000 * wall / calls,
-                    "redis_round_trips_per_call": trips,
+                    "calls": per_round * ROUNDS,
+                    "cpu_ms_per_call": 1000 * statistics.median(cpu for cpu, _ in spent[name]) / per_round,
+                    "wall_ms_per_call": 1000 * statistics.median(wall for _, wall in spent[name]) / per_round,
+                    "redis_round_trips_per_call": trips[name] / ((per_round + 20) * ROUNDS),
                 }
             )
+        rows.append(await _ping_cost(client, calls))
     finally:
         for model in clients.values():
             await model.aclose()
@@ -122,10 +143,11 @@ def main() -> None:
     for row in rows:
         print(
             f"{row['budget']:<10}{row['calls']:>7}{row['cpu_ms_per_call']:>13.3f}{row['wall_ms_per_call']:>14.3f}"
-            f"{row['redis_round_trips_per_call']:>15.2f}"
+            f"{row.get('redis_round_trips_per_call', 1.0):>15.2f}"
         )
     off = rows[0]
-    for on in rows[1:]:
+    print(f"one bare Redis round trip (PING) on this machine: {rows[-1]['cpu_ms_per_call']:.3f} ms CPU")
+    for on in rows[1:-1]:
         print(f"budget ({on['budget']}) cost per call: {on['cpu_ms_per_call'] - off['cpu_ms_per_call']:.3f} ms CPU")
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
