@@ -159,7 +159,7 @@ def _quantiles(run: AcceptRun) -> dict[str, Any]:
 def summarize(runs: Sequence[AcceptRun]) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
     for path in PATHS:
-        mine = [run for run in runs if run.label.startswith(path)]
+        mine = [run for run in runs if run.label.split(" ", 1)[0] == path]
         latencies = sorted(x for run in mine for x in run.latencies)
         accepted = sum(run.statuses.get("202", 0) for run in mine)
         refused = {k: v for run in mine for k, v in run.statuses.items() if k != "202"}
