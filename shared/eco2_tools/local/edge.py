@@ -181,6 +181,23 @@ class Edge:
             why = {"error": "upstream_unavailable", "message": f"the gateway did not answer: {type(exc).__name__}"}
             return JSONResponse(why, 502)
 
+        raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _forwardable(upstream.headers.items())
+        ]
+        if upstream.headers.get("content-length") is not None:
+            # A sized answer (every one but an SSE stream) is passed on whole: a streamed relay costs more CPU.
+            try:
+                content = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                why = {"error": "upstream_unavailable", "message": f"the gateway's answer broke: {type(exc).__name__}"}
+                return JSONResponse(why, 502)
+            finally:
+                upstream.release()
+                endpoint.release()
+            whole = Response(content, status_code=upstream.status)
+            whole.raw_headers = [*raw_headers, (b"content-length", str(len(content)).encode())]
+            return whole
+
         async def relay() -> AsyncIterator[bytes]:
             try:
                 async for chunk in upstream.content.iter_any():
@@ -189,9 +206,6 @@ class Edge:
                 upstream.release()
                 endpoint.release()
 
-        response_headers = _forwardable(upstream.headers.items())
-        if upstream.headers.get("content-length") is not None:
-            response_headers.append(("content-length", upstream.headers["content-length"]))
         streamed = StreamingResponse(relay(), status_code=upstream.status)
-        streamed.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
+        streamed.raw_headers = raw_headers
         return streamed
