@@ -45,6 +45,7 @@ EXPECTED = {
 # an image of any other registry has its tag resolved to a digest there, so an image only loaded into the nodes
 # (kind load, minikube image load) fails its revision.
 KNATIVE_SKIPS_TAG_RESOLUTION = ("kind.local", "ko.local", "dev.local")
+
 # What lives in the ingress gateway's namespace, to apply to its pods (deploy/components/edge-authz).
 INGRESS_NAMESPACE = "istio-system"
 INGRESS_NAMESPACE_KINDS = {"AuthorizationPolicy"}
