@@ -49,10 +49,8 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import secrets
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +62,6 @@ from rich.table import Table
 
 from eco2.gateway.context import POOL_CLIENT_NAME, READER_CLIENT_NAME
 from eco2_tools.bench import harness
-from eco2_tools.bench.harness import BenchError
 from eco2_tools.bench.processes import raise_nofile
 from eco2_tools.bench.report import (
     fmt,
@@ -87,7 +84,6 @@ from tests.benchmarks.gateway_rig import (
     BUDGET_SECONDS,
     IMAGE_ORIGIN,
     LIVE_EVENTS_PER_JOB,
-    LOCK_KEY,
     OPEN_LOOP_SHARE,
     OPEN_LOOP_USERS,
     POOL_SIZE,
@@ -98,8 +94,9 @@ from tests.benchmarks.gateway_rig import (
     TARGET_ACCEPT_P99,
     TARGET_SSE_P99,
     Sink,
-    delete_topology,
+    claimed_db,
     emit,
+    remove_sink,
     serve_ingress,
     serve_stub,
     start_sink,
@@ -197,18 +194,8 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
         redis = aioredis.from_url(REDIS_URL, decode_responses=True, socket_connect_timeout=2)
         http = httpx.AsyncClient(timeout=30)
         sink: Sink | None = None
-        locked = False
         try:
-            async with asyncio.timeout(BUDGET_SECONDS):
-                # Two runs at once would flush each other's data: the first one holds a lock key in the DB.
-                owner = f"{os.getpid()}@{time.time():.0f}"
-                if not await redis.set(LOCK_KEY, owner, nx=True, ex=int(BUDGET_SECONDS) + 60):
-                    held = await redis.get(LOCK_KEY)
-                    raise BenchError(f"another gateway benchmark ({held!r}) is using Redis DB {REDIS_DB}")
-                results["redis_db_keys_before"] = await redis.dbsize() - 1
-                await redis.flushdb()
-                await redis.set(LOCK_KEY, owner, ex=int(BUDGET_SECONDS) + 60)
-                locked = True
+            async with asyncio.timeout(BUDGET_SECONDS), claimed_db(redis, results):
                 sink = await start_sink(children, args.sink)
                 results["sink"] = {"kind": sink.kind, "description": sink.description}
                 console.print(f"sink      {sink.description}")
@@ -221,18 +208,7 @@ async def run(args: argparse.Namespace, console: Console, results: dict[str, Any
         finally:
             children.stop_all()
             await http.aclose()
-            if sink is not None and sink.topology is not None:
-                results["rabbitmq"] = {}
-                try:
-                    await asyncio.wait_for(delete_topology(sink.topology, results["rabbitmq"]), timeout=30)
-                except Exception as exc:
-                    results["rabbitmq"]["cleanup_failures"] = [f"{type(exc).__name__}: {exc}"]
-            if locked:  # never flush the DB of another run
-                try:
-                    await asyncio.wait_for(redis.flushdb(), timeout=10)
-                    results["redis_db_flushed"] = True
-                except Exception as exc:
-                    results["redis_db_flushed"] = f"{type(exc).__name__}: {exc}"
+            await remove_sink(sink, results)
             await redis.aclose()
 
 

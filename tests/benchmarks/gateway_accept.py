@@ -214,8 +214,10 @@ async def accept_run(
     procs: int,
     label: str,
     rate: float | None = None,
+    client_url: str | None = None,
 ) -> AcceptRun:
-    """Closed loop with `clients` users, or with `rate`, an open loop of that many arrivals/s over `clients` users."""
+    """Closed loop with `clients` users, or with `rate`, an open loop of that many arrivals/s over `clients` users;
+    the clients post to `client_url` (something in front of the gateway) or straight to the gateway."""
     groups = split(clients, min(procs, clients))
     processes = spawn_clients(children, "accept", len(groups), f"{clients}")
     try:
@@ -224,7 +226,7 @@ async def accept_run(
             users = [f"bench-user-{i}" for i in range(first, first + size)]
             first += size
             config = {
-                "url": gateway.url,
+                "url": client_url or gateway.url,
                 "secret": secret,
                 "users": users,
                 "warmup": ACCEPT_WARMUP,

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,37 @@ async def start_sink(children: Children, kind: str) -> Sink:
     except BenchError as exc:
         raise BenchError(f"sink: {exc}\n{children.log_tail('ingress' if kind == 'ingress' else 'stub-sink')}") from None
     return sink
+
+
+@contextlib.asynccontextmanager
+async def claimed_db(redis: aioredis.Redis, results: dict[str, Any]) -> AsyncIterator[None]:
+    """The benchmark's Redis DB, flushed before and after; two runs at once would flush each other's data, so the
+    first one holds a lock key in the DB and a second one fails."""
+    owner = f"{os.getpid()}@{time.time():.0f}"
+    if not await redis.set(LOCK_KEY, owner, nx=True, ex=int(BUDGET_SECONDS) + 60):
+        held = await redis.get(LOCK_KEY)
+        raise BenchError(f"another gateway benchmark ({held!r}) is using Redis DB {REDIS_DB}")
+    try:
+        results["redis_db_keys_before"] = await redis.dbsize() - 1
+        await redis.flushdb()
+        await redis.set(LOCK_KEY, owner, ex=int(BUDGET_SECONDS) + 60)
+        yield
+    finally:
+        try:
+            await asyncio.wait_for(redis.flushdb(), timeout=10)
+            results["redis_db_flushed"] = True
+        except Exception as exc:
+            results["redis_db_flushed"] = f"{type(exc).__name__}: {exc}"
+
+
+async def remove_sink(sink: Sink | None, results: dict[str, Any]) -> None:
+    """The sink's throwaway topology deleted, what was deleted (or not) in results["rabbitmq"]."""
+    if sink is not None and sink.topology is not None:
+        results["rabbitmq"] = {}
+        try:
+            await asyncio.wait_for(delete_topology(sink.topology, results["rabbitmq"]), timeout=30)
+        except Exception as exc:
+            results["rabbitmq"]["cleanup_failures"] = [f"{type(exc).__name__}: {exc}"]
 
 
 def topology_names(topology: Topology) -> tuple[list[str], list[str]]:

@@ -31,8 +31,8 @@ def _required_refs(overlay: str) -> dict[str, set[str]]:
     """Per Service, the keys of eco2-secrets its pods cannot start without."""
     needed: dict[str, set[str]] = {}
     for doc in rendered(overlay):
-        if doc.kind != "Service":
-            continue
+        if doc.kind != "Service" or doc.api_version != "serving.knative.dev/v1":
+            continue  # Knative's Services only, not Kubernetes' own (the edge's authz-check)
         refs = [
             v["valueFrom"]["secretKeyRef"]
             for v in doc.body["spec"]["template"]["spec"]["containers"][0]["env"]

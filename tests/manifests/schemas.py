@@ -298,14 +298,123 @@ ADMISSION_RULES["EventPolicy"] = [
 ]
 
 
+# Istio's CRDs are not in the handbook either. The parts the edge uses (deploy/components/edge-authz), transcribed
+# from istio/api: AuthorizationPolicy's spec from security/v1beta1/authorization.proto (served as
+# security.istio.io/v1; targetRef(s) and the `from`/`when` conditions' fields left out: the pack uses neither, so
+# using one fails here until it is transcribed), and the mesh's extension provider from mesh/v1alpha1/config.proto
+# (envoyExtAuthzHttp only), in an IstioOperator's meshConfig. Fields are the protos' JSON names; durations strings.
+_STRINGS: Body = {"type": "array", "items": {"type": "string"}}
+_OPERATION: Body = {
+    "type": "object",
+    "properties": {
+        name: _STRINGS
+        for name in ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+    },
+}
+AUTHORIZATIONPOLICY_CRD = transcribed_crd(
+    "security.istio.io",
+    "AuthorizationPolicy",
+    "v1",
+    {
+        "type": "object",
+        "properties": {
+            "selector": {
+                "type": "object",
+                "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+            },
+            "action": {"type": "string", "enum": ["ALLOW", "DENY", "AUDIT", "CUSTOM"]},
+            "provider": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "to": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"operation": _OPERATION}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+)
+# istiod's validation: CUSTOM names a provider and only CUSTOM does; an operation says what it matches.
+ADMISSION_RULES["AuthorizationPolicy"] = [
+    {
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "if": {"properties": {"action": {"const": "CUSTOM"}}, "required": ["action"]},
+                "then": {"required": ["provider"], "properties": {"provider": {"required": ["name"]}}},
+                "else": {"not": {"required": ["provider"]}},
+                "properties": {
+                    "rules": {"items": {"properties": {"to": {"items": {"required": ["operation"]}}}}},
+                },
+            }
+        },
+    }
+]
+_EXT_AUTHZ_HTTP: Body = {
+    "type": "object",
+    "required": ["service", "port"],
+    "properties": {
+        "service": {"type": "string", "minLength": 1},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "timeout": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"},
+        "pathPrefix": {"type": "string", "pattern": "^/"},
+        "failOpen": {"type": "boolean"},
+        "statusOnError": {"type": "string", "pattern": "^[1-5][0-9][0-9]$"},
+        "includeRequestHeadersInCheck": _STRINGS,
+        "includeAdditionalHeadersInCheck": {"type": "object", "additionalProperties": {"type": "string"}},
+        "includeRequestBodyInCheck": {
+            "type": "object",
+            "properties": {
+                "maxRequestBytes": {"type": "integer"},
+                "allowPartialMessage": {"type": "boolean"},
+                "packAsBytes": {"type": "boolean"},
+            },
+        },
+        "headersToUpstreamOnAllow": _STRINGS,
+        "headersToDownstreamOnAllow": _STRINGS,
+        "headersToDownstreamOnDeny": _STRINGS,
+    },
+}
+ISTIOOPERATOR_CRD = transcribed_crd(
+    "install.istio.io",
+    "IstioOperator",
+    "v1alpha1",
+    {
+        "type": "object",
+        "properties": {
+            "meshConfig": {
+                "type": "object",
+                "properties": {
+                    "extensionProviders": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "envoyExtAuthzHttp"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "envoyExtAuthzHttp": _EXT_AUTHZ_HTTP,
+                            },
+                        },
+                    }
+                },
+            }
+        },
+    },
+)
+
+
 def _crds() -> Iterator[Body]:
     """Every CRD of the reference directory, then the transcribed ones."""
     for path in sorted(crd_dir().glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if crd and crd.get("kind") == "CustomResourceDefinition":
                 yield crd
-    yield SINKBINDING_CRD
-    yield EVENTPOLICY_CRD
+    yield from (SINKBINDING_CRD, EVENTPOLICY_CRD, AUTHORIZATIONPOLICY_CRD, ISTIOOPERATOR_CRD)
 
 
 @cache
@@ -343,10 +452,10 @@ def schema_errors(body: Body) -> list[str]:
     """Why an object would be refused: Knative kinds against their CRD, core kinds via kubernetes-validate."""
     api_version, kind = str(body.get("apiVersion")), str(body.get("kind"))
     group = api_version.rpartition("/")[0]
-    if group.endswith("knative.dev"):
+    if group.endswith("knative.dev") or group.endswith("istio.io"):
         schema = crd_schemas().get((api_version, kind))
         if schema is None:
-            return [f"no CRD in {crd_dir()} serves {api_version} {kind}"]
+            return [f"no CRD in {crd_dir()} nor transcribed here serves {api_version} {kind}"]
         return sorted(_describe(e) for e in _validator_class(schema).iter_errors(body))
     if "." in group and not group.endswith(".k8s.io"):  # networking.k8s.io and the like are Kubernetes' own
         return [f"no schema known for {api_version} {kind}"]

@@ -788,6 +788,18 @@ def test_a_document_without_a_name_is_a_manifest_error(project_copy: Path) -> No
         Manifests.load(project_copy)
 
 
+def test_a_knative_service_of_another_version_is_refused_and_kubernetes_own_service_is_another_kind(
+    project_copy: Path,
+) -> None:
+    core = "apiVersion: v1\nkind: Service\nmetadata: {name: authz-check}\nspec: {ports: [{port: 80}]}\n"
+    (project_copy / "knative" / "extra.yaml").write_text(core, encoding="utf-8")
+    assert Manifests.load(project_copy).services.keys() == Manifests.load(PROJECT_ROOT).services.keys()
+    beta = "apiVersion: serving.knative.dev/v1beta1\nkind: Service\nmetadata: {name: old}\n"
+    (project_copy / "knative" / "extra.yaml").write_text(beta, encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"unsupported apiVersion 'serving\.knative\.dev/v1beta1' for kind Service"):
+        Manifests.load(project_copy)
+
+
 def test_exactly_one_broker(project_copy: Path) -> None:
     (project_copy / "eventing" / "broker.yaml").unlink()
     with pytest.raises(ManifestError, match="exactly one Broker, found none"):

@@ -15,6 +15,7 @@ class RunnerMetrics(MetricSet):
     cold_starts: Counter
     cold_start_seconds: Histogram
     replicas: Gauge
+    edge_checks: Counter
 
     def cold_start(self, function: str, seconds: float) -> None:
         self.cold_starts.labels(function).inc()

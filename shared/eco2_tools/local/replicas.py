@@ -97,7 +97,6 @@ class FunctionPool:
         http: aiohttp.ClientSession,
         metrics: RunnerMetrics,
         log_dir: Path,
-        fixed_port: int | None = None,
     ) -> None:
         self.service = service
         self._env = dict(env)
@@ -105,7 +104,6 @@ class FunctionPool:
         self._http = http
         self._metrics = metrics
         self._log_dir = log_dir
-        self._fixed_port = fixed_port
         self.replicas: list[Replica] = []
         self._starting: asyncio.Task[Replica] | None = None
         # Crash watchers, one per replica: kept here, or asyncio may collect a task nobody references.
@@ -160,7 +158,7 @@ class FunctionPool:
 
     async def _start_replica(self) -> Replica:
         spawn = time.perf_counter()
-        port = self._fixed_port if self._fixed_port and not self.replicas else free_port()
+        port = free_port()
         env, log_path = self._process_env(port), self._log_dir / f"{self.name}-{port}.log"
         process = await start_process(self.service.command, env=env, cwd=self._cwd, log_path=log_path)
         replica = Replica(port=port, process=process, started_at=time.monotonic())

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from starlette.types import ASGIApp
 
 from eco2.capacity import CapacitySettings
 from eco2.connections import amqp_connect_robust
@@ -28,6 +29,7 @@ from eco2_tools.local.client import runner_session
 from eco2_tools.local.deadletters import DeadLetterConsumer
 from eco2_tools.local.dependencies import check_dependencies, without_password
 from eco2_tools.local.dispatcher import PAUSE_MAX, Endpoint, TriggerConsumer
+from eco2_tools.local.edge import Edge
 from eco2_tools.local.emulators import emulator_env, start_s3_emulator
 from eco2_tools.local.health import broker_problem
 from eco2_tools.local.ingress import create_ingress
@@ -114,6 +116,9 @@ class LocalPack:
         self._http: aiohttp.ClientSession | None = None
         self._ingress: uvicorn.Server | None = None
         self._ingress_task: asyncio.Task[None] | None = None
+        # The cluster ingress in front of the gateway (eco2_tools.local.edge), on the gateway's public port.
+        self._edge: uvicorn.Server | None = None
+        self._edge_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._standin: asyncio.subprocess.Process | None = None
         self.model_url: str | None = None
@@ -149,6 +154,8 @@ class LocalPack:
         broker_exchange = await publisher.get_exchange(exchange.name)
         self._build_pools(http)
         await self._start_ingress(broker_exchange)
+        if "gateway" in self.pools:
+            await self._start_edge(http)
         await self._start_consumers(publisher, broker_exchange, http)
         self.sources = await start_sources(
             self.manifests, self._connection, self.ingress_url, http, self.options.prefix, self.event_token
@@ -189,7 +196,6 @@ class LocalPack:
                 http=http,
                 metrics=self.metrics,
                 log_dir=self.state_dir / "logs",
-                fixed_port=self.options.gateway_port if name == "gateway" else None,
             )
 
     async def endpoint(self, service: str) -> Endpoint:
@@ -246,29 +252,13 @@ class LocalPack:
         return broker_problem(self._connection, self.publisher)
 
     async def _start_ingress(self, exchange: Any) -> None:
-        config = uvicorn.Config(
-            create_ingress(exchange, self.metrics, self.readiness, token=self.event_token),
-            host=self.options.host,
-            port=self.options.ingress_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        self._ingress = _EmbeddedServer(config)
-        # Bind here so a taken port is an OSError we report, not a SystemExit from inside uvicorn.
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((self.options.host, self.options.ingress_port))
-        except OSError as exc:
-            listener.close()
-            raise OSError(f"the ingress cannot listen on {self.ingress_url}: {exc.strerror}") from None
-        task = asyncio.create_task(self._ingress.serve(sockets=[listener]))
-        self._ingress_task = task
-        while not self._ingress.started:
-            if task.done():
-                raise RuntimeError(f"the ingress could not listen on {self.ingress_url}")
-            await asyncio.sleep(0.01)
+        app = create_ingress(exchange, self.metrics, self.readiness, token=self.event_token)
+        self._ingress, self._ingress_task = await _serve(app, self.options.host, self.options.ingress_port, "ingress")
+
+    async def _start_edge(self, http: aiohttp.ClientSession) -> None:
+        """The gateway's public port, served as the cluster's ingress serves it: authz asked first."""
+        edge = Edge(self.endpoint, http, self.metrics)
+        self._edge, self._edge_task = await _serve(edge, self.options.host, self.options.gateway_port, "edge")
 
     async def _start_consumers(self, publisher: Any, broker_exchange: Any, http: aiohttp.ClientSession) -> None:
         assert self._connection is not None
@@ -354,11 +344,12 @@ class LocalPack:
             await letters.stop()
         for source in self.sources:
             await source.stop()
-        if self._ingress is not None:
-            # Let uvicorn close its socket itself; cancelling its task would leak the listener.
-            self._ingress.should_exit = True
-        if self._ingress_task is not None:
-            await asyncio.gather(self._ingress_task, return_exceptions=True)
+        for server, task in ((self._edge, self._edge_task), (self._ingress, self._ingress_task)):
+            if server is not None:
+                # Let uvicorn close its socket itself; cancelling its task would leak the listener.
+                server.should_exit = True
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -378,6 +369,26 @@ class LocalPack:
         await self.state.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.options.state_path.unlink()
+
+
+async def _serve(app: ASGIApp, host: str, port: int, what: str) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """`app` served by uvicorn inside the runner's loop, listening once this returns."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = _EmbeddedServer(config)
+    # Bind here so a taken port is an OSError we report, not a SystemExit from inside uvicorn.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise OSError(f"the {what} cannot listen on http://{host}:{port}: {exc.strerror}") from None
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    while not server.started:
+        if task.done():
+            raise RuntimeError(f"the {what} could not listen on http://{host}:{port}")
+        await asyncio.sleep(0.01)
+    return server, task
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -20,6 +20,7 @@ from eco2.persist.store import PersistSettings
 from eco2_tools.manifests.documents import Document, parse_documents
 from eco2_tools.manifests.kustomize import render
 from eco2_tools.manifests.loader import Manifests
+from eco2_tools.manifests.specs import SERVING_API
 
 __all__ = [
     "DatabaseBudget",
@@ -95,7 +96,8 @@ def _container(service: Body) -> Body:
 
 
 def _services(documents: Iterable[Document]) -> list[Body]:
-    return [d.body for d in documents if d.kind == "Service"]
+    """The Knative Services (not Kubernetes' own, such as the edge's authz-check)."""
+    return [d.body for d in documents if d.kind == "Service" and d.api_version == SERVING_API]
 
 
 def secret_keys(documents: Iterable[Document], secret: str = SECRET) -> list[SecretKey]:
