@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from eco2.gateway.context import POOL_CLIENT_NAME, READER_CLIENT_NAME
 from eco2.gateway.settings import GatewaySettings
 from eco2.jobs import Stage
 from eco2_tools.bench.harness import BenchError
@@ -373,8 +374,16 @@ async def gateway_redis_clients(redis: aioredis.Redis, pid: int) -> dict[str, An
     ports = local_ports_to(pid, REDIS_PORT)
     clients: list[dict[str, Any]] = await redis.client_list()
     mine = [c for c in clients if int(str(c.get("addr", ":0")).rsplit(":", 1)[1]) in ports]
-    names = Counter(str(c.get("name") or "(unnamed)") for c in mine)
+    names = Counter(_role_of(str(c.get("name") or "(unnamed)")) for c in mine)
     return {"total": len(mine), "sockets": len(ports), "by_name": dict(names)}
+
+
+def _role_of(name: str) -> str:
+    """A gateway client's name without its instance suffix (eco2.gateway.context.client_names): its role."""
+    for role in (READER_CLIENT_NAME, POOL_CLIENT_NAME):  # the reader's name starts with the pool's
+        if name.startswith(f"{role}-"):
+            return role
+    return name
 
 
 async def gateway_gauges(http: httpx.AsyncClient, url: str) -> dict[str, float]:
