@@ -56,7 +56,8 @@ async def test_three_replicas_together_never_exceed_the_cap_at_the_provider(
         for model, client in replicas:
             await model.aclose()
             await client.aclose()
-    assert len(replies) == 12 and all(replies)
+    assert len(replies) == 12
+    assert all(replies)
     async with httpx.AsyncClient() as http:
         counted = (await http.get(f"{standin}/v1/standin/stats")).json()
     assert counted["peak_in_flight"] == CAP  # reached, never passed
