@@ -17,12 +17,12 @@ import sys
 import time
 from typing import Any
 
-import aio_pika
 import redis
 from rich.console import Console
 from rich.table import Table
 
 from eco2 import keys
+from eco2.connections import amqp_connect, sync_redis
 from eco2.observability import configure_logging
 from eco2_tools.local.dead_letter_report import read_dead_letters
 from eco2_tools.local.dependencies import DependencyMissing
@@ -151,7 +151,7 @@ def down(options: RunnerOptions, timeout: float = 30.0, *, purge: bool = False) 
 
 
 async def _purge(options: RunnerOptions, manifests: Manifests) -> int:
-    connection = await aio_pika.connect(options.amqp_url)
+    connection = await amqp_connect(options.amqp_url)
     async with connection:
         return await delete_topology(await connection.channel(), manifests, options.prefix)
 
@@ -326,7 +326,7 @@ def model_budgets(redis_url: str, configured: dict[str, Any] | None) -> list[dic
     from eco2.capacity import CapacitySettings, read_budgets
 
     settings = CapacitySettings(**configured) if configured else CapacitySettings.from_env(os.environ)
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = sync_redis(redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=False)
     try:
         return read_budgets(client, settings)
     except redis.RedisError:

@@ -1,0 +1,64 @@
+"""The whole HA set in one directory: what runs there (set.json), brought up and torn down as one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eco2_tools.ha.redis_set import RedisSet
+from eco2_tools.ha.supervision import SetError, stop_all
+
+SET_FILE = "set.json"
+# Clear of the machine's own Redis (6379, Sentinel's default 26379) and RabbitMQ (5672, 25672).
+DEFAULT_REDIS_PORT = 16379
+DEFAULT_SENTINEL_PORT = 26390
+
+
+def default_directory() -> Path:
+    return Path(os.environ.get("ECO2_HA_DIR") or Path(tempfile.gettempdir()) / f"eco2-ha-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class HaSet:
+    directory: Path
+    redis_port: int = DEFAULT_REDIS_PORT
+    sentinel_port: int = DEFAULT_SENTINEL_PORT
+
+    @property
+    def redis(self) -> RedisSet:
+        return RedisSet(self.directory, self.redis_port, self.sentinel_port)
+
+    def environment(self) -> dict[str, str]:
+        """The settings that point the pack at this set."""
+        return {"REDIS_URL": self.redis.url(0)}
+
+    def up(self) -> None:
+        """Start every server; on any failure stop what started and leave nothing behind."""
+        if (self.directory / SET_FILE).exists():
+            raise SetError(f"a set already runs in {self.directory}: `down` it first")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / SET_FILE).write_text(json.dumps({k: str(v) for k, v in asdict(self).items()}))
+        try:
+            self.redis.up()
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self) -> list[str]:
+        """Stop every server of the set and remove its directory; the names stopped."""
+        stopped = stop_all(self.directory) if self.directory.is_dir() else []
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return stopped
+
+    @classmethod
+    def running(cls, directory: Path) -> HaSet | None:
+        """The set recorded in `directory`, or None when none was brought up there."""
+        path = directory / SET_FILE
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return cls(directory, redis_port=int(saved["redis_port"]), sentinel_port=int(saved["sentinel_port"]))
