@@ -114,6 +114,10 @@ class RedisSet:
                 return False
         return True
 
+    def replica_name(self) -> str:
+        """The recorded name of the server that is the replica now."""
+        return "redis-replica" if self.master_port() == self.base_port else "redis-primary"
+
     def kill_master(self) -> int:
         """SIGKILL the current master (a fault); its port."""
         port = self.master_port()

@@ -60,12 +60,13 @@ def owned(pid: int, directory: Path) -> bool:
 
 
 def kill(directory: Path, name: str, sig: signal.Signals = signal.SIGKILL) -> bool:
-    """Signal one recorded server (a fault: SIGKILL); False when it is not running."""
+    """Signal one recorded server (a fault: SIGKILL; SIGSTOP/SIGCONT a stall); False when it is not running."""
     pid = recorded(directory).get(name)
     if pid is None or not owned(pid, directory):
         return False
     os.kill(pid, sig)
-    _reap(pid, wait_seconds=5.0)
+    if sig in (signal.SIGKILL, signal.SIGTERM):
+        _reap(pid, wait_seconds=5.0)
     return True
 
 
