@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from eco2.amqp_cluster import amqp_addresses, connect_first_live, connect_robust_cluster
 from eco2.env import SettingsError, env_float, env_int
 from eco2.redis_sentinel import SentinelUrl, async_master, is_sentinel_url, sync_master
 
@@ -166,18 +167,22 @@ def sync_redis(url: str, *, env: Source = None, **overrides: Any) -> redis.Redis
 
 
 async def amqp_connect(url: str, *, env: Source = None, **kwargs: Any) -> AbstractConnection:
-    """An aio-pika connection with the connect limit and, for amqps://, certificate verification."""
-    import aio_pika
-
-    connection: AbstractConnection = await aio_pika.connect(url, **_amqp_arguments(url, env, kwargs))
-    return connection
+    """An aio-pika connection with the connect limit and, for amqps://, certificate verification; to the first
+    live node when `url` lists several (eco2.amqp_cluster)."""
+    addresses = amqp_addresses(url)
+    return await connect_first_live(addresses, _amqp_arguments(addresses[0], env, kwargs))
 
 
 async def amqp_connect_robust(url: str, *, env: Source = None, **kwargs: Any) -> AbstractRobustConnection:
-    """As amqp_connect, reconnecting by itself (the local runner's long-lived connection)."""
+    """As amqp_connect, reconnecting by itself (the local runner's long-lived connection), to another node of the
+    list when its node goes."""
     import aio_pika
 
-    connection: AbstractRobustConnection = await aio_pika.connect_robust(url, **_amqp_arguments(url, env, kwargs))
+    addresses = amqp_addresses(url)
+    arguments = _amqp_arguments(addresses[0], env, kwargs)
+    if len(addresses) > 1:
+        return await connect_robust_cluster(addresses, arguments)
+    connection: AbstractRobustConnection = await aio_pika.connect_robust(addresses[0], **arguments)
     return connection
 
 

@@ -108,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=120)
     results = new_results("submit_durability", machine_info(), {"rounds": args.rounds, "submits": args.submits})
     base = free_block(5)
-    ha = HaSet(Path(tempfile.mkdtemp(prefix="eco2-bench-ha-")), redis_port=base, sentinel_port=base + 2)
+    ha = HaSet(
+        Path(tempfile.mkdtemp(prefix="eco2-bench-ha-")), redis_port=base, sentinel_port=base + 2, parts=("redis",)
+    )
     sink = RecordingSink()
     ha.up()
     sink.start()

@@ -32,7 +32,19 @@ def _free(port: int) -> bool:
 @pytest.fixture(scope="module")
 def ha_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaSet]:
     base = free_block(5)
-    ha = HaSet(tmp_path_factory.mktemp("ha"), redis_port=base, sentinel_port=base + 2)
+    ha = HaSet(tmp_path_factory.mktemp("ha"), redis_port=base, sentinel_port=base + 2, parts=("redis",))
+    ha.up()
+    try:
+        yield ha
+    finally:
+        ha.down()
+
+
+@pytest.fixture(scope="module")
+def rabbit_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaSet]:
+    """Three clustered RabbitMQ nodes of the tests' own (about a minute to start on a loaded machine)."""
+    amqp, dist = free_block(3), free_block(3)
+    ha = HaSet(tmp_path_factory.mktemp("rabbit"), amqp_port=amqp, dist_port=dist, parts=("rabbit",))
     ha.up()
     try:
         yield ha

@@ -7,23 +7,46 @@ from pathlib import Path
 
 import typer
 
-from eco2_tools.ha.cluster import DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, HaSet, default_directory
+from eco2_tools.ha.cluster import (
+    DEFAULT_AMQP_PORT,
+    DEFAULT_DIST_PORT,
+    DEFAULT_REDIS_PORT,
+    DEFAULT_SENTINEL_PORT,
+    PARTS,
+    HaSet,
+    default_directory,
+)
 from eco2_tools.ha.supervision import SetError
 
 DIRECTORY = typer.Option(None, "--dir", help="the set's directory (default: $ECO2_HA_DIR or /tmp/eco2-ha-<uid>)")
 
 
 def commands() -> typer.Typer:
-    app = typer.Typer(help="A Redis primary, replica and three Sentinels on this machine.", no_args_is_help=True)
+    app = typer.Typer(
+        help="A Redis primary, replica and three Sentinels, and three clustered RabbitMQ nodes, on this machine.",
+        no_args_is_help=True,
+    )
 
     @app.command()
     def up(
         directory: Path | None = DIRECTORY,
         redis_port: int = typer.Option(DEFAULT_REDIS_PORT, help="the primary's port; the replica's is the next"),
         sentinel_port: int = typer.Option(DEFAULT_SENTINEL_PORT, help="the first Sentinel's; the others follow"),
+        amqp_port: int = typer.Option(DEFAULT_AMQP_PORT, help="the first RabbitMQ node's; the others follow"),
+        dist_port: int = typer.Option(DEFAULT_DIST_PORT, help="the first node's Erlang distribution port"),
+        only: str = typer.Option("", help="start only `redis` or only `rabbit`"),
     ) -> None:
         """Start the set and print the settings that point the pack at it."""
-        ha = HaSet(directory or default_directory(), redis_port=redis_port, sentinel_port=sentinel_port)
+        if only and only not in PARTS:
+            raise typer.BadParameter(f"--only is one of {', '.join(PARTS)}")
+        ha = HaSet(
+            directory or default_directory(),
+            redis_port=redis_port,
+            sentinel_port=sentinel_port,
+            amqp_port=amqp_port,
+            dist_port=dist_port,
+            parts=(only,) if only else PARTS,
+        )
         try:
             ha.up()
         except SetError as error:

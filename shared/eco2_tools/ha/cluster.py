@@ -9,13 +9,17 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eco2_tools.ha.rabbit_cluster import RabbitCluster
 from eco2_tools.ha.redis_set import RedisSet
 from eco2_tools.ha.supervision import SetError, stop_all
 
 SET_FILE = "set.json"
-# Clear of the machine's own Redis (6379, Sentinel's default 26379) and RabbitMQ (5672, 25672).
+# Clear of the machine's own Redis (6379, Sentinel's default 26379) and RabbitMQ (5672, 25672, management 15672).
 DEFAULT_REDIS_PORT = 16379
 DEFAULT_SENTINEL_PORT = 26390
+DEFAULT_AMQP_PORT = 15680
+DEFAULT_DIST_PORT = 25690
+PARTS = ("redis", "rabbit")
 
 
 def default_directory() -> Path:
@@ -27,23 +31,35 @@ class HaSet:
     directory: Path
     redis_port: int = DEFAULT_REDIS_PORT
     sentinel_port: int = DEFAULT_SENTINEL_PORT
+    amqp_port: int = DEFAULT_AMQP_PORT
+    dist_port: int = DEFAULT_DIST_PORT
+    parts: tuple[str, ...] = PARTS
 
     @property
     def redis(self) -> RedisSet:
         return RedisSet(self.directory, self.redis_port, self.sentinel_port)
 
+    @property
+    def rabbit(self) -> RabbitCluster:
+        return RabbitCluster(self.directory, self.amqp_port, self.dist_port)
+
     def environment(self) -> dict[str, str]:
         """The settings that point the pack at this set."""
-        return {"REDIS_URL": self.redis.url(0)}
+        settings = {"REDIS_URL": self.redis.url(0)} if "redis" in self.parts else {}
+        return settings | ({"AMQP_URL": self.rabbit.urls()} if "rabbit" in self.parts else {})
 
     def up(self) -> None:
         """Start every server; on any failure stop what started and leave nothing behind."""
         if (self.directory / SET_FILE).exists():
             raise SetError(f"a set already runs in {self.directory}: `down` it first")
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / SET_FILE).write_text(json.dumps({k: str(v) for k, v in asdict(self).items()}))
+        saved = {name: value for name, value in asdict(self).items() if name != "directory"}
+        (self.directory / SET_FILE).write_text(json.dumps(saved))
         try:
-            self.redis.up()
+            if "redis" in self.parts:
+                self.redis.up()
+            if "rabbit" in self.parts:
+                self.rabbit.up()
         except BaseException:
             self.down()
             raise
@@ -61,4 +77,4 @@ class HaSet:
         if not path.is_file():
             return None
         saved = json.loads(path.read_text())
-        return cls(directory, redis_port=int(saved["redis_port"]), sentinel_port=int(saved["sentinel_port"]))
+        return cls(directory, **{**saved, "parts": tuple(saved["parts"])})

@@ -50,7 +50,29 @@ def recorded(directory: Path) -> dict[str, int]:
 
 
 def owned(pid: int, directory: Path) -> bool:
-    """The process is alive and its command line or working directory is inside `directory`."""
+    """Some process of the group `pid` leads (a server and what it started) still runs inside `directory`: its
+    command line names it, or its working directory is in it."""
+    return any(_inside(member, directory) for member in _group(pid))
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group. A server's recorded pid may be a wrapper (rabbitmq-server is a shell
+    script that runs the Erlang VM as its child), so a server is its whole group (each leads its own session)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _inside(pid: int, directory: Path) -> bool:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -60,11 +82,12 @@ def owned(pid: int, directory: Path) -> bool:
 
 
 def kill(directory: Path, name: str, sig: signal.Signals = signal.SIGKILL) -> bool:
-    """Signal one recorded server (a fault: SIGKILL; SIGSTOP/SIGCONT a stall); False when it is not running."""
+    """Signal one recorded server's whole group (a fault: SIGKILL; SIGSTOP/SIGCONT a stall); False when it is
+    not running."""
     pid = recorded(directory).get(name)
     if pid is None or not owned(pid, directory):
         return False
-    os.kill(pid, sig)
+    _signal_group(pid, sig)
     if sig in (signal.SIGKILL, signal.SIGTERM):
         _reap(pid, wait_seconds=5.0)
     return True

@@ -178,6 +178,8 @@ def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         info = raw if isinstance(raw, dict) else {}
         return {
             "reachable": bool(info.get("reachable")),
+            # RabbitMQ's memory or disk alarm blocks the runner's publishes (reachable, but nothing is published).
+            "blocked": bool(info.get("blocked")),
             "checked_age_seconds": age(info.get("checked_at")),
             "error": info.get("error") if isinstance(raw, dict) else "not reported by this runner",
         }
@@ -187,7 +189,11 @@ def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     broker, redis = probe(state.get("broker_health")), probe(state.get("redis_health"))
     state_age = age(state.get("updated_at"))
     return {
-        "healthy": broker["reachable"] and redis["reachable"] and state_age is not None and state_age < STALE_AFTER,
+        "healthy": broker["reachable"]
+        and not broker["blocked"]
+        and redis["reachable"]
+        and state_age is not None
+        and state_age < STALE_AFTER,
         "state_age_seconds": state_age,
         "broker": broker,
         "redis": redis,
@@ -204,7 +210,9 @@ def _print_health(report: dict[str, Any]) -> None:
     for name in ("broker", "redis"):
         probe = report[name]
         checked = f"(checked {probe['checked_age_seconds']}s ago)"
-        if probe["reachable"]:
+        if probe["blocked"]:
+            console.print(f"  {name:<8} [red]BLOCKED[/] by a memory or disk alarm: publishes wait {checked}")
+        elif probe["reachable"]:
             console.print(f"  {name:<8} reachable {checked}")
         else:
             console.print(f"  {name:<8} [red]UNREACHABLE[/] {probe['error'] or ''} {checked}")
