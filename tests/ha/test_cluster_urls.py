@@ -7,6 +7,7 @@ import pytest
 from eco2.amqp_cluster import amqp_addresses, kombu_url
 from eco2.celery_runtime.config import celery_result_backend
 from eco2.env import SettingsError
+from eco2_tools.local.dependencies import without_password
 
 NODES = "amqp://u:p@rabbit-0:5672/, amqp://u:p@rabbit-1:5672/,amqp://u:p@rabbit-2:5672/"
 
@@ -31,3 +32,8 @@ def test_the_celery_result_backend_behind_sentinel_is_celerys_own_sentinel_form(
     assert backend == "sentinel://:pw@s1:26379/3;sentinel://:pw@s2:26380/3"
     assert options == {"master_name": "eco2", "sentinel_kwargs": {"password": "sp"}}
     assert celery_result_backend("redis://127.0.0.1:6379/0") == ("redis://127.0.0.1:6379/0", {})
+
+
+def test_every_node_of_a_list_is_shown_without_its_password() -> None:
+    shown = without_password("amqp://u:secret@rabbit-0:5672/,amqp://u:secret@rabbit-1:5672/")
+    assert shown == "amqp://u:***@rabbit-0:5672/,amqp://u:***@rabbit-1:5672/"
