@@ -32,10 +32,9 @@ from rich.table import Table
 from eco2.functions.gateway import Gateway
 from eco2.serving import load_function
 from eco2_tools.bench.harness import machine_info, new_results
-from eco2_tools.ha.cluster import HaSet
+from eco2_tools.ha.cluster import on_free_ports
 from tests.gateway.conftest import gateway_env
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
-from tests.ha.conftest import free_block
 
 SIDES = {"without WAIT": "0", "WAIT 1 replica": "1"}
 
@@ -107,10 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=120)
     results = new_results("submit_durability", machine_info(), {"rounds": args.rounds, "submits": args.submits})
-    base = free_block(5)
-    ha = HaSet(
-        Path(tempfile.mkdtemp(prefix="eco2-bench-ha-")), redis_port=base, sentinel_port=base + 2, parts=("redis",)
-    )
+    ha = on_free_ports(Path(tempfile.mkdtemp(prefix="eco2-bench-ha-")), ("redis",))
     sink = RecordingSink()
     ha.up()
     sink.start()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +22,31 @@ DEFAULT_SENTINEL_PORT = 26390
 DEFAULT_AMQP_PORT = 15680
 DEFAULT_DIST_PORT = 25690
 PARTS = ("redis", "rabbit")
+
+
+def free_block(size: int) -> int:
+    """The first of `size` consecutive free local ports (a set numbers its servers from a base): a test's or a
+    fault run's set beside the default one."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(_free(port) for port in range(base, base + size)):
+            return base
+    raise SetError(f"no {size} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def on_free_ports(directory: Path, parts: tuple[str, ...] = PARTS) -> HaSet:
+    """A set (not started) in `directory` on free ports."""
+    redis, amqp, dist = free_block(5), free_block(3), free_block(3)
+    return HaSet(directory, redis, redis + 2, amqp, dist, parts)
 
 
 def default_directory() -> Path:

@@ -133,6 +133,12 @@ class RabbitCluster:
         """SIGKILL one node (a fault)."""
         return kill(self.directory, f"rabbit-{index}", signal.SIGKILL)
 
+    def restart_node(self, index: int) -> None:
+        """Start a killed node again (as its pod would be restarted); return once it runs, back in the cluster."""
+        start(self.directory, f"rabbit-{index}", [str(RABBIT_BIN / "rabbitmq-server")], env=self._env(index))
+        wait_until(partial(self._running, index), seconds=START_SECONDS, what=self.node(index))
+        wait_until(self._clustered, seconds=START_SECONDS, what="the RabbitMQ cluster")
+
     def raise_memory_alarm(self, index: int) -> None:
         """Every publisher of node `index` blocked (RabbitMQ's memory alarm, on this set's node only)."""
         self.ctl(index, "set_vm_memory_high_watermark", "0.0000001")
