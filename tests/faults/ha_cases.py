@@ -18,6 +18,10 @@ PROMOTION_DEADLINE = 30.0
 # classic queues (a RabbitmqSource's queue, the retry delay queues) live on one node, unreplicated: until their
 # node is back, restoring the runner's connection on another node fails on them (NOT_FOUND, home node down).
 NODE_DOWN_SECONDS = 15.0
+# The dispatcher's log messages (eco2_tools.local.dispatcher) that tell how a delivery met the alarm.
+WAITED = "RabbitMQ blocked publishing (a resource alarm): waiting"
+RETRIED = "delivery failed; retrying after the backoff"
+GIVEN_BACK = "delivery not completed; the message goes back to the queue after a pause"
 
 
 def last_ended_at(pack: Pack) -> float | None:
@@ -103,4 +107,19 @@ async def broker_alarm(pack: Pack, stop: asyncio.Event) -> list[str]:
         notes.append(f"alarm cleared to the last scan ended: {max(0.0, ended - cleared_at):.1f} s")
     if not blocked_seen:
         notes.append("problem: the runner's state never showed the broker blocked during the alarm")
+    return notes + _deliveries_during_alarm(pack)
+
+
+def _deliveries_during_alarm(pack: Pack) -> list[str]:
+    """From the runner's log: deliveries that waited out the alarm, and any that failed into a retry or were given
+    back to the queue instead (each of those costs a stage its backoff: a problem here)."""
+    counts = Counter[str]()
+    for log in pack.workdir.glob("runner-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            for marker in (WAITED, RETRIED, GIVEN_BACK):
+                counts[marker] += marker in line
+    notes = [f"{counts[WAITED]} stage replies waited for the unblock"]
+    failed = counts[RETRIED] + counts[GIVEN_BACK]
+    if failed:
+        notes.append(f"problem: {counts[RETRIED]} deliveries retried, {counts[GIVEN_BACK]} given back during the run")
     return notes
