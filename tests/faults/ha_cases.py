@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections import Counter
 
-from eco2.connections import sync_redis
 from tests.faults.pack import Pack
 
 FAULT_AFTER_SECONDS = 3.0
@@ -26,13 +25,7 @@ GIVEN_BACK = "delivery not completed; the message goes back to the queue after a
 
 def last_ended_at(pack: Pack) -> float | None:
     """When the last of this run's jobs was last written (its end, once all ended)."""
-    client = sync_redis(pack.redis_url)
-    try:
-        jobs = [key for key in client.scan_iter("eco2:job:*", count=1000) if key.count(":") == 2]
-        stamps = [client.hget(key, "updated_at") for key in jobs]
-    finally:
-        client.close()
-    return max((float(stamp) for stamp in stamps if stamp), default=None)
+    return max((float(stamp) for stamp in pack.job_field("updated_at") if stamp), default=None)
 
 
 def _to_last_scan(pack: Pack, fault_at: float) -> str:

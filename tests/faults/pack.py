@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -152,13 +152,16 @@ class Pack:
 
     def in_flight(self) -> int:
         """Jobs accepted and not ended yet (queued or running), read from this run's Redis DB."""
+        return sum(status in ("queued", "running") for status in self.job_field("status"))
+
+    def job_field(self, name: str) -> list[str | None]:
+        """One field of every job in this run's Redis DB."""
         client = sync_redis(self.redis_url)
         try:
             jobs = [key for key in client.scan_iter("eco2:job:*", count=1000) if key.count(":") == 2]
-            statuses = [client.hget(key, "status") for key in jobs]
+            return [cast(str | None, client.hget(key, name)) for key in jobs]
         finally:
             client.close()
-        return sum(status in ("queued", "running") for status in statuses)
 
     def kill_runner(self) -> None:
         """SIGKILL the runner; its function processes die with it (PR_SET_PDEATHSIG)."""

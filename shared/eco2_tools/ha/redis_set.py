@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -64,13 +66,21 @@ class RedisSet:
 
     def _sentinels_agree(self) -> bool:
         """Every Sentinel sees the master, its replica and the two other Sentinels."""
+
+        def complete(client: redis.Redis) -> bool:
+            state = cast(dict[str, Any], client.sentinel_master(MASTER_NAME))
+            return int(state.get("num-slaves", 0)) >= 1 and int(state.get("num-other-sentinels", 0)) >= SENTINELS - 1
+
+        return self._every_sentinel(complete)
+
+    def _every_sentinel(self, check: Callable[[redis.Redis], bool]) -> bool:
+        """`check` holds on every Sentinel (False as soon as one fails it or does not answer)."""
         for port in self.sentinel_ports:
             try:
                 with _client(port) as client:
-                    state = client.sentinel_master(MASTER_NAME)
+                    if not check(client):
+                        return False
             except redis.RedisError:
-                return False
-            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < SENTINELS - 1:
                 return False
         return True
 
@@ -104,15 +114,12 @@ class RedisSet:
         wait_until(self._replica_healthy, seconds=START_SECONDS, what="the Sentinels' view of the revived replica")
 
     def _replica_healthy(self) -> bool:
-        for port in self.sentinel_ports:
-            try:
-                with _client(port) as client:
-                    replicas = client.sentinel_slaves(MASTER_NAME)
-            except redis.RedisError:
-                return False
-            if not any("s_down" not in str(replica.get("flags")) for replica in replicas):
-                return False
-        return True
+        """Every Sentinel counts a replica that is not down."""
+
+        def healthy(client: redis.Redis) -> bool:
+            return any("s_down" not in str(replica.get("flags")) for replica in client.sentinel_slaves(MASTER_NAME))
+
+        return self._every_sentinel(healthy)
 
     def replica_name(self) -> str:
         """The recorded name of the server that is the replica now."""
