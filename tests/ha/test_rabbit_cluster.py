@@ -36,6 +36,19 @@ async def _until(condition: object, what: str, seconds: float = DEADLINE) -> Non
         await asyncio.sleep(0.05)
 
 
+async def _published(channel: aio_pika.abc.AbstractChannel, body: bytes, queue: str) -> None:
+    """Publish until confirmed: while the queue elects a new leader after its old one died, RabbitMQ nacks (the
+    message was not stored), as a publisher that keeps its promise must expect."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key=queue)
+            return
+        except aio_pika.exceptions.DeliveryError:
+            assert time.monotonic() < deadline, "the queue never took the message"
+            await asyncio.sleep(0.2)
+
+
 async def test_a_memory_alarm_blocks_the_connection_shows_in_readiness_and_status_and_a_publish_waits(
     rabbit_set: HaSet, tmp_path: Path
 ) -> None:
@@ -47,25 +60,30 @@ async def test_a_memory_alarm_blocks_the_connection_shows_in_readiness_and_statu
         queue = await channel.declare_queue(f"ha-alarm-{uuid.uuid4().hex[:8]}", exclusive=True)
         assert broker_problem(connection, channel) is None
         rabbit.raise_memory_alarm(1)
+        publishes: list[asyncio.Task[Any]] = []
         try:
-            publish = asyncio.create_task(
-                channel.default_exchange.publish(aio_pika.Message(b"during the alarm"), routing_key=queue.name)
-            )
-            await _until(lambda: blocked(connection), "the connection was not blocked")
+            # The node applies the new watermark on its next memory check, and blocks a connection only once it
+            # publishes: publish until it is blocked (the ones before the alarm are simply confirmed).
+            deadline = time.monotonic() + DEADLINE
+            while not blocked(connection):
+                assert time.monotonic() < deadline, "the connection was not blocked"
+                message = aio_pika.Message(f"publish {len(publishes)}".encode())
+                publishes.append(asyncio.create_task(channel.default_exchange.publish(message, queue.name)))
+                await asyncio.sleep(0.2)
             assert broker_problem(connection, channel) == BLOCKED_PROBLEM
             await reporter.refresh(connection, channel)
-            reporter.write({}, ready=True)
             report = health(reporter.document({}, ready=True))
             assert report["broker"]["blocked"] is True
             assert report["healthy"] is False
             await asyncio.sleep(1.0)
-            assert not publish.done()  # neither failed nor confirmed while the alarm lasts
+            assert not publishes[-1].done()  # neither failed nor confirmed while the alarm lasts
         finally:
             rabbit.clear_memory_alarm(1)
         await _until(lambda: not blocked(connection), "the connection was not unblocked")
-        await asyncio.wait_for(publish, DEADLINE)  # confirmed once the alarm cleared
+        await asyncio.wait_for(asyncio.gather(*publishes), DEADLINE)  # every publish confirmed once it cleared
         assert broker_problem(connection, channel) is None
-        assert (await queue.get(timeout=5)).body == b"during the alarm"
+        bodies = [(await queue.get(timeout=5)).body for _ in publishes]
+        assert bodies == [f"publish {n}".encode() for n in range(len(publishes))]
     finally:
         await reporter.aclose()
         await connection.close()
@@ -85,7 +103,7 @@ async def test_a_cluster_connection_moves_to_a_live_node_when_its_node_is_killed
             lambda: connection.connected.is_set() and cast(Any, connection).url.port != rabbit.port(0), "no reconnect"
         )
         await _until(lambda: not channel.is_closed, "the channel was not restored")
-        await channel.default_exchange.publish(aio_pika.Message(b"after", delivery_mode=2), routing_key=name)
+        await _published(channel, b"after", name)
         bodies = [(await queue.get(timeout=10, no_ack=True)).body for _ in range(2)]
         assert bodies == [b"before", b"after"]  # the quorum queue kept what the dead node had confirmed
         await queue.delete(if_unused=False, if_empty=False)
