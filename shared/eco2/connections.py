@@ -3,6 +3,10 @@
 Every Redis and AMQP client of the pack is made here, so `rediss://` / `amqps://` URLs verify the server against
 ECO2_TLS_CA_FILE (else the system's CAs), present a client certificate when one is configured, and no connect or
 read waits without a bound. Settings come from the environment when a client is made, never at import.
+
+A `redis+sentinel://` URL (eco2.redis_sentinel) makes a client of the master a set of Sentinels names; an AMQP
+URL may list several nodes of one cluster, comma-separated (eco2.amqp_cluster), and a client connects to the
+first live one and moves to another when its node goes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from eco2.amqp_cluster import amqp_addresses, connect_first_live, connect_robust_cluster
 from eco2.env import SettingsError, env_float, env_int
+from eco2.redis_sentinel import SentinelUrl, async_master, is_sentinel_url, sync_master
 
 if TYPE_CHECKING:
     import httpx
@@ -22,7 +28,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
-TLS_REDIS_SCHEME = "rediss"
+TLS_REDIS_SCHEMES = ("rediss", "rediss+sentinel")
 TLS_AMQP_SCHEME = "amqps"
 
 
@@ -49,6 +55,9 @@ class ConnectionSettings:
     # socket timeout): a busy replica's slots come free as its event loop gets round to the replies, which took
     # longer than 5 s with 200 answers streaming on a loaded machine, and failing then costs a retry after 60 s.
     redis_pool_wait_seconds: float = 30.0
+    # Behind Sentinel: how long a command keeps reconnecting while the sentinels promote a replica (their
+    # down-after-milliseconds plus the election, a few seconds); past it the caller's own retry path takes over.
+    redis_failover_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectionSettings:
@@ -84,7 +93,7 @@ class ConnectionSettings:
             "socket_connect_timeout": self.redis_connect_timeout_seconds,
             "socket_timeout": self.redis_socket_timeout_seconds,
         }
-        if urlsplit(url).scheme == TLS_REDIS_SCHEME:
+        if urlsplit(url).scheme in TLS_REDIS_SCHEMES:
             options.update(
                 ssl_cert_reqs="required",
                 ssl_check_hostname=True,
@@ -126,7 +135,10 @@ def async_redis(url: str, *, env: Source = None, **overrides: Any) -> aioredis.R
     """An asyncio Redis client for `url` (decoded replies unless overridden); `overrides` win over the defaults."""
     import redis.asyncio as aioredis
 
-    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    settings = _resolved(env)
+    options = {"decode_responses": True, **settings.redis_options(url), **overrides}
+    if is_sentinel_url(url):
+        return async_master(SentinelUrl.parse(url), options, failover_wait_seconds=settings.redis_failover_wait_seconds)
     return aioredis.Redis.from_url(url, **options)
 
 
@@ -138,6 +150,8 @@ def async_redis_pool(url: str, *, env: Source = None, **overrides: Any) -> aiore
     settings = _resolved(env)
     bounds = {"max_connections": settings.redis_max_connections, "timeout": settings.redis_pool_wait_seconds}
     options = {"decode_responses": True, **settings.redis_options(url), **bounds, **overrides}
+    if is_sentinel_url(url):
+        return async_master(SentinelUrl.parse(url), options, failover_wait_seconds=settings.redis_failover_wait_seconds)
     return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 
@@ -145,23 +159,30 @@ def sync_redis(url: str, *, env: Source = None, **overrides: Any) -> redis.Redis
     """A blocking Redis client (the cache sync's warm-up thread, the CLI's reports), as async_redis."""
     import redis
 
-    options = {"decode_responses": True, **_resolved(env).redis_options(url), **overrides}
+    settings = _resolved(env)
+    options = {"decode_responses": True, **settings.redis_options(url), **overrides}
+    if is_sentinel_url(url):
+        return sync_master(SentinelUrl.parse(url), options, failover_wait_seconds=settings.redis_failover_wait_seconds)
     return redis.Redis.from_url(url, **options)
 
 
 async def amqp_connect(url: str, *, env: Source = None, **kwargs: Any) -> AbstractConnection:
-    """An aio-pika connection with the connect limit and, for amqps://, certificate verification."""
-    import aio_pika
-
-    connection: AbstractConnection = await aio_pika.connect(url, **_amqp_arguments(url, env, kwargs))
-    return connection
+    """An aio-pika connection with the connect limit and, for amqps://, certificate verification; to the first
+    live node when `url` lists several (eco2.amqp_cluster)."""
+    addresses = amqp_addresses(url)
+    return await connect_first_live(addresses, _amqp_arguments(addresses[0], env, kwargs))
 
 
 async def amqp_connect_robust(url: str, *, env: Source = None, **kwargs: Any) -> AbstractRobustConnection:
-    """As amqp_connect, reconnecting by itself (the local runner's long-lived connection)."""
+    """As amqp_connect, reconnecting by itself (the local runner's long-lived connection), to another node of the
+    list when its node goes."""
     import aio_pika
 
-    connection: AbstractRobustConnection = await aio_pika.connect_robust(url, **_amqp_arguments(url, env, kwargs))
+    addresses = amqp_addresses(url)
+    arguments = _amqp_arguments(addresses[0], env, kwargs)
+    if len(addresses) > 1:
+        return await connect_robust_cluster(addresses, arguments)
+    connection: AbstractRobustConnection = await aio_pika.connect_robust(addresses[0], **arguments)
     return connection
 
 

@@ -209,6 +209,16 @@ class JobStore:
             also=also,
         )
 
+    async def replicated(self, replicas: int, timeout_ms: int, *, mark: str) -> int:
+        """How many replicas (at most `replicas`, waiting up to `timeout_ms`) hold every write this Redis took
+        before the call: WAIT counts only its own connection's writes, so it follows a write of the key `mark` on
+        that connection, which the replication stream carries after the caller's writes on the others."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(mark, "1", px=60_000)
+        pipe.wait(replicas, timeout_ms)
+        _, acknowledged = await store_call(pipe.execute())
+        return int(acknowledged)
+
     async def transition(
         self,
         job_id: str,

@@ -73,6 +73,9 @@ idempotency = PerPair("idempotency:{}", hashed=True)
 idempotency_charge = PerPair("idempotency-charge:{}", hashed=True)
 # Stream, short TTL: wakes one gateway process's SSE reader when it starts watching a new job.
 gateway_wakeup = PerId("gateway:{}:wakeup")
+# String, TTL 60 s: written by a gateway process right before its WAIT (which counts only its own connection's
+# writes), so the replicas' acknowledgement of it covers the submit written before it.
+replication_mark = PerId("gateway:{}:replicated")
 # List, TTL: one user's chat session (user id, session id), oldest turn first, each a JSON {role, content}.
 chat_history = PerPair("chat:{}", hashed=True)
 

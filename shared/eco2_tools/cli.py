@@ -67,6 +67,7 @@ def commands() -> "typer.Typer":
 
     _pack_commands(commands)
     commands.add_typer(__import__("eco2_tools.dlq_cli", fromlist=["commands"]).commands(), name="dlq")
+    commands.add_typer(__import__("eco2_tools.ha.cli", fromlist=["commands"]).commands(), name="ha")
     _publishing_commands(commands)
     return commands
 

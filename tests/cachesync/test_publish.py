@@ -230,3 +230,18 @@ async def test_the_publisher_sends_what_the_replicas_read() -> None:
     assert first.message_id == first.headers["cloudEvents:id"] != second.headers["cloudEvents:id"]
     assert first.persistent
     assert json.loads(first.body) == {"jti": "j-1", "user_id": "u-1", "expires_at": 2_000_000_000.0}
+
+
+async def test_the_publisher_reaches_a_live_node_past_a_dead_one_in_the_list() -> None:
+    """AMQP_URL listing a cluster's nodes (eco2.amqp_cluster): the first refuses connections, the second answers."""
+    exchanges = Exchanges.fresh()
+    settings = PublisherSettings.from_env({**exchanges.env(), "AMQP_URL": f"{CLOSED_AMQP_URL},{AMQP_URL}"})
+
+    def send() -> None:
+        with SyncPublisher(settings, source="/tests/publisher") as publisher:
+            publisher.revoke_token("j-cluster", "u-1", 2_000_000_000.0)
+
+    async with hearing(exchanges.blacklist) as heard:
+        await asyncio.to_thread(send)
+        message = await asyncio.wait_for(heard.get(), timeout=5)
+    assert json.loads(message.body)["jti"] == "j-cluster"

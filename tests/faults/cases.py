@@ -23,7 +23,10 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from tests.faults.pack import Pack
+from eco2.connections import async_redis
+from eco2_tools.ha.cluster import on_free_ports
+from tests.faults.ha_cases import broker_alarm, failover_redis, kill_rabbit_node
+from tests.faults.pack import AMQP_URL, Pack
 from tests.faults.poison import poison_events
 from tests.faults.replaying import fail_then_replay
 from tests.faults.scans import Audit, RewardCounter, audit, submit_all
@@ -47,6 +50,8 @@ class Case:
     all_done: bool = False
     # The longest the submits and processing may take for this many scans (the provider-limit cases).
     deadline: Callable[[int], float] | None = None
+    # The HA cases: which of a Redis Sentinel set and a RabbitMQ cluster of the run's own the pack runs on.
+    ha: tuple[str, ...] = ()
 
 
 async def kill_functions(pack: Pack, stop: asyncio.Event) -> list[str]:
@@ -187,8 +192,9 @@ def _judge_provider(stats: dict[str, Any]) -> list[str]:
     return notes
 
 
-# Cases bound by the provider's floor (minutes at 200 scans): run only when named.
-SLOW_CASES = frozenset({"provider-limit", "provider-limit-cut"})
+# Cases bound by the provider's floor (minutes at 200 scans), and the HA cases (their own Redis Sentinel set or
+# RabbitMQ cluster, up to a minute to start): run only when named.
+SLOW_CASES = frozenset({"provider-limit", "provider-limit-cut", "failover-redis", "kill-rabbit-node", "broker-alarm"})
 # The share of the provider's limit the pack's budget is set to, as docs/operations.md advises: calls paced at exactly
 # the limit reach the provider with the network's and the event loop's jitter, and a rolling window refuses the ones
 # that arrive early.
@@ -240,6 +246,18 @@ CASES: dict[str, Case] = {
         all_done=True,
         deadline=provider_deadline(cut=True),
     ),
+    # High availability, each on a set of its own (slow to start): run with --case NAME.
+    # The 202 waits for the replica here, so a scan accepted just before the kill is not lost with the primary.
+    "failover-redis": Case(
+        "failover-redis",
+        failover_redis,
+        env={"STANDIN_LATENCY_SCALE": "0.2", "ECO2_SUBMIT_WAIT_REPLICAS": "1"},
+        ha=("redis",),
+    ),
+    "kill-rabbit-node": Case(
+        "kill-rabbit-node", kill_rabbit_node, env={"STANDIN_LATENCY_SCALE": "0.2"}, ha=("rabbit",)
+    ),
+    "broker-alarm": Case("broker-alarm", broker_alarm, env={"STANDIN_LATENCY_SCALE": "0.2"}, ha=("rabbit",)),
 }
 
 
@@ -265,9 +283,14 @@ async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
     # ECO2_FAULT_KEEP=1 keeps the run's logs and state (its folder is printed) for a look afterwards.
     keep = bool(os.environ.get("ECO2_FAULT_KEEP"))
     with _workdir(case.name, keep) as workdir:
-        redis = aioredis.from_url(redis_url, decode_responses=True)
+        ha = on_free_ports(Path(workdir) / "ha", case.ha) if case.ha else None
+        if ha is not None:
+            await asyncio.to_thread(ha.up)
+            redis_url = ha.redis.url(0) if "redis" in case.ha else redis_url
+        redis = async_redis(redis_url)
         await redis.flushdb()  # the suite's own DB: no claims or jobs left from an earlier run
-        pack = Pack(Path(workdir), redis_url, env_extra=case.env)
+        amqp_url = ha.rabbit.urls() if ha is not None and "rabbit" in case.ha else AMQP_URL
+        pack = Pack(Path(workdir), redis_url, env_extra=case.env, ha=ha, amqp_url=amqp_url)
         await asyncio.to_thread(pack.start)
         rewards = RewardCounter(pack)
         started = time.monotonic()
@@ -294,4 +317,6 @@ async def run_case(case: Case, scans: int, redis_url: str) -> Audit:
             await redis.aclose()
             await asyncio.to_thread(pack.stop)
             await pack.delete_topology()
+            if ha is not None:
+                await asyncio.to_thread(ha.down)
     return result

@@ -19,12 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import aio_pika
 import httpx
-import redis
 
+from eco2.connections import amqp_connect, sync_redis
+from eco2_tools.ha.cluster import HaSet
 from eco2_tools.manifests import MANIFEST_DIRS
 from tests.support import EVENT_TOKEN, ROOT, free_port
 
@@ -60,6 +60,9 @@ class Pack:
     standin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # The HA cases' own Redis Sentinel set and RabbitMQ cluster (torn down whole, with the run's topology).
+    ha: HaSet | None = None
+    amqp_url: str = AMQP_URL
 
     @property
     def gateway(self) -> str:
@@ -82,7 +85,7 @@ class Pack:
         return {
             **env,
             "REDIS_URL": self.redis_url,
-            "AMQP_URL": AMQP_URL,
+            "AMQP_URL": self.amqp_url,
             "ECO2_ENV": "development",
             "ECO2_TOPOLOGY_PREFIX": self.prefix,
             "ECO2_GATEWAY_PORT": str(self.gateway_port),
@@ -149,13 +152,16 @@ class Pack:
 
     def in_flight(self) -> int:
         """Jobs accepted and not ended yet (queued or running), read from this run's Redis DB."""
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return sum(status in ("queued", "running") for status in self.job_field("status"))
+
+    def job_field(self, name: str) -> list[str | None]:
+        """One field of every job in this run's Redis DB."""
+        client = sync_redis(self.redis_url)
         try:
             jobs = [key for key in client.scan_iter("eco2:job:*", count=1000) if key.count(":") == 2]
-            statuses = [client.hget(key, "status") for key in jobs]
+            return [cast(str | None, client.hget(key, name)) for key in jobs]
         finally:
             client.close()
-        return sum(status in ("queued", "running") for status in statuses)
 
     def kill_runner(self) -> None:
         """SIGKILL the runner; its function processes die with it (PR_SET_PDEATHSIG)."""
@@ -173,8 +179,11 @@ class Pack:
                 self.process.wait()
 
     async def delete_topology(self) -> None:
-        """Remove every queue and exchange of this run's prefix (they are its own)."""
-        connection = await aio_pika.connect(AMQP_URL)
+        """Remove every queue and exchange of this run's prefix (they are its own); a cluster of the run's own goes
+        whole."""
+        if self.amqp_url != AMQP_URL:
+            return
+        connection = await amqp_connect(AMQP_URL)
         channel = await connection.channel()
         names = _topology_names(self.prefix)
         for queue in names["queues"]:

@@ -22,12 +22,13 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import keys
+from eco2.connections import amqp_connect_robust
 from eco2.errors import REDIS_TRANSIENT
 from eco2.events import source_of
 from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
 from eco2.rewards import reward_id
 from eco2_tools.standin.samples import SAMPLES
-from tests.faults.pack import AMQP_URL, Pack
+from tests.faults.pack import Pack
 
 USERS = 20
 SUBMIT_DEADLINE = 120.0
@@ -121,7 +122,7 @@ class RewardCounter:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(AMQP_URL)
+        self._connection = await amqp_connect_robust(self._pack.amqp_url)
         channel = await self._connection.channel()
         exchange = await channel.get_exchange(self._pack.exchange)
         queue = await channel.declare_queue(f"{self._pack.prefix}.audit.rewards", durable=True)

@@ -77,9 +77,13 @@ def test_a_stale_state_or_an_unreachable_broker_is_not_healthy() -> None:
     assert outage["healthy"] is False
     assert outage["broker"]["error"] == "the connection to RabbitMQ is down"
     assert outage["queues_read"] == {"ok": False, "age_seconds": 20.0, "error": None}
+    alarm = health({**fresh, "broker_health": {**probe, "blocked": True}}, now)
+    assert alarm["healthy"] is False  # reachable, but RabbitMQ's memory or disk alarm blocks every publish
+    assert alarm["broker"]["blocked"] is True
     older_runner = health({"updated_at": now}, now)
     assert older_runner["broker"] == {
         "reachable": False,
+        "blocked": False,
         "checked_age_seconds": None,
         "error": "not reported by this runner",
     }

@@ -17,7 +17,14 @@ from eco2.metric_catalog import metric_names
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 # The rabbitmq_prometheus plugin's per-object queue metrics (its documented names, labels queue and vhost).
-RABBITMQ_METRICS = frozenset({"rabbitmq_queue_messages", "rabbitmq_queue_messages_ready", "rabbitmq_queue_consumers"})
+# Its aggregated alarm metrics (one per node, 1 while the alarm lasts), and redis_exporter's instance info (role).
+RABBITMQ_METRICS = frozenset(
+    {
+        *("rabbitmq_queue_messages", "rabbitmq_queue_messages_ready", "rabbitmq_queue_consumers"),
+        *("rabbitmq_alarms_memory_used_watermark", "rabbitmq_alarms_free_disk_space_watermark"),
+        "redis_instance_info",
+    }
+)
 # What a PromQL expression may name besides metrics.
 PROMQL_WORDS = frozenset(
     {
@@ -25,9 +32,10 @@ PROMQL_WORDS = frozenset(
         *("by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"),
     }
 )
-# Grouping label lists, label matchers, strings, ranges and Grafana's $variables name no metric.
+# Grouping label lists, label matchers, strings, ranges, durations (offset 10m) and Grafana's $variables name no
+# metric.
 NOT_METRICS = re.compile(
-    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)|\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"|\$\w+"
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)|\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"|\$\w+|\b[0-9]+[smhdwy]\b"
 )
 IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
@@ -72,6 +80,10 @@ def test_the_alerts_cover_the_seeds_list_and_read_only_known_metrics() -> None:
     assert "eco2_dead_letters_total" in alerts["Eco2DeadLettersGrowing"]
     assert "histogram_quantile(0.99" in alerts["Eco2AcceptSlow"]
     assert "eco2_events_total" in alerts["Eco2FailureRate"]
+    # High availability: both RabbitMQ resource alarms, and a Redis master change (a Sentinel failover).
+    assert "rabbitmq_alarms_memory_used_watermark" in alerts["Eco2RabbitMemoryAlarm"]
+    assert "rabbitmq_alarms_free_disk_space_watermark" in alerts["Eco2RabbitDiskAlarm"]
+    assert 'role="master"' in alerts["Eco2RedisMasterChanged"]
 
 
 def test_every_alert_has_a_runbook_section_in_the_docs() -> None:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 
+from eco2.amqp_cluster import amqp_addresses
 from eco2.cachesync.events import CatalogUpdated, Exchange, SyncEventType, TokenRevoked, amqp_message
 from eco2.connections import ConnectionSettings
 from eco2.env import env_float
@@ -77,15 +78,19 @@ class PublisherSettings:
     def exchange(self, kind: SyncEventType) -> str:
         return self.blacklist_exchange if kind is SyncEventType.TOKEN_REVOKED else self.catalog_exchange
 
-    def parameters(self) -> pika.URLParameters:
-        parameters = pika.URLParameters(self.amqp_url)
+    def parameters(self) -> list[pika.URLParameters]:
+        """One set per node of AMQP_URL (a cluster lists several, eco2.amqp_cluster): pika tries them in turn."""
+        return [self._node_parameters(url) for url in amqp_addresses(self.amqp_url)]
+
+    def _node_parameters(self, url: str) -> pika.URLParameters:
+        parameters = pika.URLParameters(url)
         parameters.socket_timeout = self.timeout_seconds
         parameters.stack_timeout = self.timeout_seconds
         parameters.blocked_connection_timeout = self.timeout_seconds
         parameters.connection_attempts = 1
         parameters.heartbeat = _HEARTBEAT_SECONDS
         parameters.client_properties = {"connection_name": "eco2 publisher"}
-        if urlsplit(self.amqp_url).scheme == "amqps":
+        if urlsplit(url).scheme == "amqps":
             parameters.ssl_options = pika.SSLOptions(self.connections.ssl_context(), parameters.host)
         return parameters
 

@@ -7,11 +7,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
+from eco2.amqp_cluster import kombu_url
 from eco2.env import SettingsError, env_int
+from eco2.redis_sentinel import SentinelUrl, is_sentinel_url
 
 # A CloudEvent as a Celery task's argument (cloudevents' to_dict / from_dict).
 EventDict = dict[str, Any]
@@ -50,7 +53,7 @@ class CeleryConfig:
             message = f"ECO2_CELERY_RETRY_DELAYS must be whole seconds >= 1 separated by commas, got {raw_delays!r}"
             raise SettingsError(message)
         return cls(
-            broker_url=env.get("AMQP_URL") or cls.broker_url,
+            broker_url=kombu_url(env.get("AMQP_URL") or cls.broker_url),
             result_url=env.get("ECO2_CELERY_RESULT_URL") or env.get("REDIS_URL") or cls.result_url,
             queue_prefix=env.get("ECO2_CELERY_QUEUE_PREFIX") or cls.queue_prefix,
             retry_delays=delays,
@@ -66,7 +69,9 @@ class CeleryConfig:
 
 def make_app(config: CeleryConfig) -> Celery:
     """The app the worker consumes with and the gateway publishes with: both must agree on every setting here."""
-    app = Celery("eco2", broker=config.broker_url, backend=config.result_url, set_as_current=False)
+    backend, backend_options = celery_result_backend(config.result_url)
+    app = Celery("eco2", broker=config.broker_url, backend=backend, set_as_current=False)
+    app.conf.result_backend_transport_options = backend_options
     # Topic: Celery's native delayed delivery (a retry's countdown on quorum queues) routes through topic exchanges.
     exchange = Exchange(config.queue_prefix, type="topic", durable=True)
     app.conf.update(
@@ -96,6 +101,20 @@ def make_app(config: CeleryConfig) -> Celery:
         worker_detect_quorum_queues=True,
     )
     return app
+
+
+def celery_result_backend(url: str) -> tuple[str, dict[str, Any]]:
+    """Celery's result backend for a Redis URL: a redis+sentinel:// one in Celery's own Sentinel form (one
+    `sentinel://` address per Sentinel, `;`-separated, the master's name in the transport options)."""
+    if not is_sentinel_url(url):
+        return url, {}
+    parsed = SentinelUrl.parse(url)
+    password = f":{quote(parsed.password, safe='')}@" if parsed.password else ""
+    addresses = ";".join(f"sentinel://{password}{host}:{port}/{parsed.db}" for host, port in parsed.sentinels)
+    options: dict[str, Any] = {"master_name": parsed.master}
+    if parsed.sentinel_password:
+        options["sentinel_kwargs"] = {"password": parsed.sentinel_password}
+    return addresses, options
 
 
 def _quorum() -> dict[str, str]:

@@ -18,3 +18,4 @@ class GatewayMetrics(MetricSet):
     sse_dropped: Counter
     reader_connections: Gauge
     watched_streams: Gauge
+    submit_unreplicated: Counter

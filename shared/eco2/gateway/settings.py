@@ -175,6 +175,11 @@ class GatewaySettings:
     # How long a request waits for a free pooled connection before it answers 503: shorter than a function's
     # 30 s (eco2.connections), since a phone is waiting, not a broker that retries.
     redis_pool_wait_seconds: float = 5.0
+    # What a 202 promises under Redis's asynchronous replication: with N > 0 the submit waits (at most the
+    # timeout) until N replicas hold the job and its outbox entry, so a failover right after the 202 keeps them.
+    # A replica that does not answer in time does not fail the submit (counted, logged): the primary has it.
+    submit_wait_replicas: int = 0
+    submit_wait_timeout_ms: int = 500
     edge: EdgeLimits = EdgeLimits()
 
     @property
@@ -251,6 +256,8 @@ class GatewaySettings:
             redis_pool_wait_seconds=env_float(
                 env, "ECO2_REDIS_POOL_WAIT_SECONDS", cls.redis_pool_wait_seconds, minimum=0.1
             ),
+            submit_wait_replicas=env_int(env, "ECO2_SUBMIT_WAIT_REPLICAS", cls.submit_wait_replicas, minimum=0),
+            submit_wait_timeout_ms=env_int(env, "ECO2_SUBMIT_WAIT_TIMEOUT_MS", cls.submit_wait_timeout_ms, minimum=1),
             edge=EdgeLimits.from_env(
                 env,
                 env_int(env, "ECO2_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),

@@ -17,6 +17,7 @@ from cloudevents.http import CloudEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from eco2 import keys
 from eco2.adapter import read_body
 from eco2.errors import Eco2Error, PoisonEvent, RateLimited, StoreUnavailable, TransientError
 from eco2.events import ScanRequested
@@ -131,8 +132,29 @@ class Submit:
         )
         if created.outcome is not TransitionOutcome.APPLIED:
             return False
+        await self._replicate(job_id)
         await self._send(sink, outbox, job_id, headers, payload)
         return True
+
+    async def _replicate(self, job_id: str) -> None:
+        """With ECO2_SUBMIT_WAIT_REPLICAS, hold the 202 until that many replicas have the job and its outbox entry
+        (before the send, so no stage ever sees a job a failover then loses)."""
+        settings = self.ctx.settings
+        if settings.submit_wait_replicas == 0:
+            return
+        mark = keys.replication_mark(settings.instance)
+        try:
+            acknowledged = await self.ctx.store.replicated(
+                settings.submit_wait_replicas, settings.submit_wait_timeout_ms, mark=mark
+            )
+        except StoreUnavailable:  # the job and its outbox entry are written: the sweeper still sends it
+            acknowledged = 0
+        if acknowledged < settings.submit_wait_replicas:
+            self.ctx.metrics.submit_unreplicated.inc()
+            log.warning(
+                "scan accepted before its replicas acknowledged it",
+                extra={"fields": {"job_id": job_id, "replicas": acknowledged}},
+            )
 
     async def _send(self, sink: Sink, outbox: Outbox, job_id: str, headers: dict[str, str], body: bytes) -> None:
         """Send once; on a 2xx the outbox entry goes, otherwise it stays for the sweeper. Never raises."""

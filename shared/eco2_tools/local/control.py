@@ -17,12 +17,12 @@ import sys
 import time
 from typing import Any
 
-import aio_pika
 import redis
 from rich.console import Console
 from rich.table import Table
 
 from eco2 import keys
+from eco2.connections import amqp_connect, sync_redis
 from eco2.observability import configure_logging
 from eco2_tools.local.dead_letter_report import read_dead_letters
 from eco2_tools.local.dependencies import DependencyMissing
@@ -151,7 +151,7 @@ def down(options: RunnerOptions, timeout: float = 30.0, *, purge: bool = False) 
 
 
 async def _purge(options: RunnerOptions, manifests: Manifests) -> int:
-    connection = await aio_pika.connect(options.amqp_url)
+    connection = await amqp_connect(options.amqp_url)
     async with connection:
         return await delete_topology(await connection.channel(), manifests, options.prefix)
 
@@ -178,6 +178,8 @@ def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         info = raw if isinstance(raw, dict) else {}
         return {
             "reachable": bool(info.get("reachable")),
+            # RabbitMQ's memory or disk alarm blocks the runner's publishes (reachable, but nothing is published).
+            "blocked": bool(info.get("blocked")),
             "checked_age_seconds": age(info.get("checked_at")),
             "error": info.get("error") if isinstance(raw, dict) else "not reported by this runner",
         }
@@ -187,7 +189,11 @@ def health(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     broker, redis = probe(state.get("broker_health")), probe(state.get("redis_health"))
     state_age = age(state.get("updated_at"))
     return {
-        "healthy": broker["reachable"] and redis["reachable"] and state_age is not None and state_age < STALE_AFTER,
+        "healthy": broker["reachable"]
+        and not broker["blocked"]
+        and redis["reachable"]
+        and state_age is not None
+        and state_age < STALE_AFTER,
         "state_age_seconds": state_age,
         "broker": broker,
         "redis": redis,
@@ -204,7 +210,9 @@ def _print_health(report: dict[str, Any]) -> None:
     for name in ("broker", "redis"):
         probe = report[name]
         checked = f"(checked {probe['checked_age_seconds']}s ago)"
-        if probe["reachable"]:
+        if probe["blocked"]:
+            console.print(f"  {name:<8} [red]BLOCKED[/] by a memory or disk alarm: publishes wait {checked}")
+        elif probe["reachable"]:
             console.print(f"  {name:<8} reachable {checked}")
         else:
             console.print(f"  {name:<8} [red]UNREACHABLE[/] {probe['error'] or ''} {checked}")
@@ -326,7 +334,7 @@ def model_budgets(redis_url: str, configured: dict[str, Any] | None) -> list[dic
     from eco2.capacity import CapacitySettings, read_budgets
 
     settings = CapacitySettings(**configured) if configured else CapacitySettings.from_env(os.environ)
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = sync_redis(redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=False)
     try:
         return read_budgets(client, settings)
     except redis.RedisError:

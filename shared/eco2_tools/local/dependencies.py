@@ -32,7 +32,9 @@ async def check_dependencies(redis_url: str, amqp_url: str) -> None:
 
 
 def without_password(url: str) -> str:
-    """The URL as it may be shown: the password replaced by ***."""
+    """The URL as it may be shown: the password replaced by ***; each node of a cluster's list (eco2.amqp_cluster)."""
+    if "," in url:
+        return ",".join(without_password(part) for part in url.split(","))
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import aiohttp
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
+from eco2_tools.local.alarms import blocked, wait_unblocked
 from eco2_tools.local.health import wait_open
 from eco2_tools.local.messages import (
     NotACloudEvent,
@@ -47,6 +48,8 @@ ERROR_DATA_LIMIT = 1024
 DEFAULT_TIMEOUT = 60.0
 PAUSE_FIRST = 0.5
 PAUSE_MAX = 30.0
+# How long a publish waits out a resource alarm before it is tried anyway (and, if it fails, given back).
+ALARM_WAIT = 600.0
 
 
 class Outcome(StrEnum):
@@ -169,8 +172,13 @@ class TriggerConsumer:
         metrics: RunnerMetrics,
         default_timeout: float = DEFAULT_TIMEOUT,
         pause_max: float = PAUSE_MAX,
+        connection: AbstractConnection | None = None,
+        alarm_wait: float = ALARM_WAIT,
     ) -> None:
         self.plan = plan
+        # The publisher's connection: a resource alarm blocks it, and a publish then waits for the unblock.
+        self._connection = connection
+        self._alarm_wait = alarm_wait
         self._channel = channel
         self._publisher = publisher
         self._exchange = broker_exchange
@@ -280,8 +288,18 @@ class TriggerConsumer:
                 extra={"fields": {"trigger": self.name}},
             )
             return Outcome.ACKED
+        await self._unblocked()
         await self._exchange.publish(reply, routing_key="")
         return Outcome.REPLIED
+
+    async def _unblocked(self) -> None:
+        """Hold a publish while a memory or disk alarm blocks the connection: the delivery waits out the alarm
+        (its message stays unacked) instead of failing into a redelivery and its retry backoff."""
+        if blocked(self._connection):
+            log.warning(
+                "RabbitMQ blocked publishing (a resource alarm): waiting", extra={"fields": {"trigger": self.name}}
+            )
+            await wait_unblocked(self._connection, self._alarm_wait)
 
     def _may_retry(self, message: AbstractIncomingMessage) -> bool:
         delivery = self.plan.delivery
@@ -297,6 +315,7 @@ class TriggerConsumer:
             message.body, attributes_of(message), message.content_type, attempt=attempt, published_at=None
         )
         # The delay queue dead-letters the copy back into the trigger's queue when its TTL expires.
+        await self._unblocked()
         await self._publisher.default_exchange.publish(parked, routing_key=self.plan.retry_queue(attempt))
 
     async def _dead_letter(self, message: AbstractIncomingMessage, attempt: Attempt) -> Outcome:
@@ -313,6 +332,7 @@ class TriggerConsumer:
             "knativeerrordata": _error_data(attempt),
         }
         letter = with_bookkeeping(message.body, attributes, message.content_type, attempt=attempt_of(message))
+        await self._unblocked()
         exchange = await self._publisher.get_exchange(self.plan.dead_letter_exchange)
         await exchange.publish(letter, routing_key="")
         return Outcome.DEAD_LETTERED

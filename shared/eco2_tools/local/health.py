@@ -14,6 +14,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from eco2_tools.local.alarms import BLOCKED_PROBLEM, blocked
+
 PROBE_TIMEOUT = 2.0
 
 
@@ -45,6 +47,8 @@ def broker_problem(connection: AbstractConnection | None, publisher: AbstractCha
         return "the connection to RabbitMQ is down"
     if publisher is None or publisher.is_closed:
         return "the publisher channel is closed"
+    if blocked(connection):
+        return BLOCKED_PROBLEM
     return None
 
 

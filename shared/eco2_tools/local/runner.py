@@ -272,6 +272,7 @@ class LocalPack:
                 http=http,
                 metrics=self.metrics,
                 pause_max=self.options.pause_max,
+                connection=self._connection,
             )
             await consumer.start()
             self._consumers.append(consumer)

@@ -16,6 +16,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from eco2.connections import async_redis
+from eco2_tools.local.alarms import blocked
 from eco2_tools.local.health import PROBE_TIMEOUT, Reading, broker_problem, redis_problem
 from eco2_tools.local.topology import Topology
 
@@ -28,6 +29,7 @@ class StateReporter:
             redis_url, decode_responses=False, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
         )
         self.broker = Reading()
+        self.blocked = False  # a resource alarm blocks the runner's publishes (eco2_tools.local.alarms)
         self.redis_reading = Reading()
         self.queues = Reading()
         self.depths: dict[str, int] = {}
@@ -35,7 +37,9 @@ class StateReporter:
     async def refresh(self, connection: AbstractConnection | None, publisher: AbstractChannel | None) -> None:
         """Probe the broker and Redis and read the queue depths; never raises for an unreachable dependency."""
         problem = broker_problem(connection, publisher)
-        self.broker.record(problem)
+        # Blocked is reachable: shown as its own state, and no depth read (a blocked connection is not read from).
+        self.blocked = blocked(connection)
+        self.broker.record(None if self.blocked else problem)
         self.redis_reading.record(await redis_problem(self.redis))
         if problem is not None or connection is None:
             self.queues.record(problem or "no connection")
@@ -63,7 +67,7 @@ class StateReporter:
         return {
             **snapshot,
             "ready": ready,
-            "broker_health": {"reachable": self.broker.ok, **self.broker.as_json()},
+            "broker_health": {"reachable": self.broker.ok, "blocked": self.blocked, **self.broker.as_json()},
             "redis_health": {"reachable": self.redis_reading.ok, **self.redis_reading.as_json()},
             "queues": self.depths,
             "queues_read": self.queues.as_json(),
