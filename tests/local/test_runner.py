@@ -298,6 +298,19 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
     assert result["reward"]["name"] == "메탈리"
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]
     assert stages == ["queued", "vision", "rule", "answer", "reward", "done"]
+    # Each replica's metrics on a port of its own (what `eco2 status --json` lists), none on its public port.
+    replicas = [(name, r) for name, pool in pack.snapshot()["functions"].items() for r in pool["replicas"]]
+    assert {"vision", "rules", "answer", "reward"} <= {name for name, _ in replicas}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, replica in replicas:
+            scraped = await http.get(replica["metrics"])
+            assert scraped.status_code == 200, name
+            if name in ("vision", "rules", "answer", "reward"):
+                assert f'eco2_events_total{{function="{name}",outcome="replied"' in scraped.text, name
+            # authz answers every path as the ext-authz check of a request to it (401: no token).
+            public = await http.get(f"{replica['url']}/metrics")
+            assert public.status_code == (401 if name == "authz" else 404), name
+            assert "eco2_events_total" not in public.text, name
 
 
 async def test_the_ingress_refuses_an_event_without_the_packs_sender_credential(
