@@ -32,7 +32,7 @@ log = logging.getLogger("eco2.persist")
 
 class PersistContext:
     """The store (opened at start, or on the first write after the database came back), the group commit, and
-    what checks an event against Redis before it joins a batch (None: every event is written as it is)."""
+    what checks each batch's events against Redis before it is written (None: every event is written as it is)."""
 
     def __init__(
         self, settings: PersistSettings, metrics: PersistMetrics | None = None, evidence: Evidence | None = None
@@ -47,6 +47,7 @@ class PersistContext:
             max_wait=settings.batch_ms / 1000,
             concurrency=settings.pool_size,
             metrics=metrics,
+            screen=evidence.screen if evidence is not None else None,
         )
 
     @classmethod
@@ -92,10 +93,7 @@ class PersistContext:
 
 
 async def persist(event: CloudEvent, ctx: PersistContext) -> None:
-    record = record_of(event)
-    if ctx.evidence is not None:
-        await ctx.evidence.require(record)
-    await ctx.batches.submit(record)
+    await ctx.batches.submit(record_of(event))
 
 
 def evidence_of(settings: Settings) -> Evidence:
