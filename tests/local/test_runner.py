@@ -299,7 +299,10 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]
     assert stages == ["queued", "vision", "rule", "answer", "reward", "done"]
     # Each replica's metrics on a port of its own (what `eco2 status --json` lists), none on its public port.
-    replicas = [(name, r) for name, pool in pack.snapshot()["functions"].items() for r in pool["replicas"]]
+    # The ready ones: persist, dead-letter or replay may still be starting on their first event.
+    replicas = [
+        (name, r) for name, pool in pack.snapshot()["functions"].items() for r in pool["replicas"] if r["ready"]
+    ]
     assert {"vision", "rules", "answer", "reward"} <= {name for name, _ in replicas}
     async with httpx.AsyncClient(timeout=10) as http:
         for name, replica in replicas:
