@@ -14,8 +14,10 @@ from cloudevents.http import CloudEvent
 from eco2 import keys
 from eco2.cachesync.events import CatalogUpdated
 from eco2.cachesync.store import store_catalog
+from eco2.functions.persist import function
 from eco2.jobs import JobStore
 from eco2.rules import CharacterCatalog
+from tests.persist.conftest import app_of
 from tests.persist.events import CATALOG_IDS, back, completed, granted
 from tests.persist.tables import count
 
@@ -137,3 +139,21 @@ async def test_a_character_of_a_newer_catalog_in_redis_is_known(
     # The first miss re-reads Redis's catalog at once (CATALOG_REFRESH_SECONDS only spaces later re-reads).
     assert (await persist_http.post("/", headers=headers, content=body)).status_code == 202
     assert await owned(database_url, user) == 1
+
+
+async def test_a_redis_that_does_not_answer_is_transient_and_persist_is_not_ready(
+    persist_env: dict[str, str], store: JobStore
+) -> None:
+    event = await back(store, granted(uid("user"), CATALOG_IDS[1], uid("job")))
+    fn = function(persist_env)
+    # Nothing listens on port 1: Redis down, the database up.
+    await fn.start({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    try:
+        transport = httpx.ASGITransport(app=app_of(fn))
+        async with httpx.AsyncClient(transport=transport, base_url="http://persist") as http:
+            assert (await http.get("/readyz")).status_code == 503
+            headers, body = to_binary(event)
+            response = await http.post("/", headers=headers, content=body)
+            assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
+    finally:
+        await fn.stop()
