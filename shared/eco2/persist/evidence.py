@@ -108,9 +108,10 @@ class Evidence:
         return [await self._refusal(record, known) for record, known in zip(records, facts, strict=True)]
 
     async def _refusal(self, record: Record, facts: JobFacts) -> Unbacked | None:
-        history, grant = record.history, record.grant
+        _, user_id = named_job(record)
+        grant = record.grant
         if facts.status is not None:
-            if facts.user_id != history.user_id:
+            if facts.user_id != user_id:
                 return Unbacked(message="the event names another user than its job's")
             if facts.status != JobStatus.DONE:
                 return Unbacked(message="the event's job has not finished")
@@ -133,7 +134,7 @@ class Evidence:
     async def _facts(self, records: list[Record]) -> list[JobFacts]:
         pipe = self._jobs.pipeline(transaction=False)
         for record in records:
-            pipe.hmget(keys.job(record.history.job_id), "user_id", "status")
+            pipe.hmget(keys.job(named_job(record)[0]), "user_id", "status")
             if record.grant is not None:
                 pipe.get(keys.reward(record.grant.reward_id))
         replies = iter(await store_call(pipe.execute()))
@@ -143,3 +144,12 @@ class Evidence:
             claimed_by = next(replies) if record.grant is not None else None
             facts.append(JobFacts(user_id, status, claimed_by))
         return facts
+
+
+def named_job(record: Record) -> tuple[str, str]:
+    """The (job id, user id) a record names: its history row's, else its grant's."""
+    if record.history is not None:
+        return record.history.job_id, record.history.user_id
+    if record.grant is not None:
+        return record.grant.job_id, record.grant.user_id
+    return "", ""
