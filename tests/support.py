@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 
+from eco2.adapter import ServedFunction
 from eco2_tools.local.replicas import free_port
 
-__all__ = ["REDIS_TEST_URL", "ROOT", "Child", "free_port", "http_server", "start_child", "wait_for"]
+__all__ = ["REDIS_TEST_URL", "ROOT", "Child", "exposition", "free_port", "http_server", "start_child", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_TEST_URL = os.environ.get("ECO2_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -34,6 +36,8 @@ class Child:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    # Its Prometheus metrics, on the port of their own every child gets (eco2.metrics_port), as a pod does.
+    metrics_url: str = ""
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -51,15 +55,16 @@ class Child:
 def start_child(args: list[str], *, port: int, env: Mapping[str, str], log_dir: Path, timeout: float = 20.0) -> Child:
     """Start `python -m eco2_tools.cli <args>` and return once GET /healthz answers 200 (or fail with its log)."""
     log_path = log_dir / f"{args[0]}-{args[1] if len(args) > 1 else ''}-{port}.log"
+    metrics_port = env.get("ECO2_METRICS_PORT") or str(free_port())
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "eco2_tools.cli", *args],
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, "ECO2_METRICS_PORT": metrics_port, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    child = Child(f"http://127.0.0.1:{port}", process, log_path)
+    child = Child(f"http://127.0.0.1:{port}", process, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -96,3 +101,9 @@ async def http_server(handler: Callable[[web.Request], Awaitable[web.StreamRespo
     app.router.add_route("*", "/{path:.*}", handler)
     async with TestServer(app, host="127.0.0.1") as server:
         yield f"http://127.0.0.1:{server.port}"
+
+
+def exposition(function: ServedFunction) -> str:
+    """What a function's metrics port (eco2.metrics_port) serves now, read in process without the port."""
+    registry = function.metrics_registry()
+    return generate_latest(registry).decode() if registry is not None else ""

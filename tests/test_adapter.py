@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,9 @@ from cloudevents.http import CloudEvent
 
 from eco2 import keys
 from eco2.jobs import JobStore
+from eco2.metrics_port import MetricsPortError, metrics_port, serve_metrics
 from eco2.serving import load_function
-from tests.support import REDIS_TEST_URL
+from tests.support import REDIS_TEST_URL, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,15 +121,39 @@ async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
 
 
-async def test_health_metrics_and_unknown_routes(client: httpx.AsyncClient) -> None:
+async def test_health_and_unknown_routes_and_no_metrics_on_the_public_port(client: httpx.AsyncClient) -> None:
     health = await client.get("/healthz")
     assert health.json() == {"status": "ok", "function": "echo", "started": True}
-    headers, body = to_binary(echo_event("reply"))
-    await client.post("/", headers=headers, content=body)
-    metrics = (await client.get("/metrics")).text
-    assert 'eco2_events_total{function="echo",outcome="replied",type="test.echo"} 1.0' in metrics
+    metrics = await client.get("/metrics")
+    assert (metrics.status_code, metrics.json()["error"]) == (404, "not_found")
     assert (await client.get("/nope")).status_code == 404
     assert (await client.get("/")).status_code == 405
+
+
+async def test_the_metrics_port_serves_what_the_function_counted() -> None:
+    app, function = load_function("echo", FIXTURES)
+    await function.start({})
+    port = free_port()
+    server = serve_metrics(function.metrics_registry, host="127.0.0.1", port=port)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as http:
+            headers, body = to_binary(echo_event("reply"))
+            await http.post("/", headers=headers, content=body)
+        async with httpx.AsyncClient() as http:
+            scraped = await http.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200
+        assert 'eco2_events_total{function="echo",outcome="replied",type="test.echo"} 1.0' in scraped.text
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
+        await function.stop()
+
+
+def test_the_metrics_port_is_off_unless_set_and_never_the_public_port() -> None:
+    assert metrics_port({}, 8080) == 0
+    assert metrics_port({"ECO2_METRICS_PORT": "9464"}, 8080) == 9464
+    with pytest.raises(MetricsPortError):
+        metrics_port({"ECO2_METRICS_PORT": "8080"}, 8080)
 
 
 def test_structured_reply_round_trips_json() -> None:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent
 
 from eco2 import keys
-from eco2.dead_letters import DOMAINS
+from eco2.dead_letters import DEAD_LETTER_TTL_SECONDS, DOMAINS
 from eco2.errors import StoreUnavailable
 from eco2.events import EventType, event_id
 from eco2.functions.dead_letter import DeadLetterContext, record
@@ -100,3 +100,21 @@ async def test_an_unreachable_redis_is_a_transient_error_not_a_crash() -> None:
     with pytest.raises(StoreUnavailable):
         await record(letter(EventType.SCAN_REQUESTED), DeadLetterContext(dead))
     await dead.aclose()
+
+
+async def test_a_letter_of_a_final_event_keeps_its_finished_job_as_long_as_the_letter(
+    store: JobStore, redis_client: aioredis.Redis
+) -> None:
+    # persist writes a history-only event only while its job hash backs it (eco2.persist.evidence): a replay of its
+    # letter may come days after the job's own TTL (an hour here).
+    for job_id, user in (("done-1", "user-1"), ("done-2", "user-2")):
+        await store.create(job_id, user)
+        await store.transition(job_id, user, Stage.DONE, JobStatus.DONE)
+    await store.create("running-1", "user-1")
+    context = DeadLetterContext(store)
+    for job_id in ("done-1", "done-2", "running-1"):
+        await record(letter(EventType.SCAN_COMPLETED, job_id), context)
+    assert await redis_client.ttl(keys.job("done-1")) > DEAD_LETTER_TTL_SECONDS - 60
+    # Another user's job, or one not finished, keeps its own TTL.
+    assert await redis_client.ttl(keys.job("done-2")) <= 3600
+    assert await redis_client.ttl(keys.job("running-1")) <= 3600

@@ -23,12 +23,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from eco2 import tracing
+from eco2.adapter import ServedFunction
 from eco2.metric_catalog import catalog, metric_names
 from eco2.observability import JsonFormatter
 from eco2.serving import load_function
 from tests.gateway.conftest import gateway_env
 from tests.gateway.support import RecordingSink, bearer
-from tests.support import REDIS_TEST_URL, wait_for
+from tests.support import REDIS_TEST_URL, exposition, wait_for
 
 CHAIN = ("vision", "rules", "answer", "reward", "persist")
 # A caller's own trace context: the gateway continues it rather than starting a new trace.
@@ -45,6 +46,8 @@ class Pack:
     spans: InMemorySpanExporter
     log: io.StringIO
     standin_url: str
+    # Every function by name: what its metrics port serves is read from it (tests.support.exposition).
+    functions: dict[str, ServedFunction]
 
     def log_lines(self, since: int = 0) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.getvalue()[since:].splitlines()]
@@ -93,7 +96,7 @@ async def pack(
         "OPENAI_BASE_URL": f"{standin_url}/v1",
         "ECO2_IMAGE_URL_ALLOWLIST": standin_url,
     }
-    started = []
+    started: dict[str, ServedFunction] = {}
     clients: dict[str, httpx.AsyncClient] = {}
     try:
         for name in ("gateway", *CHAIN):
@@ -101,16 +104,16 @@ async def pack(
             await function.start(
                 gateway_env(sink.url, ECO2_IMAGE_URL_ALLOWLIST=standin_url) if name == "gateway" else stage_env
             )
-            started.append(function)
+            started[name] = function
             clients[name] = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")
         for name, client in clients.items():
             # Ready (reward: its catalog sync warmed up), so no start-up line lands among the scan's.
             await wait_for(partial(ready, client), timeout=20, what=f"{name} ready")
-        yield Pack(clients.pop("gateway"), clients, sink, spans, json_log, standin_url)
+        yield Pack(clients.pop("gateway"), clients, sink, spans, json_log, standin_url, started)
     finally:
         for client in clients.values():
             await client.aclose()
-        for function in started:
+        for function in started.values():
             await function.stop()
         sink.stop()
 
@@ -209,9 +212,9 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 async def test_every_metrics_endpoint_counts_the_scan_and_exposes_only_documented_metrics(pack: Pack) -> None:
     _, events = await run_scan(pack)
     documented = metric_names()
-    scraped = {"gateway": (await pack.gateway.get("/metrics")).text}
-    for name, client in pack.stages.items():
-        scraped[name] = (await client.get("/metrics")).text
+    scraped = {name: exposition(function) for name, function in pack.functions.items()}
+    for client in (pack.gateway, *pack.stages.values()):
+        assert (await client.get("/metrics")).status_code == 404, "metrics only on the metrics port"
     for name, text in scraped.items():
         exposed = {sample[0] for sample in scrape(text)}
         exposed = {n for n in exposed if not n.endswith("_created")}  # prometheus_client's own timestamps

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -113,6 +113,10 @@ class EventFunction(Generic[R]):
                 await self._resources.aclose()
                 self._resources = None
 
+    def metrics_registry(self) -> CollectorRegistry:
+        """What the metrics port (eco2.metrics_port) serves: this function's own registry."""
+        return self.metrics.registry
+
     def drain(self) -> None:
         """Called on SIGTERM (eco2.serving): readiness answers 503 and a new delivery is refused (retried)."""
         self.draining = True
@@ -124,15 +128,14 @@ class EventFunction(Generic[R]):
         return self._settings
 
     async def http(self, request: Request) -> Response:
-        """The functions-framework http target: events on POST /, health and metrics beside them."""
+        """The functions-framework http target: events on POST /, health beside them (the metrics have a port of
+        their own, eco2.metrics_port: /metrics here is a 404 like any other path)."""
         path, method = request.url.path.rstrip("/") or "/", request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
             # Liveness: the process serves. Readiness (below) is what Knative routes by.
             return JSONResponse({"status": "ok", "function": self.name, "started": self._resources is not None})
         if path == "/readyz" and method in ("GET", "HEAD"):
             return await self._readiness()
-        if path == "/metrics" and method == "GET":
-            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
         if path != "/":
             return JSONResponse({"error": "not_found", "message": f"no route {path}"}, status_code=404)
         if method != "POST":
@@ -306,7 +309,8 @@ class ServedFunction(Protocol):
     """What `eco2 serve` needs of the `function` object in `functions/<name>/main.py` (beside `handle_http`).
 
     `start` builds the per-process resources (idempotent) from `env` (default: the process environment);
-    `stop` closes them. `fast_http` picks uvloop + httptools over asyncio + h11.
+    `stop` closes them. `fast_http` picks uvloop + httptools over asyncio + h11. `metrics_registry` is what the
+    metrics port serves (None until the function has one).
     """
 
     name: str
@@ -315,6 +319,8 @@ class ServedFunction(Protocol):
     async def start(self, env: Mapping[str, str] | None = None) -> object: ...
 
     async def stop(self) -> None: ...
+
+    def metrics_registry(self) -> CollectorRegistry | None: ...
 
 
 class Lifespan:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 from eco2 import keys
+from eco2.errors import store_call
 from eco2.events import FUNCTION_EVENTS, EventType, event_id
 from eco2.jobs import STAGE_OF_FUNCTION, JobStatus, JobStore, Stage, Transition
+from eco2.persist.records import PERSISTED_TYPES
 
 DEAD_LETTER_TTL_SECONDS = 7 * 24 * 3600
 DEAD_LETTER_MAXLEN = 100_000
@@ -82,3 +84,22 @@ async def fail_job(store: JobStore, job_id: str, user_id: str, event_type: str, 
         fields={"error": json.dumps(error, ensure_ascii=False)},
         expect_stage=WAITING_STAGE[event_type],
     )
+
+
+async def keep_job_for_replay(store: JobStore, attributes: dict[str, str], data: object) -> bool:
+    """Keep a finished job's hash as long as a letter of its final event (7 days, not the job's 24 h).
+
+    persist writes a final event only while Redis backs it (eco2.persist.evidence); a history-only event's one
+    backing is its job hash, so a replay after the job's TTL would otherwise be refused. Only the job's own user
+    and a done job: a letter naming another user's job leaves it as it is. True when the TTL was lengthened.
+    """
+    if attributes.get("type") not in PERSISTED_TYPES or not isinstance(data, dict):
+        return False
+    job_id, user_id = str(data.get("job_id", "")), str(data.get("user_id", ""))
+    if not job_id or not user_id:
+        return False
+    job = keys.job(job_id)
+    owner, status = await store_call(store.redis.hmget(job, "user_id", "status"))
+    if owner != user_id or status != JobStatus.DONE:
+        return False
+    return bool(await store_call(store.redis.expire(job, DEAD_LETTER_TTL_SECONDS, gt=True)))

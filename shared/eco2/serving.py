@@ -96,10 +96,17 @@ def shutdown_grace_seconds(env: Mapping[str, str]) -> int:
 
 def serve(name: str, *, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop listening and refuse new deliveries (readiness 503), let the
-    requests in flight finish within the grace period, close the function's connections, exit 0."""
+    requests in flight finish within the grace period, close the function's connections, exit 0. The metrics go
+    on ECO2_METRICS_PORT when it is set (eco2.metrics_port), never on `port`."""
     import uvicorn
 
+    from eco2.metrics_port import metrics_port, serve_metrics
+
     app, function = load_function(name)
+    scrape_port = metrics_port(os.environ, port)
+    if scrape_port:
+        serve_metrics(function.metrics_registry, host=host, port=scrape_port)
+        print(f"metrics of {name} on http://{host}:{scrape_port}/metrics", flush=True)
     loop, http = ("uvloop", "httptools") if getattr(function, "fast_http", False) else ("asyncio", "h11")
     config = uvicorn.Config(
         app,
@@ -148,9 +155,15 @@ def main(argv: list[str]) -> int:
     except UnknownFunction as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from eco2.metrics_port import MetricsPortError
+
     where = f"http://{args.host}:{args.port}/"
     print(f"serving function {args.name} on {where} (POST a CloudEvent; GET /healthz, /readyz)", flush=True)
-    serve(args.name, host=args.host, port=args.port)
+    try:
+        serve(args.name, host=args.host, port=args.port)
+    except MetricsPortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

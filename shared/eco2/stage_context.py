@@ -19,11 +19,15 @@ from eco2.model import CLASSIFY_SYSTEM_PROMPT, ModelClient
 from eco2.observability import FunctionMetrics
 from eco2.rules import MAJOR_CATEGORIES, SITUATION_TAGS, CharacterCatalog, RuleBook
 from eco2.settings import Settings
-from eco2.ssrf import check_image_url, image_allowlist
+from eco2.ssrf import check_image_url, image_allowlist, origin_of
 from eco2.storage import Storage
 
 if TYPE_CHECKING:
     from eco2.cachesync.replica import CacheSync
+    from eco2.image_fetch import ImageFetcher
+
+# The longest a stage waits for an image it fetches itself (within its own stage timeout).
+IMAGE_FETCH_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -42,6 +46,7 @@ class StageContext:
     _model: ModelClient | None = None
     _catalog_sync: CacheSync | None = None
     _storage: Storage | None = None
+    _images: ImageFetcher | None = None
 
     @classmethod
     async def create(cls, settings: Settings, metrics: FunctionMetrics | None = None) -> StageContext:
@@ -96,22 +101,41 @@ class StageContext:
     async def readable_image(self, url: str, user_id: str) -> str:
         """The URL the model reads the image from. The gateway's rules hold here too, since an event need not have
         come through the gateway: an upload to the photo store only in its canonical form and only the user's own
-        (then a presigned GET), any other URL only on a public host (the model, self-hosted in this network, would
-        fetch what it names). A 4xx otherwise: the event is poison."""
+        (then a presigned GET); an allowlisted origin's URL as it is; any other URL only on a public host, and then
+        fetched by the stage itself (eco2.image_fetch: the model, self-hosted in this network, would resolve the
+        name again) and handed on as a data URL. A 4xx otherwise: the event is poison."""
         if self.settings.storage is not None:
             if self._storage is None:
                 self._storage = Storage(self.settings.storage)
             owned = self._storage.owned_url(url, user_id)
             if self._storage.key_of(owned) is not None:
                 return self._storage.readable_url(owned)
-        await check_image_url(url, allowlist=self.image_allowlist)
-        return url
+        if origin_of(url) in self.image_allowlist:
+            await check_image_url(url, allowlist=self.image_allowlist)  # its form (an allowlisted origin: no DNS)
+            return url
+        # Any other URL: fetched here, pinned to the addresses its check approved, and handed on as bytes.
+        return await self.image_fetcher.data_url(url)
+
+    @property
+    def image_fetcher(self) -> ImageFetcher:
+        if self._images is None:
+            # Imported at the first such URL: rules and reward never fetch an image, nor load httpx for it.
+            from eco2.image_fetch import ImageFetcher
+
+            allowlist = self.image_allowlist
+            self._images = ImageFetcher(
+                lambda url: check_image_url(url, allowlist=allowlist),
+                timeout_seconds=min(IMAGE_FETCH_SECONDS, self.settings.stage_timeout_seconds),
+            )
+        return self._images
 
     async def aclose(self) -> None:
         if self._catalog_sync is not None:
             await self._catalog_sync.stop()
         if self._model is not None:
             await self._model.aclose()
+        if self._images is not None:
+            await self._images.aclose()
         await self.store.aclose()
 
     @property

@@ -78,7 +78,7 @@ def serve_edge(port: int, authz_url: str, gateway_url: str) -> None:
 
 async def start_authz(children: Children, sink_url: str, secret: str) -> tuple[str, int]:
     port = free_port()
-    env = gateway_env(sink_url, secret, port) | {"AMQP_URL": AMQP_URL}
+    env = gateway_env(sink_url, secret, port, free_port()) | {"AMQP_URL": AMQP_URL}
     process = children.spawn(container_command(("eco2", "serve", "authz")), env=env, log_name="authz")
     url = f"http://{HOST}:{port}"
     try:

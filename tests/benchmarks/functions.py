@@ -153,7 +153,9 @@ class Rig:
         service = self.services[function]
         port = free_port()
         url = f"http://{HOST}:{port}"
-        env = {**function_env(), **service.env, **self.env, "PORT": str(port), "HOST": HOST}  # as the runner
+        # As the runner: the manifest's env, each process its own metrics port (a pod has the manifest's to itself).
+        ports = {"PORT": str(port), "HOST": HOST, "ECO2_METRICS_PORT": str(free_port())}
+        env = {**function_env(), **service.env, **self.env, **ports}
         post, log_name = self._event_post(function, url), f"{function}-{tag}"
         launched = time.perf_counter()
         process = self.children.spawn(container_command(service.command), env=env, log_name=log_name)

@@ -240,9 +240,9 @@ async def accept_run(
         for client in processes:
             await client.send({"start_at": start_at})
         await sleep_until(start_at + ACCEPT_WARMUP)
-        cpu_before, (hist_before, sink_before) = cpu_now(pids), await gateway_histograms(http, gateway.url)
+        cpu_before, (hist_before, sink_before) = cpu_now(pids), await gateway_histograms(http, gateway.metrics_url)
         await sleep_until(start_at + ACCEPT_WARMUP + seconds)
-        cpu_after, (hist_after, sink_after) = cpu_now(pids), await gateway_histograms(http, gateway.url)
+        cpu_after, (hist_after, sink_after) = cpu_now(pids), await gateway_histograms(http, gateway.metrics_url)
         replies = [await client.receive(timeout=REPLY_TIMEOUT) for client in processes]
     finally:
         for client in processes:

@@ -130,7 +130,7 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def gateway_env(sink_url: str, secret: str, port: int) -> dict[str, str]:
+def gateway_env(sink_url: str, secret: str, port: int, metrics_port: int) -> dict[str, str]:
     """What the runner gives a function process, with the benchmark's settings; inherited ECO2_* dropped."""
     drop = {"K_SINK", "REDIS_URL", "PORT", "HOST", "LOG_LEVEL"}
     env = {k: v for k, v in function_env().items() if not k.startswith("ECO2_") and k not in drop}
@@ -138,6 +138,7 @@ def gateway_env(sink_url: str, secret: str, port: int) -> dict[str, str]:
         {
             "PORT": str(port),
             "HOST": HOST,
+            "ECO2_METRICS_PORT": str(metrics_port),
             "REDIS_URL": REDIS_URL,
             "K_SINK": sink_url,
             "ECO2_ENV": "production",
@@ -158,20 +159,21 @@ class Gateway:
     url: str
     process: subprocess.Popen[bytes]
     log_name: str
+    metrics_url: str  # its /metrics, on the metrics port (eco2.metrics_port)
 
 
 async def start_gateway(children: Children, sink_url: str, secret: str, tag: str) -> Gateway:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log_name = f"gateway-{tag}"
     # The manifest's command, as the runner runs it (the venv's `eco2` console script).
     command = container_command(("eco2", "serve", "gateway"))
-    process = children.spawn(command, env=gateway_env(sink_url, secret, port), log_name=log_name)
+    process = children.spawn(command, env=gateway_env(sink_url, secret, port, metrics_port), log_name=log_name)
     url = f"http://{HOST}:{port}"
     try:
         await wait_ready(url, process)
     except BenchError as exc:
         raise BenchError(f"gateway: {exc}\n{children.log_tail(log_name)}") from None
-    return Gateway(url, process, log_name)
+    return Gateway(url, process, log_name, f"http://{HOST}:{metrics_port}/metrics")
 
 
 # --- the sink: the broker ingress over RabbitMQ, or a stub -------------------------------------------------
@@ -386,8 +388,8 @@ def _role_of(name: str) -> str:
     return name
 
 
-async def gateway_gauges(http: httpx.AsyncClient, url: str) -> dict[str, float]:
-    text = (await http.get(f"{url}/metrics", timeout=10)).text
+async def gateway_gauges(http: httpx.AsyncClient, metrics_url: str) -> dict[str, float]:
+    text = (await http.get(metrics_url, timeout=10)).text
     wanted = ("eco2_gateway_sse_clients", "eco2_gateway_redis_reader_connections", "eco2_gateway_watched_streams")
     gauges: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -397,9 +399,9 @@ async def gateway_gauges(http: httpx.AsyncClient, url: str) -> dict[str, float]:
     return gauges
 
 
-async def gateway_histograms(http: httpx.AsyncClient, url: str) -> tuple[HistogramState, HistogramState]:
+async def gateway_histograms(http: httpx.AsyncClient, metrics_url: str) -> tuple[HistogramState, HistogramState]:
     """The gateway's handler time for 202s and its K_SINK send time for successful sends."""
-    text = (await http.get(f"{url}/metrics", timeout=10)).text
+    text = (await http.get(metrics_url, timeout=10)).text
     families = list(text_string_to_metric_families(text))
     return (
         histogram_state(families, "eco2_gateway_accept_seconds", ("status", "202")),

@@ -295,7 +295,7 @@ async def sse_benchmark(
                     target,
                     took,
                     await gateway_redis_clients(redis, gateway.process.pid),
-                    await gateway_gauges(http, gateway.url),
+                    await gateway_gauges(http, gateway.metrics_url),
                     rss_mb(gateway.process.pid),
                 )
             )
@@ -311,7 +311,7 @@ async def sse_benchmark(
         out["cores_during_writes"] = cores_used(cpu_before, cpu_now(pids), time.perf_counter() - wall_before)
         out["after"] = {
             "redis": await gateway_redis_clients(redis, gateway.process.pid),
-            "gauges": await gateway_gauges(http, gateway.url),
+            "gauges": await gateway_gauges(http, gateway.metrics_url),
         }
         stamps = await stream_stamps(redis, [job_id for job_id, _ in jobs])
     finally:

@@ -4,10 +4,12 @@
 
 `eco2 serve persist` is started as knative/persist.yaml says (its container command and `env`), with DATABASE_URL
 pointing at a PostgreSQL database of its own (ECO2_BENCH_DATABASE_URL, created when missing, its tables dropped
-first). A client holding C deliveries in flight (the Trigger's parallelism: 100, as the broker's dispatcher
-would) posts N distinct eco2.reward.granted events in binary mode over keep-alive connections; each answer is a
-2xx only after its row committed. Measured per mode: rewards/s (N / wall time) and the time each reward waits
-for its answer (send → 2xx: batch wait + commit + HTTP), p50/p99. Then the table is checked: N rows, all there.
+first). Each event is backed in Redis first as the reward stage backs it (its job done, its reward's claim: what
+persist checks before it writes, eco2.persist.evidence), on ECO2_BENCH_REDIS_URL. A client holding C deliveries in
+flight (the Trigger's parallelism: 100, as the broker's dispatcher would) posts N distinct eco2.reward.granted
+events in binary mode over keep-alive connections; each answer is a 2xx only after its row committed. Measured per
+mode: rewards/s (N / wall time) and the time each reward waits for its answer (send → 2xx: batch wait + commit +
+HTTP), p50/p99. Then the table is checked: N rows, all there.
 Modes: the manifest's group commit (ECO2_PERSIST_BATCH_ROWS/…_MS as written), and ECO2_PERSIST_BATCH_ROWS=1
 (every delivery its own INSERT and commit, the same pool of connections).
 """
@@ -21,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,11 +31,12 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 from cloudevents.conversion import to_binary
-from cloudevents.http import from_http
+from cloudevents.http import CloudEvent, from_http
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from eco2.functions.persist import PersistContext
+from eco2.jobs import JobStore
 from eco2.persist.records import record_of
 from eco2.persist.store import PersistSettings
 from eco2_tools.bench.processes import ROOT, cpu_seconds, function_env
@@ -42,10 +44,12 @@ from eco2_tools.bench.report import HistogramState, Row, histogram_row, histogra
 from eco2_tools.local.processes import container_command
 from eco2_tools.local.replicas import free_port
 from eco2_tools.manifests import Manifests
-from tests.persist.events import granted
+from tests.persist.events import CATALOG_IDS, back, granted
 from tests.persist.tables import reset_postgres
 
 DATABASE_URL = os.environ.get("ECO2_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/eco2_persist_bench")
+REDIS_URL = os.environ.get("ECO2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKING_CONCURRENCY = 50
 TARGET_RATE = 5000.0
 TARGET_SPEEDUP = 10.0
 WARMUP = 500
@@ -63,12 +67,29 @@ async def ledger_count() -> int:
         await conn.close()
 
 
-def events(n: int, tag: str) -> list[tuple[dict[str, str], bytes]]:
-    """N distinct reward.granted deliveries, encoded once up front (the client's CPU goes to sending)."""
+def granted_events(n: int, tag: str) -> list[CloudEvent]:
+    """N distinct reward.granted events: each a character of the catalog, each (user, character) once."""
+    per_user = len(CATALOG_IDS)
+    return [granted(f"bench-{tag}-{i // per_user}", CATALOG_IDS[i % per_user], f"{tag}-{i}") for i in range(n)]
+
+
+async def backed(n: int, tag: str) -> list[tuple[dict[str, str], bytes]]:
+    """N distinct reward.granted deliveries, backed in Redis and encoded once up front (the client's CPU goes to
+    sending)."""
+    made = granted_events(n, tag)
+    store = JobStore.from_url(REDIS_URL, ttl_seconds=3600)
+    gate = asyncio.Semaphore(BACKING_CONCURRENCY)
+
+    async def one(event: CloudEvent) -> None:
+        async with gate:
+            await back(store, event)
+
+    try:
+        await asyncio.gather(*(one(event) for event in made))
+    finally:
+        await store.aclose()
     out = []
-    for i in range(n):
-        job = f"{tag}-{i}"
-        event = granted(f"bench-{tag}-{i % 997}", f"char-{i}", job, reward_id=str(uuid.uuid4()))
+    for event in made:
         headers, body = to_binary(event)
         out.append((dict(headers), body))
     return out
@@ -104,7 +125,14 @@ def start_persist(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
         return subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**function_env(), **service.env, "DATABASE_URL": DATABASE_URL, "LOG_LEVEL": "WARNING", **env},
+            env={
+                **function_env(),
+                **service.env,
+                "DATABASE_URL": DATABASE_URL,
+                "REDIS_URL": REDIS_URL,
+                "LOG_LEVEL": "WARNING",
+                **env,
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -128,19 +156,20 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
 
 async def measure(mode: str, env: dict[str, str], n: int, concurrency: int, log_dir: Path) -> dict[str, Any]:
     await reset_database()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_persist(env, port, log_dir / f"persist-{mode.replace(' ', '-')}.log")
+    port, metrics_port = free_port(), free_port()
+    url, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+    log = log_dir / f"persist-{mode.replace(' ', '-')}.log"
+    process = start_persist({**env, "ECO2_METRICS_PORT": str(metrics_port)}, port, log)
     try:
         await wait_ready(url, process)
-        await drive(f"{url}/", events(WARMUP, f"warm{port}"), concurrency)
-        deliveries = events(n, f"run{port}")
+        await drive(f"{url}/", await backed(WARMUP, f"warm{port}"), concurrency)
+        deliveries = await backed(n, f"run{port}")
         cpu = (cpu_seconds(process.pid), time.process_time())
-        before = await scrape(url)
+        before = await scrape(metrics)
         wall, latencies = await drive(f"{url}/", deliveries, concurrency)
         server_cpu = (cpu_seconds(process.pid) or 0.0) - (cpu[0] or 0.0)
         client_cpu = time.process_time() - cpu[1]
-        after = await scrape(url)
+        after = await scrape(metrics)
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -177,7 +206,7 @@ async def measure_store(mode: str, batch_rows: int, n: int, concurrency: int) ->
     service = Manifests.load(ROOT).services["persist"]
     settings = PersistSettings.from_env({**service.env, "DATABASE_URL": DATABASE_URL})
     ctx = await PersistContext.create(replace(settings, batch_rows=batch_rows))
-    records = [record_of(from_http(headers, body)) for headers, body in events(n, f"store{batch_rows}")]
+    records = [record_of(from_http(*to_binary(event))) for event in granted_events(n, f"store{batch_rows}")]
     pending = iter(records)
     latencies: list[float] = []
 

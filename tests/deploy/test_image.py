@@ -193,6 +193,7 @@ class Started:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    metrics: str  # ECO2_METRICS_PORT's /metrics
 
 
 # The functions run as nobody when the test runs as root (CI does); otherwise as the test's own user.
@@ -208,7 +209,7 @@ def started(
     running: dict[str, Started] = {}
     try:
         for name, service in sorted(services.services.items()):
-            port = free_port()
+            port, metrics_port = free_port(), free_port()
             env = {
                 **services.environment(name),
                 **LOCAL_ENV,
@@ -220,6 +221,8 @@ def started(
                 "HOME": "/nonexistent",  # the image's user has no home
                 "PORT": str(port),
                 "HOST": HOST,
+                # Each pod has the manifest's metrics port to itself; here they share one host.
+                "ECO2_METRICS_PORT": str(metrics_port),
             }
             program = shutil.which(service.command[0], path=env["PATH"])
             assert program is not None, f"{service.command[0]} is not on the image's PATH {env['PATH']}"
@@ -237,7 +240,7 @@ def started(
                     group=NOBODY if AS_ROOT else None,
                     extra_groups=[] if AS_ROOT else None,
                 )
-            running[name] = Started(process, f"http://{HOST}:{port}", log)
+            running[name] = Started(process, f"http://{HOST}:{port}", log, f"http://{HOST}:{metrics_port}/metrics")
         yield running
     finally:
         for child in running.values():
@@ -276,6 +279,15 @@ async def test_every_function_starts_from_the_image_and_answers(
                 await first_2xx(child.process, _first_request(http, function, child.url, standin.url))
         except Exception as exc:
             pytest.fail(f"{function}: {exc!r}\n{child.log.read_text(errors='replace')[-3000:]}")
+        # The metrics answer on their own port (authz keeps none), and the public port has no /metrics (authz
+        # answers every path as the ext-authz check of a request to it: 401, no token).
+        scraped = await http.get(child.metrics)
+        assert scraped.status_code == 200
+        expected = {"authz": "", "gateway": "eco2_gateway_accept_seconds"}.get(function, f'function="{function}"')
+        assert expected in scraped.text
+        public = await http.get(f"{child.url}/metrics")
+        assert public.status_code == (401 if function == "authz" else 404)
+        assert "eco2_" not in public.text
     assert child.process.poll() is None
     if AS_ROOT:  # the function really ran as nobody: real, effective, saved and filesystem uid
         uids = next(

@@ -31,7 +31,8 @@ CREDENTIALS: dict[str, tuple[str | set[str], bool]] = {
     "ECO2_JWT_PUBLIC_KEY": ({"gateway", "authz"}, False),
     "ECO2_JWT_PREVIOUS_SECRET": ({"gateway", "authz"}, False),
     "ECO2_JWT_PREVIOUS_PUBLIC_KEY": ({"gateway", "authz"}, False),
-    "ECO2_REDIS_CACHE_URL": ({"gateway", "authz", "reward", "blacklist-sync", "catalog-sync"}, False),
+    # persist reads the catalog's copy there to check a grant's character (eco2.persist.evidence).
+    "ECO2_REDIS_CACHE_URL": ({"gateway", "authz", "reward", "persist", "blacklist-sync", "catalog-sync"}, False),
     "AWS_ACCESS_KEY_ID": ({"gateway", "vision", "chat"}, False),
     "AWS_SECRET_ACCESS_KEY": ({"gateway", "vision", "chat"}, False),
 }

@@ -4,6 +4,11 @@ Every answer must be a 4xx or a 2xx (a generated event may happen to be acceptab
 dropped connection (a crash). Each generated event the ingress accepts with a pack type whose body is not a
 JSON object can only be refused by its stage: it must be dead-lettered exactly once, with a 4xx as its cause
 (refused once, not retried until exhausted) — and never again, whatever runs after.
+
+Forged events of valid shapes come too: from outside (no or a wrong sender credential: the ingress answers 401),
+and from an insider holding the credential or reaching persist directly (final events naming no job, another
+user's job, a character outside the catalog: persist refuses each, eco2.persist.evidence). After the run, the
+users they name own nothing and have no history they did not earn.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from hypothesis import strategies as st
 
 from eco2 import keys
 from eco2.dead_letters import DOMAINS
-from eco2.events import FUNCTION_EVENTS, SHARDS
+from eco2.events import FUNCTION_EVENTS, SHARDS, EventType
+from eco2.gateway.tokens import DEV_JWT_SECRET, issue_token
+from eco2.rewards import reward_id
+from eco2.rules import CharacterCatalog
 from tests.faults.pack import Pack
 from tests.support import SENDER
 
@@ -143,6 +151,7 @@ async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
     await asyncio.to_thread(send_poison, pack, run)
     run.targets |= covered
     forged = await asyncio.to_thread(send_forged, pack, run)
+    insider = await send_insider_forgeries(pack, run)
     await stop.wait()
     letters = await _letters_by_id(pack, set(run.refused_ids))
     for event_id in run.refused_ids:
@@ -154,7 +163,10 @@ async def poison_events(pack: Pack, stop: asyncio.Event) -> list[str]:
         + ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items())),
         f"{len(run.refused_ids)} refused through the broker, each dead-lettered once with a 4xx",
         f"{forged} forged events of valid shapes (no or a wrong sender credential): each answered 401",
+        f"{len(insider.events)} forged final events of valid shapes with the credential, and "
+        f"{insider.direct} straight to persist: each refused 422, dead-lettered once; no user's data changed",
     ]
+    run.problems += await insider.audit(pack)
     return notes + [f"problem: {p}" for p in run.problems[:20]]
 
 
@@ -220,3 +232,137 @@ def send_forged(pack: Pack, run: PoisonRun) -> int:
                 if status != 401:
                     run.problems.append(f"a forged {event_type} answered {status}, not 401")
     return sent
+
+
+# The characters a forger names: one the catalog never had, one it has.
+FORGED_CHARACTER = "forged-legendary"
+CATALOG_CHARACTER = "char_peti"
+FORGER = "bob"
+DEFAULT_CHARACTER = CharacterCatalog.load().default().character_id
+DONE_JOB_DEADLINE = 60.0
+
+
+@dataclass
+class InsiderForgeries:
+    """Final events an insider forges with valid shapes, the users they name, and the job ids they invent."""
+
+    victim: str
+    events: list[tuple[str, dict[str, Any]]]
+    invented_jobs: set[str]
+    direct: int = 0
+
+    async def audit(self, pack: Pack) -> list[str]:
+        """What the users the forgeries named own and remember, read through the mobile API."""
+        problems: list[str] = []
+        async with httpx.AsyncClient(base_url=pack.gateway, timeout=10) as http:
+            for user in (FORGER, "mallory"):
+                characters, scans = await _user_data(http, user)
+                # The default character is every user's on the first read of their collection (this one).
+                characters = [c for c in characters if c["character_id"] != DEFAULT_CHARACTER]
+                if characters or scans:
+                    problems.append(f"forged final events gave {user} {len(characters)} characters, {len(scans)} scans")
+            characters, scans = await _user_data(http, self.victim)
+            if FORGED_CHARACTER in {c["character_id"] for c in characters}:
+                problems.append(f"a forged grant gave {self.victim} {FORGED_CHARACTER}")
+            if self.invented_jobs & {s["job_id"] for s in scans}:
+                problems.append(f"a forged final event wrote an invented job into {self.victim}'s history")
+        return problems
+
+
+async def _user_data(http: httpx.AsyncClient, user: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    token = issue_token(user, DEV_JWT_SECRET, 600, None, issuer="eco2", audience="eco2")
+    headers = {"Authorization": f"Bearer {token}"}
+    characters = (await http.get("/api/v1/me/characters", headers=headers)).json()["characters"]
+    scans = (await http.get("/api/v1/me/scans", params={"limit": "100"}, headers=headers)).json()["scans"]
+    return characters, scans
+
+
+def _final_event(event_type: EventType, user: str, job: str, character: str | None) -> tuple[str, dict[str, Any]]:
+    """A final event's data exactly as the reward stage shapes it (eco2.events.RewardGranted, ScanCompleted)."""
+    data: dict[str, Any] = {
+        "job_id": job,
+        "user_id": user,
+        "category": "재활용폐기물",
+        "middle_category": "무색페트병",
+        "rule_id": "recyclable_clear_pet",
+        "reward_reason": "granted" if event_type is EventType.REWARD_GRANTED else "not_recyclable",
+        "completed_at": "2026-12-01T00:00:00+00:00",
+    }
+    if character is not None:
+        data["reward_id"] = reward_id(user, character)
+        data["character"] = {"character_id": character, "name": "forged", "middle_category": "무색페트병"}
+    return str(event_type), data
+
+
+async def _a_done_job(pack: Pack) -> tuple[str, str]:
+    """(job id, user id) of a scan of the run that is done: the real job a forger names."""
+    redis = aioredis.from_url(pack.redis_url, decode_responses=True)
+    deadline = time.monotonic() + DONE_JOB_DEADLINE
+    try:
+        while True:
+            async for name in redis.scan_iter(match=keys.job("*"), count=500):
+                if str(name).count(":") != keys.job("x").count(":"):
+                    continue  # a job's stream, checkpoints or lease, not its hash
+                job = cast(dict[str, str], await redis.hgetall(name))
+                if job.get("status") == "done" and job.get("user_id") and job.get("job_id"):
+                    return job["job_id"], job["user_id"]
+            if time.monotonic() > deadline:
+                raise TimeoutError("no scan of the run was done to forge events against")
+            await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
+
+
+async def send_insider_forgeries(pack: Pack, run: PoisonRun) -> InsiderForgeries:
+    """Final events of valid shapes from a holder of the sender credential (to the ingress) and from a pod that
+    reaches persist itself: each must be refused as poison (the ingress's are dead-lettered once with a 4xx)."""
+    job, victim = await _a_done_job(pack)
+    invented = {f"forged-{uuid.uuid4().hex[:8]}" for _ in range(3)}
+    none_1, none_2, none_3 = sorted(invented)
+    granted, completed = EventType.REWARD_GRANTED, EventType.SCAN_COMPLETED
+    forgeries = InsiderForgeries(
+        victim,
+        [
+            _final_event(granted, FORGER, none_1, FORGED_CHARACTER),  # no job, a character the catalog lacks
+            _final_event(granted, FORGER, none_2, CATALOG_CHARACTER),  # no job
+            _final_event(granted, FORGER, job, CATALOG_CHARACTER),  # another user's job
+            _final_event(granted, victim, job, FORGED_CHARACTER),  # the user's own job, an invented character
+            _final_event(completed, FORGER, job, None),  # another user's job, into the forger's history
+            _final_event(completed, victim, none_3, None),  # an invented job, into the victim's history
+            _final_event(completed, "mallory", none_3, None),
+        ],
+        invented,
+    )
+    persist = _replica_url(pack, "persist")
+    async with httpx.AsyncClient(timeout=30) as http:
+        for event_type, data in forgeries.events:
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-type": event_type,
+                "ce-source": "/eco2/reward",
+                "ce-subject": str(data["job_id"]),
+                "ce-shard": "0",
+                "content-type": "application/json",
+            }
+            body = json.dumps(data).encode()
+            event_id = uuid.uuid4().hex
+            status = await http.post(pack_ingress(pack), headers=headers | SENDER | {"ce-id": event_id}, content=body)
+            if status.status_code != 202:
+                run.problems.append(f"the ingress answered {status.status_code} to an insider's {event_type}")
+            else:
+                run.refused_ids.append(event_id)
+            if persist is not None:
+                direct = await http.post(persist, headers=headers | {"ce-id": uuid.uuid4().hex}, content=body)
+                forgeries.direct += 1
+                if direct.status_code != 422:
+                    run.problems.append(f"persist answered {direct.status_code} to a forged {event_type}, not 422")
+    return forgeries
+
+
+def pack_ingress(pack: Pack) -> str:
+    return f"http://127.0.0.1:{pack.ingress_port}/"
+
+
+def _replica_url(pack: Pack, name: str) -> str | None:
+    replicas = pack.state().get("functions", {}).get(name, {}).get("replicas") or []
+    return str(replicas[0]["url"]) if replicas else None

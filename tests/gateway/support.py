@@ -19,6 +19,7 @@ from cloudevents.http import CloudEvent, from_http
 from eco2.gateway.auth import issue_token
 from eco2.jobs import JobStatus, JobStore, Stage
 from eco2_tools.sse_client import SseMessage, amessages
+from tests.support import Child
 
 SECRET = "gateway-tests-secret-0123456789abcdef0123456789"
 PUBLIC_IMAGE = "http://93.184.216.34/bottle.png"  # a public address literal: checked, never fetched
@@ -150,9 +151,10 @@ async def open_stream(
     return response, amessages(response)
 
 
-async def metric(client: httpx.AsyncClient, name: str) -> float:
-    """One unlabelled sample from the gateway's /metrics."""
-    text = (await client.get("/metrics")).text
+async def metric(gateway: Child, name: str) -> float:
+    """One unlabelled sample from a gateway process's /metrics (on its metrics port)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(gateway.metrics_url)).text
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])

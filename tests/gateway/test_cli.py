@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import httpx
 import jwt
 import pytest
 from typer.testing import CliRunner
@@ -68,8 +67,7 @@ async def test_scan_follows_the_job_and_prints_the_answer(
     running = asyncio.create_task(asyncio.to_thread(CliRunner().invoke, app, args))
     received = await wait_for(lambda: asyncio.sleep(0, sink.events() or None), what="the scan to reach K_SINK")
     job_id = received[0].event["subject"]
-    async with httpx.AsyncClient(base_url=live_gateway.url) as client:
-        await wait_for(lambda: _streaming(client), what="the CLI to follow the stream")
+    await wait_for(lambda: _streaming(live_gateway), what="the CLI to follow the stream")
     for stage in (Stage.VISION, Stage.RULE, Stage.ANSWER, Stage.REWARD):
         await store.transition(job_id, "cli", stage, JobStatus.RUNNING, message=f"{stage.value} 완료")
     if outcome == "done":
@@ -92,8 +90,8 @@ async def test_scan_follows_the_job_and_prints_the_answer(
         assert "model_unavailable" in result.output
 
 
-async def _streaming(client: httpx.AsyncClient) -> bool:
-    return await metric(client, "eco2_gateway_sse_clients") == 1
+async def _streaming(gateway: Child) -> bool:
+    return await metric(gateway, "eco2_gateway_sse_clients") == 1
 
 
 def test_the_cli_and_the_token_module_import_neither_the_server_nor_the_crypto() -> None:

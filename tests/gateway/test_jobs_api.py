@@ -15,7 +15,7 @@ from eco2.jobs import JobStatus, Stage
 from eco2.rules import RuleBook
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PIPELINE, PUBLIC_IMAGE, advance, bearer, done_event, finish
-from tests.support import free_port
+from tests.support import exposition, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = {
@@ -154,11 +154,13 @@ async def test_categories_are_the_apps_bare_array_from_the_rule_book(gateway: Ga
     assert pet["name"] == "무색페트병"
 
 
-async def test_health_and_metrics(gateway: Gateway) -> None:
+async def test_health_and_metrics_and_none_on_the_public_port(gateway: Gateway) -> None:
     health = await gateway.client.get("/healthz")
     assert health.json() == {"status": "ok", "function": "gateway", "redis": True}
     await submitted(gateway)
-    metrics = (await gateway.client.get("/metrics")).text
+    public = await gateway.client.get("/metrics")
+    assert (public.status_code, public.json()["error"]) == (404, "not_found")
+    metrics = exposition(gateway.function)  # what its metrics port serves
     assert 'eco2_gateway_accept_seconds_count{status="202"} 1.0' in metrics
     for name in ("eco2_gateway_sse_clients", "eco2_gateway_redis_reader_connections"):
         assert f"\n{name} " in metrics

@@ -18,7 +18,7 @@ from eco2.events import EventType, event_id
 from eco2.gateway.idempotency import job_id_for
 from tests.gateway.conftest import Gateway, MakeGateway
 from tests.gateway.support import PUBLIC_IMAGE, RecordingSink, bearer
-from tests.support import free_port, wait_for
+from tests.support import exposition, free_port, wait_for
 
 # A sweeper that looks often and backs off briefly, so a test waits for delivery in well under a second.
 FAST_SWEEP = {
@@ -49,7 +49,7 @@ def requested_id(key: str) -> str:
 
 
 async def sends(gateway: Gateway, path: str, outcome: str) -> float:
-    text = (await gateway.client.get("/metrics")).text
+    text = exposition(gateway.function)
     wanted = f'eco2_gateway_sink_sends_total{{outcome="{outcome}",path="{path}"}} '
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted)), 0.0)
 

@@ -26,7 +26,7 @@ from tests.gateway.support import (
     open_stream,
     read_stream,
 )
-from tests.support import wait_for
+from tests.support import Child, wait_for
 
 RESULT = {"pipeline_result": {"final_answer": {"user_answer": "ok"}}, "reward": None, "reward_reason": "no_rule"}
 
@@ -37,12 +37,12 @@ async def submit(live: httpx.AsyncClient, user: str = "user-1") -> str:
     return str(response.json()["job_id"])
 
 
-async def sse_clients(live: httpx.AsyncClient, count: int) -> bool:
-    return await metric(live, "eco2_gateway_sse_clients") == count
+async def sse_clients(gateway: Child, count: int) -> bool:
+    return await metric(gateway, "eco2_gateway_sse_clients") == count
 
 
-async def readers(live: httpx.AsyncClient, count: int) -> bool:
-    return await metric(live, "eco2_gateway_redis_reader_connections") == count
+async def readers(gateway: Child, count: int) -> bool:
+    return await metric(gateway, "eco2_gateway_redis_reader_connections") == count
 
 
 def summary(messages: list[SseMessage]) -> list[tuple[str | None, str, int]]:
@@ -50,7 +50,7 @@ def summary(messages: list[SseMessage]) -> list[tuple[str | None, str, int]]:
 
 
 async def test_replay_then_live_events_in_order_and_the_stream_closes_after_done(
-    live: httpx.AsyncClient, store: JobStore
+    live: httpx.AsyncClient, live_gateway: Child, store: JobStore
 ) -> None:
     job_id = await submit(live)
     await advance(store, job_id, (Stage.VISION,))
@@ -73,7 +73,7 @@ async def test_replay_then_live_events_in_order_and_the_stream_closes_after_done
     last = received[-1].json()
     assert last == done_event(RESULT)
     assert [m.json()["seq"] for m in received] == [int(m.id or 0) for m in received]
-    await wait_for(lambda: sse_clients(live, 0), what="the stream to be released")
+    await wait_for(lambda: sse_clients(live_gateway, 0), what="the stream to be released")
 
 
 async def test_last_event_id_resumes_without_duplicates(live: httpx.AsyncClient, store: JobStore) -> None:
@@ -139,7 +139,11 @@ async def test_heartbeats_keep_a_quiet_stream_alive(live: httpx.AsyncClient) -> 
 
 
 async def test_two_hundred_clients_share_one_redis_reader(
-    live: httpx.AsyncClient, store: JobStore, redis_client: aioredis.Redis, make_gateway: MakeGateway
+    live: httpx.AsyncClient,
+    live_gateway: Child,
+    store: JobStore,
+    redis_client: aioredis.Redis,
+    make_gateway: MakeGateway,
 ) -> None:
     # Another gateway on the same Redis (another copy of the pack), its reader busy too: not counted (D16).
     neighbour = await make_gateway()
@@ -153,20 +157,20 @@ async def test_two_hundred_clients_share_one_redis_reader(
         return await read_stream(live, f"/api/v1/scan/{job_id}/events", headers=headers, timeout=60)
 
     one = asyncio.create_task(follow(solo))
-    await wait_for(lambda: sse_clients(live, 1), what="1 SSE client")
-    await wait_for(lambda: readers(live, 1), what="the reader to connect")
+    await wait_for(lambda: sse_clients(live_gateway, 1), what="1 SSE client")
+    await wait_for(lambda: readers(live_gateway, 1), what="the reader to connect")
     readers_at_one = await gateway_connections(redis_client, reader_name)
     assert readers_at_one == 1
-    assert await metric(live, "eco2_gateway_redis_reader_connections") == 1
+    assert await metric(live_gateway, "eco2_gateway_redis_reader_connections") == 1
     await advance(store, solo, PIPELINE)
     await finish(store, solo, RESULT)
     assert [m.event for m in await one] == ["queued", "vision", "rule", "answer", "reward", "done"]
 
     many = [asyncio.create_task(follow(jobs[i % len(jobs)])) for i in range(200)]  # ten clients per job
-    await wait_for(lambda: sse_clients(live, 200), timeout=30, what="200 SSE clients")
+    await wait_for(lambda: sse_clients(live_gateway, 200), timeout=30, what="200 SSE clients")
     assert await gateway_connections(redis_client, reader_name) == readers_at_one
-    assert await metric(live, "eco2_gateway_redis_reader_connections") == 1
-    assert await metric(live, "eco2_gateway_watched_streams") == len(jobs)
+    assert await metric(live_gateway, "eco2_gateway_redis_reader_connections") == 1
+    assert await metric(live_gateway, "eco2_gateway_watched_streams") == len(jobs)
     pooled = await gateway_connections(redis_client, pool_name)
     assert pooled <= 8, f"{pooled} pooled connections: bounded by ECO2_REDIS_MAX_CONNECTIONS, not by clients"
     for job_id in jobs:
@@ -175,6 +179,6 @@ async def test_two_hundred_clients_share_one_redis_reader(
     for messages in await asyncio.gather(*many):
         assert [m.id for m in messages] == ["1", "2", "3", "4", "5", "6"]
         assert messages[-1].json()["status"] in TERMINAL
-    await wait_for(lambda: sse_clients(live, 0), what="every stream released")
+    await wait_for(lambda: sse_clients(live_gateway, 0), what="every stream released")
     neighbour.context.hub.unsubscribe(watching)
-    assert await metric(live, "eco2_gateway_watched_streams") == 0
+    assert await metric(live_gateway, "eco2_gateway_watched_streams") == 0

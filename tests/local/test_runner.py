@@ -3,10 +3,12 @@ parallelism, a SIGKILL during backoff, scale to zero and back, and one scan end 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -298,6 +300,35 @@ async def test_one_scan_flows_through_the_pack_end_to_end(
     assert result["reward"]["name"] == "메탈리"
     stages = [e.stage for e in await store.events(job_id, count=1000) if e.status != "delta"]
     assert stages == ["queued", "vision", "rule", "answer", "reward", "done"]
+    # The genuine grant passes persist's check against Redis (eco2.persist.evidence) and is written.
+    assert not os.environ.get("DATABASE_URL"), "the pack writes the state dir's SQLite file here"
+    database = pack.state_dir / "eco2.sqlite3"
+
+    async def persisted() -> bool:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            try:
+                rows = db.execute("SELECT job_id FROM reward_ledger WHERE user_id = 'user-1'").fetchall()
+            except sqlite3.OperationalError:
+                return False  # persist has not started (and created its tables) yet
+        return rows == [(job_id,)]
+
+    await wait_for(persisted, timeout=30, what="persist to write the scan's grant")
+    # Each replica's metrics on a port of its own (what `eco2 status --json` lists), none on its public port.
+    # The ready ones: persist, dead-letter or replay may still be starting on their first event.
+    replicas = [
+        (name, r) for name, pool in pack.snapshot()["functions"].items() for r in pool["replicas"] if r["ready"]
+    ]
+    assert {"vision", "rules", "answer", "reward"} <= {name for name, _ in replicas}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, replica in replicas:
+            scraped = await http.get(replica["metrics"])
+            assert scraped.status_code == 200, name
+            if name in ("vision", "rules", "answer", "reward"):
+                assert f'eco2_events_total{{function="{name}",outcome="replied"' in scraped.text, name
+            # authz answers every path as the ext-authz check of a request to it (401: no token).
+            public = await http.get(f"{replica['url']}/metrics")
+            assert public.status_code == (401 if name == "authz" else 404), name
+            assert "eco2_events_total" not in public.text, name
 
 
 async def test_the_ingress_refuses_an_event_without_the_packs_sender_credential(

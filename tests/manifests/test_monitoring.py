@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from eco2.metric_catalog import metric_names
+from eco2.metrics_port import METRICS_PORT_ENV, SERVICE_METRICS_PORT
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 # The rabbitmq_prometheus plugin's per-object queue metrics (its documented names, labels queue and vhost).
@@ -142,6 +143,35 @@ def test_the_podmonitor_scrapes_every_function_pod() -> None:
             if doc and doc.get("kind") == "Service":
                 labels = doc["spec"]["template"]["metadata"]["labels"]
                 assert selector.items() <= labels.items(), f"{service.name}: its pods are not scraped"
+
+
+def test_the_podmonitor_scrapes_the_metrics_port_every_service_names_and_never_routes() -> None:
+    [monitor] = documents("podmonitor.yaml")
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    # The address is rewritten to the pod IP on the metrics port (IPv4 and IPv6): the last rule that matches wins.
+    addresses = [r for r in endpoint["relabelings"] if r["targetLabel"] == "__address__"]
+    assert {r["sourceLabels"][0] for r in addresses} == {"__meta_kubernetes_pod_ip"}
+    ports = {str(r["replacement"]).rsplit(":", 1)[1] for r in addresses}
+    ipv4, ipv6 = (re.compile(r["regex"]) for r in addresses)
+    assert ipv4.fullmatch("10.0.0.7")
+    assert not ipv4.fullmatch("fd00::7")
+    assert ipv6.fullmatch("fd00::7")
+    assert not ipv6.fullmatch("10.0.0.7")
+    assert ports == {str(SERVICE_METRICS_PORT)}
+    services = 0
+    for service in sorted((MONITORING.parents[1] / "knative").glob("*.yaml")):
+        for doc in yaml.safe_load_all(service.read_text(encoding="utf-8")):
+            if doc and doc.get("kind") == "Service":
+                services += 1
+                [container] = doc["spec"]["template"]["spec"]["containers"]
+                env = {item["name"]: item.get("value") for item in container.get("env") or []}
+                assert env.get(METRICS_PORT_ENV) == str(SERVICE_METRICS_PORT), f"{service.name}: no metrics port"
+                # Knative routes its one declared port: the metrics port must not be it.
+                declared = {str(port["containerPort"]) for port in container.get("ports") or []}
+                assert str(SERVICE_METRICS_PORT) not in declared, service.name
+                # queue-proxy listens on 9090 and 9091 in the same pod.
+                assert SERVICE_METRICS_PORT not in (8012, 8013, 8022, 9090, 9091)
+    assert services >= 12
 
 
 def test_kustomize_renders_the_monitoring_objects() -> None:

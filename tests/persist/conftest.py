@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -16,6 +17,7 @@ from eco2.adapter import EventFunction
 from eco2.functions.persist import PersistContext, function
 from tests.gateway.conftest import make_gateway, session_sink, sink  # noqa: F401  (the gateway's fixtures, reused)
 from tests.persist import tables
+from tests.support import REDIS_TEST_URL
 
 PG_URL = os.environ.get("ECO2_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/eco2_persist_test")
 
@@ -46,9 +48,12 @@ def persist_env(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def persist_fn(persist_env: dict[str, str]) -> AsyncIterator[EventFunction[PersistContext]]:
+async def persist_fn(
+    persist_env: dict[str, str], redis_client: aioredis.Redis
+) -> AsyncIterator[EventFunction[PersistContext]]:
+    """persist on the tests' Redis (emptied first): what it checks an event against (eco2.persist.evidence)."""
     fn = function(persist_env)
-    await fn.start({})
+    await fn.start({"REDIS_URL": REDIS_TEST_URL})
     yield fn
     await fn.stop()
 

@@ -9,12 +9,13 @@ import httpx
 import redis.asyncio as aioredis
 
 from eco2 import default_character, keys
+from eco2.jobs import JobStore
 from eco2.rewards import reward_id
 from eco2.rules import CharacterCatalog
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import bearer
 from tests.persist import tables
-from tests.persist.events import deliver, granted
+from tests.persist.events import back, deliver, granted
 
 DEFAULT = CharacterCatalog.load().default()
 
@@ -63,9 +64,11 @@ async def test_two_concurrent_first_requests_grant_it_once(
 
 
 async def test_a_user_who_owns_it_already_is_granted_nothing_more(
-    persist_http: httpx.AsyncClient, make_gateway: MakeGateway, database_url: str
+    persist_http: httpx.AsyncClient, make_gateway: MakeGateway, database_url: str, store: JobStore
 ) -> None:
-    assert await deliver(persist_http, "/", granted("veteran", DEFAULT.character_id, "job-v1")) == 202
+    # A first scan's grant, backed in Redis as the reward stage backs it (persist writes nothing else).
+    event = await back(store, granted("veteran", DEFAULT.character_id, "job-v1"))
+    assert await deliver(persist_http, "/", event) == 202
     gateway = await make_gateway(DATABASE_URL=database_url)
     body = (await gateway.client.get("/api/v1/me/characters", headers=bearer("veteran"))).json()
     assert [(c["character_id"], c["job_id"]) for c in body["characters"]] == [(DEFAULT.character_id, "job-v1")]

@@ -7,20 +7,23 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from eco2.jobs import JobStore
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.support import bearer
-from tests.persist.events import completed, deliver, granted
+from tests.persist.events import CATALOG_IDS, DEFAULT_ID, back, completed, deliver, granted
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 async def test_the_collection_and_the_history_show_what_was_granted_to_its_owner_only(
-    persist_http: httpx.AsyncClient, make_gateway: MakeGateway, database_url: str
+    persist_http: httpx.AsyncClient, make_gateway: MakeGateway, database_url: str, store: JobStore
 ) -> None:
     owner, other = "hist-owner", "hist-other"
-    mine = [granted(owner, f"char-{i}", f"job-a{i}", completed_at=T0 + timedelta(minutes=i)) for i in range(3)]
+    mine = [granted(owner, CATALOG_IDS[i], f"job-a{i}", completed_at=T0 + timedelta(minutes=i)) for i in range(3)]
     mine.append(completed(owner, "job-a3", "insufficient", completed_at=T0 + timedelta(minutes=3)))
-    theirs = [granted(other, "char-9", "job-b0", completed_at=T0)]
+    theirs = [granted(other, CATALOG_IDS[9], "job-b0", completed_at=T0)]
+    for event in mine + theirs:
+        await back(store, event)
     assert set(await asyncio.gather(*(deliver(persist_http, "/", e) for e in mine + theirs))) == {202}
     gateway = await make_gateway(DATABASE_URL=database_url)
 
@@ -29,11 +32,11 @@ async def test_the_collection_and_the_history_show_what_was_granted_to_its_owner
     body = collection.json()
     # The default character, granted by this first read (eco2.default_character), comes last: acquired now.
     assert body["count"] == 4
-    assert [c["character_id"] for c in body["characters"]] == ["char-0", "char-1", "char-2", "char_eco"]
+    assert [c["character_id"] for c in body["characters"]] == [*CATALOG_IDS[:3], DEFAULT_ID]
     assert body["characters"][1]["acquired_at"].startswith("2026-11-01T09:01:00")
     assert body["characters"][1]["job_id"] == "job-a1"
     others = (await gateway.client.get("/api/v1/me/characters", headers=bearer(other))).json()
-    assert [c["character_id"] for c in others["characters"]] == ["char-9", "char_eco"]
+    assert [c["character_id"] for c in others["characters"]] == [CATALOG_IDS[9], DEFAULT_ID]
 
     pages, cursor = [], None
     while True:

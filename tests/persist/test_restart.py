@@ -21,9 +21,10 @@ import httpx
 import pytest
 from cloudevents.http import CloudEvent
 
+from eco2.jobs import JobStore
 from tests.persist.conftest import PG_URL, reset_postgres
-from tests.persist.events import deliver_until_accepted, granted
-from tests.support import Child, free_port, start_child, wait_for
+from tests.persist.events import CATALOG_IDS, back, deliver_until_accepted, granted
+from tests.support import REDIS_TEST_URL, Child, free_port, start_child, wait_for
 
 CLUSTERS = Path("/etc/postgresql")
 
@@ -50,7 +51,12 @@ def restart_postgres() -> None:
 def persist_child(child_log_dir: Path) -> Iterator[Child]:
     asyncio.run(reset_postgres())
     port = free_port()
-    env = {"DATABASE_URL": PG_URL, "ECO2_PERSIST_BATCH_ROWS": "100", "ECO2_PERSIST_BATCH_MS": "5"}
+    env = {
+        "DATABASE_URL": PG_URL,
+        "REDIS_URL": REDIS_TEST_URL,
+        "ECO2_PERSIST_BATCH_ROWS": "100",
+        "ECO2_PERSIST_BATCH_MS": "5",
+    }
     child = start_child(["serve", "persist", "--port", str(port)], port=port, env=env, log_dir=child_log_dir)
     yield child
     child.stop()
@@ -64,8 +70,8 @@ async def ledger_ids() -> set[str]:
         await conn.close()
 
 
-async def test_postgres_restarted_mid_run_loses_no_reward(persist_child: Child) -> None:
-    user = f"user-{uuid.uuid4().hex[:8]}"
+async def test_postgres_restarted_mid_run_loses_no_reward(persist_child: Child, store: JobStore) -> None:
+    run = uuid.uuid4().hex[:8]
     accepted: list[CloudEvent] = []
     statuses: list[int] = []
     stop = asyncio.Event()
@@ -73,7 +79,8 @@ async def test_postgres_restarted_mid_run_loses_no_reward(persist_child: Child) 
     async def sender(http: httpx.AsyncClient, worker: int) -> None:
         n = 0
         while not stop.is_set():
-            event = granted(user, f"c{worker}-{n}", f"job-{worker}-{n}")
+            # A user per event (so each reward id is new), backed in Redis as the reward stage backs it.
+            event = await back(store, granted(f"user-{run}-{worker}-{n}", CATALOG_IDS[0], f"job-{run}-{worker}-{n}"))
             await deliver_until_accepted(
                 http, persist_child.url, event, deadline=time.monotonic() + 60, statuses=statuses
             )

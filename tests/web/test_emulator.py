@@ -71,3 +71,23 @@ def test_a_presigned_read_is_checked_against_its_signature(emulator: dict[str, s
         "get_object", Params={"Bucket": emulator["ECO2_S3_BUCKET"], "Key": stored}, ExpiresIn=60
     )
     assert httpx.get(wrong_key).status_code == 403
+
+
+def test_a_body_other_than_the_one_signed_is_refused_and_not_stored(emulator: dict[str, str]) -> None:
+    client = s3(emulator)
+    sent: list[str] = []
+
+    def tamper(request: Any, **_: Any) -> None:
+        # After signing, as a proxy on the way would: the same length, other bytes.
+        sent.append(request.headers.get("x-amz-content-sha256", b"").decode())
+        request.body = PNG[:-4] + b"evil"
+
+    client.meta.events.register("before-send.s3.PutObject", tamper)
+    key = "uploads/emulator-test/tampered.png"
+    with pytest.raises(ClientError) as refused:
+        client.put_object(Bucket=emulator["ECO2_S3_BUCKET"], Key=key, Body=PNG, ContentType="image/png")
+    assert refused.value.response["Error"]["Code"] == "XAmzContentSHA256Mismatch"
+    assert len(sent[0]) == 64, sent  # a digest of the body was signed: what the emulator checks
+    with pytest.raises(ClientError) as missing:
+        s3(emulator).head_object(Bucket=emulator["ECO2_S3_BUCKET"], Key=key)
+    assert missing.value.response["Error"]["Code"] == "404"

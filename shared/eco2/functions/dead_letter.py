@@ -4,7 +4,8 @@ A letter is recorded exactly once (the dedupe mark and the stream entry are writ
 error in between can neither lose the record nor mark it recorded). It fails a job only when the event is
 that job's live work: the pack's own event id for (job, type), and the job still waiting at the stage that
 emitted it. Anything else (a curl'd event naming a healthy job, an unknown job id) is recorded and the job
-left alone; unknown ids never create jobs.
+left alone; unknown ids never create jobs. A letter of a finished job's final event keeps that job's hash as long
+as the letter, so its replay is still backed when persist checks it (eco2.dead_letters.keep_job_for_replay).
 
 One sink, a queue per domain: the domain is the work that failed, read off the event type (DOMAIN_OF_TYPE),
 and each domain has its own record stream (`eco2.keys.dead_letters(domain)`) and its own series of the
@@ -29,6 +30,7 @@ from eco2.dead_letters import (
     ERROR_EXTENSIONS,
     domain_of,
     fail_job,
+    keep_job_for_replay,
     live_job,
     seen_key,
 )
@@ -74,6 +76,7 @@ async def record(event: CloudEvent, ctx: DeadLetterContext) -> CloudEvent | None
     if ctx.recorded is not None:
         ctx.recorded.labels(domain, "recorded" if recorded else "repeat").inc()
     await _fail_live_job(attributes, data, ctx.store)
+    await keep_job_for_replay(ctx.store, attributes, data)
     return None
 
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar
 
+from prometheus_client.registry import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -53,7 +54,6 @@ def routes(ctx: GatewayContext, history: History) -> list[Route]:
         Route("/api/v1/characters", api.characters, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *web_routes(ctx),
     ]
@@ -112,6 +112,10 @@ class Gateway:
             for resource in (history, context):
                 if resource is not None:
                     await resource.aclose()
+
+    def metrics_registry(self) -> CollectorRegistry | None:
+        """What the metrics port (eco2.metrics_port) serves: the running gateway's registry, None before it started."""
+        return None if self._context is None else self._context.metrics.registry
 
     def drain(self) -> None:
         """SIGTERM (eco2.serving): end the SSE streams, which would otherwise hold the shutdown for its whole grace."""

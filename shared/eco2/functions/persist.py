@@ -1,7 +1,8 @@
 """The persist function: a job's final event (eco2.reward.granted, eco2.scan.completed) into the database.
 
 Each delivery is answered once its rows are committed (202: durable; a duplicate or a replay commits nothing
-new, ON CONFLICT DO NOTHING), 422 when the event or the database refuses it, 503 while the database is down.
+new, ON CONFLICT DO NOTHING), 422 when the event or the database refuses it or Redis does not back it (its job,
+its user, the reward's claim, the catalog: eco2.persist.evidence), 503 while the database or Redis is down.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import ClassVar
 from cloudevents.http import CloudEvent
 
 from eco2.adapter import EventFunction
+from eco2.connections import async_redis_pool
 from eco2.errors import StoreUnavailable
 from eco2.persist.batcher import GroupCommit
 from eco2.persist.connect import open_store
+from eco2.persist.evidence import Evidence, KnownCharacters
 from eco2.persist.metrics import PersistMetrics
 from eco2.persist.records import Record, record_of
 from eco2.persist.store import PersistSettings, Store
@@ -28,10 +31,14 @@ log = logging.getLogger("eco2.persist")
 
 
 class PersistContext:
-    """The store (opened at start, or on the first write after the database came back) and the group commit."""
+    """The store (opened at start, or on the first write after the database came back), the group commit, and
+    what checks each batch's events against Redis before it is written (None: every event is written as it is)."""
 
-    def __init__(self, settings: PersistSettings, metrics: PersistMetrics | None = None) -> None:
+    def __init__(
+        self, settings: PersistSettings, metrics: PersistMetrics | None = None, evidence: Evidence | None = None
+    ) -> None:
         self.settings = settings
+        self.evidence = evidence
         self._store: Store | None = None
         self._opening = asyncio.Lock()
         self.batches = GroupCommit(
@@ -40,11 +47,14 @@ class PersistContext:
             max_wait=settings.batch_ms / 1000,
             concurrency=settings.pool_size,
             metrics=metrics,
+            screen=evidence.screen if evidence is not None else None,
         )
 
     @classmethod
-    async def create(cls, settings: PersistSettings, metrics: PersistMetrics | None = None) -> PersistContext:
-        ctx = cls(settings, metrics)
+    async def create(
+        cls, settings: PersistSettings, metrics: PersistMetrics | None = None, evidence: Evidence | None = None
+    ) -> PersistContext:
+        ctx = cls(settings, metrics, evidence)
         with contextlib.suppress(StoreUnavailable):
             await ctx.store()  # a database still down at start: not ready, and 503 until it answers
         return ctx
@@ -68,18 +78,30 @@ class PersistContext:
 
     async def ready(self) -> bool:
         try:
-            return await (await self.store()).ping()
+            if not await (await self.store()).ping():
+                return False
         except StoreUnavailable:
             return False
+        return self.evidence is None or await self.evidence.ping()
 
     async def aclose(self) -> None:
         await self.batches.aclose()
         if self._store is not None:
             await self._store.aclose()
+        if self.evidence is not None:
+            await self.evidence.aclose()
 
 
 async def persist(event: CloudEvent, ctx: PersistContext) -> None:
     await ctx.batches.submit(record_of(event))
+
+
+def evidence_of(settings: Settings) -> Evidence:
+    """The checks against Redis: jobs and claims on REDIS_URL, the catalog's copy on ECO2_REDIS_CACHE_URL."""
+    jobs = async_redis_pool(settings.redis_url, env=settings.connections)
+    same = settings.redis_cache_url == settings.redis_url
+    cache = jobs if same else async_redis_pool(settings.redis_cache_url, env=settings.connections)
+    return Evidence(jobs, KnownCharacters(cache))
 
 
 class PersistFunction(EventFunction[PersistContext]):
@@ -91,7 +113,8 @@ def function(env: Mapping[str, str] | None = None) -> PersistFunction:
     """functions/persist/main.py serves this; `env` (default: the process environment) names the database."""
 
     async def setup(settings: Settings) -> PersistContext:
-        return await PersistContext.create(PersistSettings.from_env(os.environ if env is None else env), metrics)
+        persist_settings = PersistSettings.from_env(os.environ if env is None else env)
+        return await PersistContext.create(persist_settings, metrics, evidence_of(settings))
 
     async def handle(event: CloudEvent, ctx: PersistContext) -> CloudEvent | None:
         await persist(event, ctx)

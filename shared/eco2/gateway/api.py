@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
@@ -116,9 +115,6 @@ class Api:
         ready = await self.ctx.ready()
         body = {"status": "ready" if ready else "not_ready", "function": "gateway"}
         return JSONResponse(body, status_code=200 if ready else 503)
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)

@@ -249,7 +249,6 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/metrics": {"get": {"operationId": "metrics", "responses": {"200": _text("text/plain", "Prometheus text")}}},
         **openapi_web.web_paths(_ref, _json, _error, _BEARER),
     }
 

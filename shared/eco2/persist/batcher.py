@@ -1,7 +1,9 @@
 """Group commit: concurrent deliveries share one transaction; each is answered only once its row is committed.
 
 A batch is written when it holds `max_rows` records or its first record waited `max_wait` seconds, whichever
-comes first; up to `concurrency` batches commit at once (the next one fills meanwhile). A batch the database
+comes first; up to `concurrency` batches commit at once (the next one fills meanwhile). A `screen`, when given,
+sees the whole batch first and may refuse single records (each poison, 422; the rest are written), or fail the
+batch as transient by raising StoreUnavailable. A batch the database
 refuses is retried one record at a time, so only the refused record is poison (422); a database that does not
 answer fails the whole batch as transient (503: the broker redelivers, ON CONFLICT makes that harmless).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from eco2.errors import PoisonEvent, StoreUnavailable
 from eco2.persist.metrics import PersistMetrics
@@ -21,14 +23,24 @@ from eco2.persist.store import Refused
 log = logging.getLogger("eco2.persist")
 
 Write = Callable[[list[Record]], Awaitable[None]]
+# Each record's refusal (None: write it), for a whole batch at once.
+Screen = Callable[[list[Record]], Awaitable[Sequence[PoisonEvent | None]]]
 Pending = tuple[Record, "asyncio.Future[None]"]
 
 
 class GroupCommit:
     def __init__(
-        self, write: Write, *, max_rows: int, max_wait: float, concurrency: int, metrics: PersistMetrics | None = None
+        self,
+        write: Write,
+        *,
+        max_rows: int,
+        max_wait: float,
+        concurrency: int,
+        metrics: PersistMetrics | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self._write = write
+        self._screen = screen
         self._metrics = metrics or PersistMetrics()
         self._max_rows = max_rows
         self._max_wait = max_wait
@@ -55,9 +67,24 @@ class GroupCommit:
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.get_running_loop().create_task(self._commit(batch))
+            task = asyncio.get_running_loop().create_task(self._screen_then_commit(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _screen_then_commit(self, batch: list[Pending]) -> None:
+        if self._screen is not None:
+            try:
+                refusals = await self._screen([record for record, _ in batch])
+            except StoreUnavailable as exc:
+                _settle(batch, exc)
+                return
+            for pending, refusal in zip(batch, refusals, strict=True):
+                if refusal is not None:
+                    _settle([pending], refusal)
+            batch = [pending for pending, refusal in zip(batch, refusals, strict=True) if refusal is None]
+            if not batch:
+                return
+        await self._commit(batch)
 
     async def _commit(self, batch: list[Pending]) -> None:
         try:

@@ -315,7 +315,11 @@ def status(options: RunnerOptions, as_json: bool) -> int:
             "ingress": state.get("ingress"),
             "model": state.get("model"),
             "functions": {
-                name: {"urls": [r["url"] for r in info["replicas"]], "replicas": len(info["replicas"])}
+                name: {
+                    "urls": [r["url"] for r in info["replicas"]],
+                    "metrics": [r["metrics"] for r in info["replicas"] if r.get("metrics")],
+                    "replicas": len(info["replicas"]),
+                }
                 for name, info in state.get("functions", {}).items()
             },
             "queues": state.get("queues", {}),

@@ -5,7 +5,9 @@ the runner unless S3_ENDPOINT_URL names a real store (AWS S3, MinIO, ...). moto 
 a gate in front of it does what S3 does: a browser upload (POST) must carry a policy signed with the
 emulator's key, not expired, whose conditions the form and the file meet (type, size range, key, bucket);
 every other request (listing, reading, writing) must be signed with the emulator's key (AWS Signature V4, in
-the Authorization header or as a presigned URL, not expired): the bucket is private.
+the Authorization header or as a presigned URL, not expired): the bucket is private. A signed request whose
+`x-amz-content-sha256` is a digest must carry exactly that body (S3's XAmzContentSHA256Mismatch otherwise); the
+other values S3 takes there (UNSIGNED-PAYLOAD, the STREAMING-… chunked forms) are passed on unverified.
 
     python -m eco2_tools.local.emulators --port 8095 --bucket eco2-uploads
 """
@@ -45,6 +47,8 @@ _UNCHECKED = frozenset({"policy", "x-amz-signature", "file", "bucket"})
 _ALGORITHM = "AWS4-HMAC-SHA256"
 # S3's longest presigned URL life.
 _MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
+# The largest signed body the emulator reads to hash (it holds it in memory): far above any photo.
+_MAX_SIGNED_BODY = 64 * 1024 * 1024
 
 _CORS = [
     ("Access-Control-Allow-Origin", "*"),
@@ -171,6 +175,24 @@ def check_signed(request: SignedRequest, secret: str, access_key: str) -> None:
         raise _denied("Request has expired")
 
 
+def checked_body(environ: dict[str, Any], declared: str) -> dict[str, Any]:
+    """The environ with its body read and re-wrapped, once the body's SHA-256 is the signed `declared` digest
+    (a lower-case hex digest; any other value S3 takes in x-amz-content-sha256 is left to the backend)."""
+    if len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared):
+        return environ
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length > _MAX_SIGNED_BODY:
+        raise Refused("400 Bad Request", "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
+    body = environ["wsgi.input"].read(length) if length else b""
+    if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), declared):
+        raise Refused(
+            "400 Bad Request",
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+    return {**environ, "wsgi.input": io.BytesIO(body)}
+
+
 def _condition(condition: Any, form: dict[str, str], size: int) -> None:
     """Raise Refused when one policy condition is not met (the forms S3 documents for browser uploads)."""
     if isinstance(condition, dict):
@@ -254,7 +276,9 @@ class PolicyGate:
             elif self._browser_upload(environ):
                 environ = self._checked_post(environ)
             else:
-                check_signed(SignedRequest.from_environ(environ), self.secret, self.access_key)
+                signed = SignedRequest.from_environ(environ)
+                check_signed(signed, self.secret, self.access_key)
+                environ = checked_body(environ, signed.headers.get("x-amz-content-sha256", ""))
         except Refused as refused:
             body = f"<Error><Code>{refused.code}</Code><Message>{refused.message}</Message></Error>".encode()
             start_response(refused.status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])

@@ -78,6 +78,8 @@ class Replica:
     port: int
     process: asyncio.subprocess.Process
     started_at: float
+    # Its Prometheus metrics, on a port of their own (eco2.metrics_port), as in a pod.
+    metrics_port: int = 0
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -85,6 +87,10 @@ class Replica:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
 
 class FunctionPool:
@@ -158,10 +164,10 @@ class FunctionPool:
 
     async def _start_replica(self) -> Replica:
         spawn = time.perf_counter()
-        port = free_port()
-        env, log_path = self._process_env(port), self._log_dir / f"{self.name}-{port}.log"
+        port, metrics_port = free_port(), free_port()
+        env, log_path = self._process_env(port, metrics_port), self._log_dir / f"{self.name}-{port}.log"
         process = await start_process(self.service.command, env=env, cwd=self._cwd, log_path=log_path)
-        replica = Replica(port=port, process=process, started_at=time.monotonic())
+        replica = Replica(port=port, process=process, started_at=time.monotonic(), metrics_port=metrics_port)
         self.replicas.append(replica)
         watcher = asyncio.create_task(self._watch(replica))
         self._watchers.add(watcher)
@@ -178,9 +184,11 @@ class FunctionPool:
         log.info("replica up", extra={"fields": {"function": self.name, "port": port, "pid": process.pid}})
         return replica
 
-    def _process_env(self, port: int) -> dict[str, str]:
-        # The runner's local addresses (REDIS_URL, K_SINK, OPENAI_BASE_URL) win over the manifest's cluster ones.
-        env = {**os.environ, **self.service.env, **self._env, "PORT": str(port), "HOST": "127.0.0.1"}
+    def _process_env(self, port: int, metrics_port: int) -> dict[str, str]:
+        # The runner's local addresses (REDIS_URL, K_SINK, OPENAI_BASE_URL) win over the manifest's cluster ones; the
+        # manifest's one metrics port would be every replica's on this one machine, so each gets its own.
+        ports = {"PORT": str(port), "HOST": "127.0.0.1", "ECO2_METRICS_PORT": str(metrics_port)}
+        env = {**os.environ, **self.service.env, **self._env, **ports}
         # Without bytecode every cold start compiles every import again (over a second); let the
         # function processes keep theirs (`__pycache__` is git-ignored; the venv is compiled by uv sync).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -229,7 +237,8 @@ class FunctionPool:
     def snapshot(self) -> dict[str, Any]:
         return {
             "replicas": [
-                {"url": r.url, "pid": r.process.pid, "inflight": r.inflight, "ready": r.ready} for r in self.replicas
+                {"url": r.url, "metrics": r.metrics_url, "pid": r.process.pid, "inflight": r.inflight, "ready": r.ready}
+                for r in self.replicas
             ],
             "command": list(self.service.command),
             "min_scale": self.service.min_scale,
