@@ -72,15 +72,16 @@ async def _run(model: ModelClient, calls: int) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-async def _ping_cost(client: aioredis.Redis, calls: int) -> dict[str, Any]:
-    """The CPU of one bare round trip on the same client (a PING), for scale: the floor of any shared budget."""
+async def _alone(name: str, step: Callable[[], Awaitable[Any]], calls: int) -> dict[str, Any]:
+    """The CPU of `step` alone, without a model call around it: a bare PING on the same client (the floor of any
+    shared budget) and the budget's take of a slot."""
     for _ in range(20):
-        await client.ping()
+        await step()
     cpu = time.process_time()
     for _ in range(calls):
-        await client.ping()
+        await step()
     spent = time.process_time() - cpu
-    return {"budget": "PING only", "calls": calls, "cpu_ms_per_call": 1000 * spent / calls, "wall_ms_per_call": 0.0}
+    return {"budget": name, "calls": calls, "cpu_ms_per_call": 1000 * spent / calls, "wall_ms_per_call": 0.0}
 
 
 async def measure(calls: int) -> list[dict[str, Any]]:
@@ -121,7 +122,9 @@ async def measure(calls: int) -> list[dict[str, Any]]:
                     "redis_round_trips_per_call": trips[name] / ((per_round + 20) * ROUNDS),
                 }
             )
-        rows.append(await _ping_cost(client, calls))
+        alone = Budget(client, rate, prefix=PREFIX)
+        rows.append(await _alone("slot alone", lambda: alone.acquire("m", tokens=100), calls))
+        rows.append(await _alone("PING alone", client.ping, calls))
     finally:
         for model in clients.values():
             await model.aclose()
@@ -147,7 +150,8 @@ def main() -> None:
         )
     off = rows[0]
     print(f"one bare Redis round trip (PING) on this machine: {rows[-1]['cpu_ms_per_call']:.3f} ms CPU")
-    for on in rows[1:-1]:
+    print(f"the budget's take of a slot alone (rates): {rows[-2]['cpu_ms_per_call']:.3f} ms CPU")
+    for on in rows[1:-2]:
         print(f"budget ({on['budget']}) cost per call: {on['cpu_ms_per_call'] - off['cpu_ms_per_call']:.3f} ms CPU")
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
