@@ -71,7 +71,7 @@ class CapacitySettings:
         return self.max_in_flight > 0 or self.requests_per_minute > 0 or self.tokens_per_minute > 0
 
     @property
-    def waits_seconds(self) -> float:
+    def delivery_wait_seconds(self) -> float:
         """What a delivery may spend waiting for capacity: the wait budget when the budget is on, else nothing."""
         return self.wait_seconds if self.enabled else 0.0
 

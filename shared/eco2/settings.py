@@ -53,7 +53,7 @@ class Settings:
     def work_seconds(self) -> float:
         """The longest a delivery's own work may take before its writes' grace: the stage's time budget, and the
         wait for model capacity when the budget is on."""
-        return self.stage_timeout_seconds + self.capacity.waits_seconds
+        return self.stage_timeout_seconds + self.capacity.delivery_wait_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], function_name: str) -> Settings:

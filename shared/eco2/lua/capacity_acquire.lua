@@ -11,8 +11,9 @@
 -- 6 the longest ms a queued call sleeps before asking again, 7 tokens per minute (0: no cap), 8 this call's tokens
 -- (estimate), 9 ms a place is kept past the time the call should have asked again.
 -- Returns {1, 0, 0, 0} when the slot is taken, else {0, ms to wait, calls ahead, ms it would wait at the configured
--- rate} (the last is what decides a hopeless wait: a pace learned from a provider's passing cut lapses). Redis's clock: one time for all,
--- in ms with the microseconds as a fraction, so rates above a call per ms still space calls apart.
+-- rate} (the last is what decides a hopeless wait: a pace learned from a provider's passing cut lapses).
+-- Redis's clock: one time for all, in ms with the microseconds as a fraction, so rates above a call per ms still
+-- space calls apart.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
 local function ms(value) return string.format('%.3f', value) end
