@@ -103,6 +103,8 @@ class Lease:
     waited_seconds: float
     # Whether an in-flight slot was taken (only with ECO2_MODEL_MAX_IN_FLIGHT): else there is nothing to give back.
     held: bool = True
+    # Whether the call queued for it (its job was told it waits, and is told when it stops).
+    queued: bool = False
 
 
 class CapacityObserver(Protocol):
@@ -273,14 +275,16 @@ class Budget:
         started = time.monotonic()
         deadline = started + budget
         call_id = uuid.uuid4().hex
+        queued = False
         try:
             while True:
                 wait_ms, ahead, patient_ms = await self.try_acquire(model, call_id, stage=stage, tokens=tokens)
                 if wait_ms == 0.0:
-                    return self._taken(model, call_id, time.monotonic() - started)
+                    return self._taken(model, call_id, time.monotonic() - started, queued)
                 left = deadline - time.monotonic()
                 if patient_ms / 1000 > left or left <= 0:
                     raise RateLimited("no model capacity within the stage's time budget", max(1.0, patient_ms / 1000))
+                queued = True
                 if on_wait is not None:
                     await on_wait()
                     on_wait = None
@@ -289,13 +293,13 @@ class Budget:
             await self._leave(model, call_id)
             raise
 
-    def _taken(self, model: str, call_id: str, waited: float) -> Lease:
+    def _taken(self, model: str, call_id: str, waited: float, queued: bool) -> Lease:
         held = self._settings.max_in_flight > 0
         if self._observer is not None:
             self._observer.capacity_waited(model, waited)
             if held:
                 self._observer.slots_changed(model, 1)
-        return Lease(model, call_id, waited, held)
+        return Lease(model, call_id, waited, held, queued)
 
     async def _leave(self, model: str, call_id: str) -> None:
         """Gives up a place in the queue; if this is lost, the place lapses within POLL_SECONDS by itself."""

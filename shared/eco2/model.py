@@ -273,7 +273,7 @@ class ModelClient:
             lease = await budget.acquire(
                 model, wait_seconds=wait, stage=stage, tokens=tokens, on_wait=self._waiting(job, stage, model)
             )
-            if lease.waited_seconds > 0 and self._announcer is not None:
+            if lease.queued and self._announcer is not None:
                 await self._announcer.ended(job)
             try:
                 response = await self._post(body, options, stream=stream)

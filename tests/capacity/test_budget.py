@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -366,3 +366,26 @@ async def test_a_waiting_call_tells_its_job_without_changing_its_status(
     assert await redis_client.hget(keys.job("j0"), "status") == "running"
     # The call got its slot: the job no longer says it waits.
     assert not await redis_client.hexists(keys.job("j0"), "capacity_wait")
+
+
+async def test_a_call_that_did_not_queue_costs_one_round_trip_announcer_or_not(server: tuple[Counter, str]) -> None:
+    _, url = server
+    client = aioredis.from_url(REDIS_TEST_URL, decode_responses=True)
+    sent: list[object] = []
+    original: Callable[..., Awaitable[object]] = client.execute_command
+
+    async def counted(*args: object, **options: object) -> object:
+        sent.append(args[0])
+        return await original(*args, **options)
+
+    client.execute_command = counted  # type: ignore[method-assign]
+    budget = Budget(client, CapacitySettings(requests_per_minute=600_000), prefix="eco2:test:capacity")
+    model = ModelClient(base_url=url, api_key="k", timeout_seconds=10, budget=budget, announcer=WaitAnnouncer(client))
+    try:
+        await _calls(model, 1)
+        sent.clear()
+        assert await _calls(model, 1) == ["hello"]
+    finally:
+        await model.aclose()
+        await client.aclose()
+    assert sent == ["EVALSHA"]  # the slot's script only: no release (no in-flight cap), no word to the job
