@@ -164,8 +164,7 @@ def exhausted_for(headers: Mapping[str, str], *, paced_seconds: float = 0.0) -> 
         if reset is None:
             continue
         if kind == "requests":
-            limit = _count(headers.get("x-ratelimit-limit-requests", ""))
-            reset = reset / limit if limit else reset
+            reset = provider_interval(headers) or reset
             if reset <= paced_seconds:
                 continue
         longest = reset if longest is None else max(longest, reset)
@@ -342,7 +341,8 @@ class Budget:
         await self._pause_for(model, seconds, 0.0)
 
     async def _pause_for(self, model: str, seconds: float, learn: float) -> None:
-        pause_key, learned_key = self._keys(model)[2], self._keys(model)[6]
+        keys = self._keys(model)
+        pause_key, learned_key = keys[2], keys[6]
         args = [max(1, int(seconds * 1000)), self._settings.request_interval_ms, learn]
         await self._pause(keys=[pause_key, learned_key], args=args)
 

@@ -205,6 +205,19 @@ PROVIDER_LIMIT_ENV = {
     "ECO2_MODEL_REQUESTS_PER_MINUTE": str(int(PROVIDER_RATE * 60 * BUDGET_SHARE)),
 }
 
+
+def provider_case(name: str, *, cut: bool) -> Case:
+    """A provider-limit case: every scan must end done, within the bound of the provider's floor."""
+    return Case(
+        name,
+        limited_provider(cut=cut),
+        env=PROVIDER_LIMIT_ENV,
+        settle_seconds=600.0,
+        all_done=True,
+        deadline=provider_deadline(cut),
+    )
+
+
 CASES: dict[str, Case] = {
     "baseline": Case("baseline"),
     "kill-functions": Case("kill-functions", kill_functions),
@@ -230,22 +243,8 @@ CASES: dict[str, Case] = {
         all_done=True,
     ),
     # Slow (the provider's floor is 200 s for 200 scans): not in the CI subset; run with --case provider-limit.
-    "provider-limit": Case(
-        "provider-limit",
-        limited_provider(cut=False),
-        env=PROVIDER_LIMIT_ENV,
-        settle_seconds=600.0,
-        all_done=True,
-        deadline=provider_deadline(cut=False),
-    ),
-    "provider-limit-cut": Case(
-        "provider-limit-cut",
-        limited_provider(cut=True),
-        env=PROVIDER_LIMIT_ENV,
-        settle_seconds=600.0,
-        all_done=True,
-        deadline=provider_deadline(cut=True),
-    ),
+    "provider-limit": provider_case("provider-limit", cut=False),
+    "provider-limit-cut": provider_case("provider-limit-cut", cut=True),
     # High availability, each on a set of its own (slow to start): run with --case NAME.
     # The 202 waits for the replica here, so a scan accepted just before the kill is not lost with the primary.
     "failover-redis": Case(

@@ -105,6 +105,8 @@ class LocalPack:
         self.manifests = Manifests.load(options.manifests_dir or options.root)
         self.topology = Topology.plan(self.manifests, options.prefix, delivery_limit=options.delivery_limit)
         self.metrics = RunnerMetrics()
+        # The functions' shared model budget (ECO2_MODEL_*), in the state for `eco2 status` in another shell.
+        self.model_capacity = dataclasses.asdict(CapacitySettings.from_env({**os.environ, **options.extra_env}))
         self.pools: dict[str, FunctionPool] = {}
         self._consumers: list[TriggerConsumer] = []
         self._dead_letter_consumers: list[DeadLetterConsumer] = []
@@ -321,8 +323,7 @@ class LocalPack:
             "gateway": f"http://{self.options.host}:{self.options.gateway_port}" if gateway else None,
             "model": self.model_url,
             "model_is_standin": self._standin is not None,
-            # The functions' shared model budget (ECO2_MODEL_*), for `eco2 status` in another shell.
-            "model_capacity": dataclasses.asdict(CapacitySettings.from_env({**os.environ, **self.options.extra_env})),
+            "model_capacity": self.model_capacity,
             "storage": self.storage_env.get("S3_ENDPOINT_URL"),
             "functions": {name: pool.snapshot() for name, pool in self.pools.items()},
             # Which function a dead letter's event was for (`eco2 status` groups the recorded letters by it).
