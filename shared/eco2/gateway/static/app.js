@@ -200,10 +200,16 @@ function remember(reward) {
 
 async function loadCollection() {
   const byId = JSON.parse(localStorage.getItem(earnedKey()) || "{}");
+  // What this page knows is shown at once (a reward just earned among it), then the server's list beside it.
+  renderCollection(byId);
   try {
     const body = await (await api("/api/v1/me/characters")).json();
     for (const c of body.characters || []) byId[c.character_id] = c;
   } catch (_) { /* not served by this gateway: what this page's scans earned */ }
+  renderCollection(byId);
+}
+
+function renderCollection(byId) {
   const characters = Object.values(byId);
   const list = $("characters");
   list.textContent = "";
